@@ -1,0 +1,34 @@
+"""streammix: cluster data larger than memory, and score streams for anomalies.
+
+>>> import streammix as sm
+>>> model = sm.GaussianMixture(n_components=3)  # doctest: +SKIP
+>>> model.fit("data/*.parquet")  # doctest: +SKIP
+"""
+
+from .estimators import GaussianMixture, load
+from .exceptions import (
+    CollapsedComponentError,
+    ConvergenceWarning,
+    DataError,
+    ModelFileError,
+    NotFittedError,
+    StreammixError,
+)
+from .io import as_source, read_parquet, read_zarr
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CollapsedComponentError",
+    "ConvergenceWarning",
+    "DataError",
+    "GaussianMixture",
+    "ModelFileError",
+    "NotFittedError",
+    "StreammixError",
+    "__version__",
+    "as_source",
+    "load",
+    "read_parquet",
+    "read_zarr",
+]

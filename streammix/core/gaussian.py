@@ -1,0 +1,376 @@
+"""Gaussian mixture maths: per-chunk sufficient statistics and the M-step.
+
+Pure NumPy: no IO, no Dask. The formulas follow scikit-learn's
+``sklearn.mixture._gaussian_mixture`` so that, from the same start, the fitted
+numbers agree; where scikit-learn uses raw second moments (tied, diag,
+spherical), these use moments centred on each component's current mean, which
+keeps full precision for data far from the origin.
+
+Statistics of one pass are centred on a fixed *shift* per component (the means
+the E-step used), so merging two chunks' statistics is plain addition:
+associative, with zeros as the identity, and independent of the chunking.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import linalg
+
+from ..exceptions import CollapsedComponentError
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+# Work arrays of shape (n_components, tile_rows, n_features) stay near this many
+# elements, so the E-step's temporaries live in cache rather than main memory.
+_TILE_ELEMENTS = 1 << 18
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class GaussianParams:
+    """Parameters of one Gaussian mixture.
+
+    ``precisions_cholesky`` has scikit-learn's shapes: (K, d, d) for full,
+    (d, d) for tied, (K, d) for diag and (K,) for spherical.
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    precisions_cholesky: np.ndarray
+    covariance_type: str
+    covariances: np.ndarray | None = None
+    log_det: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self):
+        object.__setattr__(
+            self,
+            "log_det",
+            log_det_cholesky(self.precisions_cholesky, self.covariance_type, self.means.shape[1]),
+        )
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    def astype(self, dtype) -> GaussianParams:
+        """The same parameters in the working dtype of the E-step."""
+        if self.means.dtype == dtype:
+            return self
+        return GaussianParams(
+            self.weights.astype(dtype),
+            self.means.astype(dtype),
+            self.precisions_cholesky.astype(dtype),
+            self.covariance_type,
+            self.covariances,
+        )
+
+
+@dataclass
+class GaussianStats:
+    """Sufficient statistics of a mixture over some rows, centred on ``shift``.
+
+    ``resp_sum`` is N_k = sum_i r_ik, ``first`` is sum_i r_ik (x_i - c_k),
+    ``second`` is sum_i r_ik (x_i - c_k)(x_i - c_k)^T for full (K, d, d), summed
+    over components for tied (d, d), or its diagonal for diag and spherical
+    (K, d). ``log_lik`` is the sum of log p(x_i) under the parameters of the
+    pass, and ``n_rows`` counts the rows.
+    """
+
+    n_rows: int
+    log_lik: float
+    resp_sum: np.ndarray
+    first: np.ndarray
+    second: np.ndarray
+
+    def merge(self, other: GaussianStats) -> GaussianStats:
+        return GaussianStats(
+            self.n_rows + other.n_rows,
+            self.log_lik + other.log_lik,
+            self.resp_sum + other.resp_sum,
+            self.first + other.first,
+            self.second + other.second,
+        )
+
+    __add__ = merge
+
+    @classmethod
+    def zero(cls, n_components: int, n_features: int, covariance_type: str) -> GaussianStats:
+        return cls(
+            0,
+            0.0,
+            np.zeros(n_components),
+            np.zeros((n_components, n_features)),
+            np.zeros(_second_shape(n_components, n_features, covariance_type)),
+        )
+
+
+def _second_shape(n_components, n_features, covariance_type):
+    if covariance_type == "full":
+        return (n_components, n_features, n_features)
+    if covariance_type == "tied":
+        return (n_features, n_features)
+    return (n_components, n_features)
+
+
+def log_det_cholesky(precisions_cholesky, covariance_type, n_features):
+    """Log-determinant of each component's precision Cholesky factor, shape (K,)."""
+    if covariance_type == "full":
+        return np.log(np.diagonal(precisions_cholesky, axis1=1, axis2=2)).sum(axis=1)
+    if covariance_type == "tied":
+        return np.log(np.diagonal(precisions_cholesky)).sum()
+    if covariance_type == "diag":
+        return np.log(precisions_cholesky).sum(axis=1)
+    return n_features * np.log(precisions_cholesky)
+
+
+def _tile_rows(n_components, n_features):
+    return max(64, _TILE_ELEMENTS // max(1, n_components * n_features))
+
+
+def _centred(X, means):
+    """x_i - mu_k for every component: shape (K, n, d)."""
+    return X[None, :, :] - means[:, None, :]
+
+
+def _squared_mahalanobis(diff, params):
+    """Squared whitened distance of every row to every component, shape (n, K)."""
+    prec = params.precisions_cholesky
+    kind = params.covariance_type
+    if kind in ("full", "tied"):
+        y = np.matmul(diff, prec)
+        return np.einsum("knd,knd->nk", y, y)
+    if kind == "diag":
+        return np.einsum("knd,kd->nk", diff * diff, prec * prec)
+    return np.einsum("knd,knd->nk", diff, diff) * (prec * prec)
+
+
+def _weighted_log_prob(diff, params):
+    """log(w_k) + log N(x_i | mu_k, Sigma_k), shape (n, K)."""
+    n_features = diff.shape[2]
+    maha = _squared_mahalanobis(diff, params)
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(params.weights)
+    return -0.5 * (n_features * _LOG_2PI + maha) + params.log_det + log_weights
+
+
+def _log_normalise(weighted):
+    """Row-wise log-sum-exp and the log responsibilities."""
+    top = weighted.max(axis=1, keepdims=True)
+    top[~np.isfinite(top)] = 0.0
+    with np.errstate(divide="ignore"):
+        log_norm = np.log(np.exp(weighted - top).sum(axis=1, keepdims=True)) + top
+    return log_norm[:, 0], weighted - log_norm
+
+
+def _moments(diff, resp, covariance_type):
+    """First and second moments of ``diff`` weighted by ``resp``, in float64."""
+    first = np.einsum("nk,knd->kd", resp, diff)
+    if covariance_type == "full":
+        second = np.matmul((diff * resp.T[:, :, None]).transpose(0, 2, 1), diff)
+    elif covariance_type == "tied":
+        k, n, d = diff.shape
+        weighted = (diff * resp.T[:, :, None]).reshape(k * n, d)
+        second = weighted.T @ diff.reshape(k * n, d)
+    else:
+        second = np.einsum("nk,knd->kd", resp, diff * diff)
+    return first.astype(np.float64), second.astype(np.float64)
+
+
+def _tiles(n_rows, tile):
+    for start in range(0, n_rows, tile):
+        yield slice(start, min(start + tile, n_rows))
+
+
+def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
+    """E-step over a block of rows: statistics for the M-step, and the log-likelihood.
+
+    The arithmetic runs in ``X``'s dtype; each tile's results are added up in
+    float64. Statistics are centred on ``params.means``.
+    """
+    n_components, n_features = params.means.shape
+    work = params.astype(X.dtype)
+    total = GaussianStats.zero(n_components, n_features, params.covariance_type)
+    for rows in _tiles(X.shape[0], _tile_rows(n_components, n_features)):
+        diff = _centred(X[rows], work.means)
+        log_norm, log_resp = _log_normalise(_weighted_log_prob(diff, work))
+        first, second = _moments(diff, np.exp(log_resp), params.covariance_type)
+        total.n_rows += rows.stop - rows.start
+        total.log_lik += float(log_norm.sum(dtype=np.float64))
+        total.resp_sum += np.exp(log_resp).sum(axis=0, dtype=np.float64)
+        total.first += first
+        total.second += second
+    return total
+
+
+def resp_stats(resp: np.ndarray, X: np.ndarray, shift: np.ndarray, covariance_type: str):
+    """Statistics of ``X`` under given responsibilities (for initialisation)."""
+    n_components, n_features = shift.shape
+    total = GaussianStats.zero(n_components, n_features, covariance_type)
+    shift = shift.astype(X.dtype)
+    for rows in _tiles(X.shape[0], _tile_rows(n_components, n_features)):
+        r = resp[rows].astype(X.dtype, copy=False)
+        first, second = _moments(_centred(X[rows], shift), r, covariance_type)
+        total.n_rows += rows.stop - rows.start
+        total.resp_sum += r.sum(axis=0, dtype=np.float64)
+        total.first += first
+        total.second += second
+    return total
+
+
+def weighted_log_prob(params: GaussianParams, X: np.ndarray) -> np.ndarray:
+    """log(w_k) + log N(x | mu_k, Sigma_k) for every row and component, shape (n, K)."""
+    work = params.astype(X.dtype)
+    tile = _tile_rows(*params.means.shape)
+    out = np.empty((X.shape[0], params.n_components), dtype=X.dtype)
+    for rows in _tiles(X.shape[0], tile):
+        out[rows] = _weighted_log_prob(_centred(X[rows], work.means), work)
+    return out
+
+
+def log_prob_resp(params: GaussianParams, X: np.ndarray):
+    """Per-row log density and log responsibilities: ``(log p(x), log r)``."""
+    return _log_normalise(weighted_log_prob(params, X))
+
+
+def estimate_parameters(
+    stats: GaussianStats,
+    shift: np.ndarray,
+    reg_covar: float,
+    covariance_type: str,
+    *,
+    normalise_weights: bool = True,
+):
+    """The M-step: weights, means and covariances from merged statistics.
+
+    Mirrors scikit-learn's ``_estimate_gaussian_parameters`` (including the
+    ``10 * eps`` added to each N_k) but from centred moments. With
+    ``normalise_weights=False`` the weights are N_k / n as in scikit-learn's
+    initialisation.
+    """
+    resp_sum = stats.resp_sum
+    nk = resp_sum + 10 * np.finfo(np.float64).eps
+    # scikit-learn's mean is sum(r x) / nk; with x = c + (x - c) that is:
+    means = (resp_sum[:, None] * shift + stats.first) / nk[:, None]
+    delta = means - shift  # new mean relative to the shift
+    if covariance_type == "full":
+        outer_sd = stats.first[:, :, None] * delta[:, None, :]
+        covariances = (
+            stats.second
+            - outer_sd
+            - outer_sd.transpose(0, 2, 1)
+            + resp_sum[:, None, None] * delta[:, :, None] * delta[:, None, :]
+        ) / nk[:, None, None]
+        idx = np.arange(shift.shape[1])
+        covariances[:, idx, idx] += reg_covar
+    elif covariance_type == "tied":
+        outer_sd = stats.first.T @ delta
+        covariances = (
+            stats.second - outer_sd - outer_sd.T + (resp_sum[:, None] * delta).T @ delta
+        ) / nk.sum()
+        covariances.flat[:: shift.shape[1] + 1] += reg_covar
+    else:
+        diag = (
+            stats.second - 2 * delta * stats.first + resp_sum[:, None] * delta * delta
+        ) / nk[:, None] + reg_covar
+        covariances = diag if covariance_type == "diag" else diag.mean(axis=1)
+    weights = nk / (nk.sum() if normalise_weights else stats.n_rows)
+    return weights, means, covariances
+
+
+_COLLAPSE_HINT = (
+    "its covariance is not positive definite (collapsed onto a single point or "
+    "duplicate points). Increase reg_covar, use fewer components, remove duplicate "
+    "rows, or scale the data."
+)
+
+
+def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
+    """Upper-triangular U with U U^T = inverse covariance, as scikit-learn stores it.
+
+    Raises
+    ------
+    CollapsedComponentError
+        When a component's covariance is not positive definite.
+    """
+    if covariance_type in ("full", "tied"):
+        stack = covariances if covariance_type == "full" else covariances[None]
+        out = np.empty_like(stack)
+        eye = np.eye(stack.shape[1])
+        for k, cov in enumerate(stack):
+            try:
+                chol = linalg.cholesky(cov, lower=True)
+            except linalg.LinAlgError:
+                which = f"component {k}" if covariance_type == "full" else "the tied covariance"
+                message = f"Gaussian mixture {which}: {_COLLAPSE_HINT}"
+                raise CollapsedComponentError(message) from None
+            out[k] = linalg.solve_triangular(chol, eye, lower=True).T
+        return out if covariance_type == "full" else out[0]
+    bad = np.flatnonzero(np.atleast_2d(covariances.T).T.min(axis=-1) <= 0)
+    if bad.size:
+        raise CollapsedComponentError(f"Gaussian mixture component {bad[0]}: {_COLLAPSE_HINT}")
+    return 1.0 / np.sqrt(covariances)
+
+
+def precision_cholesky_from_precisions(precisions: np.ndarray, covariance_type: str):
+    """Upper Cholesky factor of given precision matrices (scikit-learn's convention)."""
+    if covariance_type in ("full", "tied"):
+        stack = precisions if covariance_type == "full" else precisions[None]
+        flipped = [np.flip(linalg.cholesky(np.flip(p), lower=True)) for p in stack]
+        out = np.stack(flipped)
+        return out if covariance_type == "full" else out[0]
+    return np.sqrt(precisions)
+
+
+def precisions_from_cholesky(precisions_cholesky: np.ndarray, covariance_type: str):
+    """Precision matrices from their Cholesky factors."""
+    if covariance_type == "full":
+        return np.matmul(precisions_cholesky, precisions_cholesky.transpose(0, 2, 1))
+    if covariance_type == "tied":
+        return precisions_cholesky @ precisions_cholesky.T
+    return precisions_cholesky**2
+
+
+def covariances_from_cholesky(precisions_cholesky: np.ndarray, covariance_type: str):
+    """Covariances from precision Cholesky factors (used after ``precisions_init``)."""
+    if covariance_type in ("full", "tied"):
+        stack = precisions_cholesky if covariance_type == "full" else precisions_cholesky[None]
+        eye = np.eye(stack.shape[1])
+        inv = [linalg.solve_triangular(u, eye, lower=False) for u in stack]
+        covs = np.stack([a @ a.T for a in inv])
+        return covs if covariance_type == "full" else covs[0]
+    return 1.0 / precisions_cholesky**2
+
+
+def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
+    """Number of free parameters, as scikit-learn counts them for BIC/AIC."""
+    cov = {
+        "full": n_components * n_features * (n_features + 1) / 2.0,
+        "diag": n_components * n_features,
+        "tied": n_features * (n_features + 1) / 2.0,
+        "spherical": n_components,
+    }[covariance_type]
+    return int(cov + n_features * n_components + n_components - 1)
+
+
+def sample(params: GaussianParams, covariances: np.ndarray, n_samples: int, rng):
+    """Draw ``n_samples`` rows; returns ``(X, y)`` sorted by component like scikit-learn."""
+    counts = rng.multinomial(n_samples, params.weights / params.weights.sum())
+    kind = params.covariance_type
+    n_features = params.means.shape[1]
+    parts, labels = [], []
+    for k, (mean, count) in enumerate(zip(params.means, counts, strict=True)):
+        z = rng.standard_normal((count, n_features))
+        if kind in ("full", "tied"):
+            cov = covariances[k] if kind == "full" else covariances
+            draw = z @ linalg.cholesky(cov, lower=True).T
+        elif kind == "diag":
+            draw = z * np.sqrt(covariances[k])
+        else:
+            draw = z * np.sqrt(covariances[k])
+        parts.append(mean + draw)
+        labels.append(np.full(count, k))
+    return np.concatenate(parts), np.concatenate(labels)

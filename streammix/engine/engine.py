@@ -1,0 +1,186 @@
+"""Map a per-chunk function over a source's plan on Dask, tree-reduce in chunk order.
+
+The engine knows nothing of which model runs: it is handed a function
+``fn(params, block, start) -> stats`` and a ``merge(a, b)``; only ``params``
+travel to the chunks and only the (small) statistics come back.
+
+Scheduling:
+
+* default: Dask's in-process threaded scheduler, no cluster to start;
+* ``scheduler="tcp://host:port"`` connects a ``distributed.Client`` for the
+  engine's lifetime;
+* ``scheduler=<distributed.Client>``, or an active default client, uses it.
+
+Reduction is a fixed-shape tree over the chunks in plan order, never in
+completion order, so results do not depend on the number of workers or on
+timing.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable
+from functools import partial
+from operator import add
+
+import dask
+import numpy as np
+from dask import delayed
+from threadpoolctl import threadpool_limits
+
+from ..io.base import Source
+
+#: Partial results merged by one reduction task.
+FAN_IN = 8
+
+_LOCAL_SCHEDULERS = ("threads", "synchronous", "sync")
+
+
+def _merge_all(merge, *parts):
+    result = parts[0]
+    for part in parts[1:]:
+        result = merge(result, part)
+    return result
+
+
+def _chunk_task(fn, params, source, chunk, payload, *, merge):
+    """Read one chunk block by block and fold ``fn`` over the blocks."""
+    result = None
+    for start, block in source.read_chunk(chunk, payload):
+        part = fn(params, block, start)
+        result = part if result is None else merge(result, part)
+    return result
+
+
+def _map_task(fn, params, source, chunk, payload):
+    """``fn`` over one chunk, its per-block results concatenated in row order."""
+    parts = [fn(params, block, start) for start, block in source.read_chunk(chunk, payload)]
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _default_client():
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is a dependency
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+class Engine:
+    """Where and how chunk tasks run.
+
+    Parameters
+    ----------
+    scheduler : None, str or distributed.Client
+        ``None`` uses an active ``distributed`` default client if there is one,
+        else the in-process threaded scheduler. ``"threads"`` or
+        ``"synchronous"`` force a local scheduler. A ``"tcp://host:port"``
+        address connects to that cluster. A ``Client`` is used as it is.
+    n_workers : int, optional
+        Threads of the in-process scheduler (default: the number of cores).
+
+    Use it as a context manager so that a client it connected is closed.
+    """
+
+    def __init__(self, scheduler=None, n_workers: int | None = None):
+        self._owned_client = None
+        self.n_workers = n_workers or os.cpu_count() or 1
+        if scheduler is None:
+            self.client = _default_client()
+        elif isinstance(scheduler, str) and scheduler in _LOCAL_SCHEDULERS:
+            self.client = None
+        elif isinstance(scheduler, str):
+            from distributed import Client
+
+            self.client = self._owned_client = Client(scheduler, set_as_default=False)
+        else:
+            self.client = scheduler
+        self._local = "synchronous" if scheduler in ("synchronous", "sync") else "threads"
+        self._shipped = {}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self._owned_client is not None:
+            self._owned_client.close()
+            self._owned_client = None
+
+    @property
+    def distributed(self) -> bool:
+        return self.client is not None
+
+    # -- graph building -------------------------------------------------
+    def _source_input(self, source: Source):
+        """The source as a graph input: shipped once per engine, not once per task."""
+        token = id(source)
+        if token not in self._shipped:
+            if self.distributed and source.in_memory:
+                # Rows already on the client go to the cluster once, not every pass.
+                self._shipped[token] = (source, self.client.scatter(source, broadcast=True))
+            else:
+                self._shipped[token] = (source, delayed(source, name=f"source-{uuid.uuid4().hex}"))
+        return self._shipped[token][1]
+
+    def _chunk_tasks(self, task, fn, params, source):
+        name = f"chunks-{uuid.uuid4().hex}"
+        params_in = delayed(params, name=f"params-{name}", traverse=False)
+        source_in = self._source_input(source)
+        return [
+            delayed(task, pure=True)(fn, params_in, source_in, chunk,
+                                     source.dask_input(chunk), dask_key_name=(name, chunk.index))
+            for chunk in source.plan()
+        ]
+
+    def _compute(self, *objects):
+        if self.distributed:
+            return tuple(self.client.compute(list(objects), sync=True))
+        # One BLAS thread per Dask thread: the threads already fill the cores.
+        limit = 1 if self._local == "threads" and self.n_workers > 1 else None
+        with threadpool_limits(limits=limit, user_api="blas"):
+            return dask.compute(*objects, scheduler=self._local, num_workers=self.n_workers)
+
+    # -- public operations ----------------------------------------------
+    def map_reduce(self, fn: Callable, params, source: Source, merge: Callable = add):
+        """``merge`` of ``fn(params, block, start)`` over every block of ``source``.
+
+        Each chunk is read exactly once. The merge tree has a fixed shape in
+        chunk order, so the result is the same on any scheduler.
+        """
+        tasks = self._chunk_tasks(partial(_chunk_task, merge=merge), fn, params, source)
+        return self._reduce(tasks, merge)
+
+    def _reduce(self, level, merge):
+        name = f"merge-{uuid.uuid4().hex}"
+        depth = 0
+        while len(level) > 1:
+            level = [
+                delayed(_merge_all, pure=True)(merge, *level[i : i + FAN_IN],
+                                               dask_key_name=(name, depth, i))
+                for i in range(0, len(level), FAN_IN)
+            ]
+            depth += 1
+        (result,) = self._compute(level[0])
+        return result
+
+    def map_blocks(self, fn: Callable, params, source: Source) -> list:
+        """``fn(params, block, start)`` per chunk, as a list in chunk order (computed)."""
+        return list(self._compute(*self._chunk_tasks(_map_task, fn, params, source)))
+
+    def map_lazy(self, fn: Callable, params, source: Source, *, width: int | None, dtype):
+        """``fn`` per chunk as one lazy Dask array of its results, concatenated by rows."""
+        import dask.array as da
+
+        parts = []
+        for task, chunk in zip(self._chunk_tasks(_map_task, fn, params, source), source.plan(),
+                               strict=True):
+            shape = (chunk.n_rows,) if width is None else (chunk.n_rows, width)
+            parts.append(da.from_delayed(task, shape=shape, dtype=dtype))
+        return da.concatenate(parts, axis=0)

@@ -1,0 +1,111 @@
+"""What every streammix estimator shares: scikit-learn's parameter protocol and input handling."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+
+from ..engine import Engine
+from ..exceptions import DataError, NotFittedError
+from ..io import Source, as_source
+
+
+def check_random_state(random_state) -> np.random.SeedSequence:
+    """The root seed of every random draw of a fit, from ``random_state``.
+
+    Accepts None, an int, a ``numpy.random.Generator`` or ``RandomState``
+    (one integer is drawn from a generator to seed the fit).
+    """
+    if random_state is None or isinstance(random_state, int | np.integer):
+        return np.random.SeedSequence(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return np.random.SeedSequence(int(random_state.integers(2**63)))
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.SeedSequence(int(random_state.randint(2**31)))
+    raise ValueError(f"random_state must be None, an int or a Generator, got {random_state!r}")
+
+
+class StreammixEstimator:
+    """Base class: ``get_params``/``set_params`` over the constructor's keywords.
+
+    As in scikit-learn, constructors store their arguments unchanged and do no
+    validation; ``fit`` validates.
+    """
+
+    @classmethod
+    def _param_names(cls):
+        signature = inspect.signature(cls.__init__)
+        return sorted(
+            name for name, p in signature.parameters.items()
+            if name != "self" and p.kind != p.VAR_KEYWORD
+        )
+
+    def get_params(self, deep=True) -> dict:
+        """The constructor parameters of this estimator, by name."""
+        return {name: getattr(self, name) for name in self._param_names()}
+
+    def set_params(self, **params):
+        """Set constructor parameters; returns ``self``."""
+        valid = self._param_names()
+        for name, value in params.items():
+            if name not in valid:
+                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; "
+                                 f"valid parameters are {valid}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self):
+        defaults = {
+            name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()
+        }
+        changed = []
+        for name, value in self.get_params().items():
+            default = defaults.get(name)
+            same = value is default or (
+                not isinstance(value, np.ndarray) and not isinstance(default, np.ndarray)
+                and value == default
+            )
+            if not same:
+                changed.append(f"{name}={value!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    # -- input ------------------------------------------------------------
+    def _engine(self) -> Engine:
+        return Engine(self.scheduler, self.n_workers)
+
+    def _source(self, X, *, fitted=False) -> Source:
+        """``X`` as a chunked source with this estimator's dtype and chunk size.
+
+        For prediction, Parquet input reads the fitted feature columns, and the
+        number and names of features must match those seen in ``fit``.
+        """
+        columns = None
+        names = getattr(self, "feature_names_in_", None) if fitted else None
+        if fitted and names is not None and not isinstance(X, np.ndarray | Source):
+            if isinstance(X, str) or hasattr(X, "__fspath__") or isinstance(X, list):
+                columns = list(names)
+        source = as_source(X, chunk_size=self.chunk_size, dtype=self.dtype, columns=columns)
+        if fitted:
+            if source.n_features != self.n_features_in_:
+                raise DataError(
+                    f"has {source.n_features} features, but {type(self).__name__} was fitted "
+                    f"with {self.n_features_in_}", file=source.name)
+            if (names is not None and source.feature_names is not None
+                    and tuple(source.feature_names) != tuple(names)):
+                raise DataError(
+                    f"feature names {list(source.feature_names)} differ from those seen in fit "
+                    f"{list(names)}", file=source.name)
+        return source
+
+    def _set_features(self, source: Source):
+        self.n_features_in_ = source.n_features
+        if source.feature_names is not None:
+            self.feature_names_in_ = np.asarray(source.feature_names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
+    def _check_fitted(self, attribute):
+        if not hasattr(self, attribute):
+            raise NotFittedError(
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")

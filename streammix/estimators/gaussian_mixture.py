@@ -1,0 +1,464 @@
+"""Out-of-core Gaussian mixture models fitted by map-reduce EM."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from ..core import gaussian as gm
+from ..core.kmeans import kmeans_plusplus, lloyd, nearest
+from ..engine import Run, iterate, sample_rows
+from ..engine.iterate import batch_map_reduce
+from ..exceptions import ConvergenceWarning
+from .base import StreammixEstimator, check_random_state
+from .persistence import register, save_model
+
+INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
+
+#: Rows of the in-memory sample that the ``kmeans``, ``k-means++`` and
+#: ``random_from_data`` initialisations draw from.
+INIT_SAMPLE_ROWS = 100_000
+
+
+# Chunk functions: module level, so that they pickle by reference to workers.
+def _em_stats(params, block, start):
+    return gm.estep_stats(params, block)
+
+
+def _merge(a, b):
+    return a.merge(b)
+
+
+def _hard_assignment_stats(spec, block, start):
+    """Statistics of the partition of ``block`` by its nearest k-means centre."""
+    centers, reference, covariance_type = spec
+    labels, _ = nearest(block - reference.astype(block.dtype),
+                        (centers - reference).astype(block.dtype))
+    resp = np.zeros((block.shape[0], centers.shape[0]), dtype=block.dtype)
+    resp[np.arange(block.shape[0]), labels] = 1
+    return gm.resp_stats(resp, block, centers, covariance_type)
+
+
+def random_responsibilities(seed: int, start: int, n_rows: int, n_components: int):
+    """Uniform random responsibilities of rows ``start:start + n_rows``, rows normalised.
+
+    Drawn from a counter-based generator positioned at the rows' own offset,
+    so every row gets the same numbers whatever the chunking.
+    """
+    first = start * n_components
+    bit_generator = np.random.Philox(key=seed)
+    bit_generator.advance(first // 4)  # Philox yields 4 doubles per counter step
+    skip = first % 4
+    draws = np.random.Generator(bit_generator).random(skip + n_rows * n_components)[skip:]
+    resp = draws.reshape(n_rows, n_components)
+    return resp / resp.sum(axis=1, keepdims=True)
+
+
+def _random_stats(spec, block, start):
+    seed, shift, covariance_type = spec
+    resp = random_responsibilities(seed, start, block.shape[0], shift.shape[0])
+    return gm.resp_stats(resp, block, shift, covariance_type)
+
+
+def _labels(params, block, start):
+    return gm.weighted_log_prob(params, block).argmax(axis=1)
+
+
+def _proba(params, block, start):
+    return np.exp(gm.log_prob_resp(params, block)[1])
+
+
+def _score_samples(params, block, start):
+    return gm.log_prob_resp(params, block)[0]
+
+
+def _log_lik_and_rows(params, block, start):
+    return np.array([_score_samples(params, block, start).sum(dtype=np.float64), block.shape[0]])
+
+
+@register
+class GaussianMixture(StreammixEstimator):
+    """Gaussian mixture model fitted out-of-core by map-reduce EM.
+
+    Parameters and fitted attributes are those of
+    ``sklearn.mixture.GaussianMixture``; from the same initial parameters
+    (``weights_init``, ``means_init``, ``precisions_init``) the fitted numbers
+    agree with scikit-learn to about 1e-6 relative, whatever the chunking. Each
+    EM iteration is one pass over the data; the ``n_init`` restarts share it.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        Form of the component covariances.
+    tol : float, default=1e-3
+        Stop when the lower bound (mean log-likelihood) changes by less.
+    reg_covar : float, default=1e-6
+        Added to the covariance diagonals so they stay positive definite.
+    max_iter : int, default=100
+        EM iterations (data passes) per initialisation.
+    n_init : int, default=1
+        Initialisations; the one with the highest lower bound is kept. They
+        run as a batch inside the same data passes.
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
+        How responsibilities are initialised. ``"kmeans"`` runs k-means on a
+        uniform in-memory sample of at most ``INIT_SAMPLE_ROWS`` (100 000) rows,
+        then takes the partition of *all* rows by nearest centre (one pass);
+        ``"k-means++"`` and ``"random_from_data"`` pick their seed rows from
+        that sample, which is itself a uniform sample of the data;
+        ``"random"`` draws random responsibilities for every row (one pass),
+        the same whatever the chunking.
+    weights_init, means_init, precisions_init : array-like, optional
+        Initial parameters; given ones override those from ``init_params``.
+    random_state : int, Generator or None
+        Seeds every random draw of the fit (through ``numpy.random.Generator``).
+    warm_start : bool, default=False
+        Continue from the fitted parameters on the next ``fit`` (``n_init`` is then 1).
+    verbose : int, default=0
+        Print the lower bound every ``verbose_interval`` iterations.
+    verbose_interval : int, default=10
+    chunk_size : int, optional
+        Rows per chunk (default: about 32 MiB of floats). Parquet row groups
+        are coalesced or decoded in batches to this size.
+    dtype : {"float64", "float32"}, default="float64"
+        Working dtype of the arithmetic; statistics always add up in float64.
+    scheduler : None, str or distributed.Client
+        ``None``: an active ``distributed`` client if any, else Dask's
+        in-process threads. A ``"tcp://host:port"`` address or a ``Client``
+        runs on that cluster; ``"threads"``/``"synchronous"`` force local.
+    n_workers : int, optional
+        Threads of the in-process scheduler (default: all cores).
+
+    Attributes
+    ----------
+    weights_, means_, covariances_, precisions_, precisions_cholesky_ : ndarray
+    converged_ : bool
+    n_iter_ : int
+    lower_bound_ : float
+    lower_bounds_ : list of float
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str (when the data has column names)
+
+    Notes
+    -----
+    Second moments are centred on each component's current mean, so data far
+    from the origin (offset by 1e6, say) keeps full precision, where
+    scikit-learn's tied/diag/spherical estimates lose about 1e-3. A component
+    whose covariance collapses (a singleton, duplicate points) raises
+    :class:`~streammix.exceptions.CollapsedComponentError` saying what to
+    change (``reg_covar``, ``n_components``); it is never re-seeded silently.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import streammix as sm
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(0, 1, (200, 2)), rng.normal(6, 1, (200, 2))])
+    >>> gmm = sm.GaussianMixture(2, random_state=0).fit(X)
+    >>> np.sort(gmm.means_[:, 0]).round(0)
+    array([0., 6.])
+    >>> gmm.predict(X[:3]).shape
+    (3,)
+    """
+
+    _fitted_attributes = (
+        "weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_",
+        "converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_",
+        "feature_names_in_",
+    )
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        chunk_size=None,
+        dtype="float64",
+        scheduler=None,
+        n_workers=None,
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.chunk_size = chunk_size
+        self.dtype = dtype
+        self.scheduler = scheduler
+        self.n_workers = n_workers
+
+    # -- validation -----------------------------------------------------
+    def _check_parameters(self, n_features):
+        def integer(name, low):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+        integer("n_components", 1)
+        integer("max_iter", 0)
+        integer("n_init", 1)
+        if self.covariance_type not in gm.COVARIANCE_TYPES:
+            raise ValueError(f"covariance_type must be one of {gm.COVARIANCE_TYPES}, "
+                             f"got {self.covariance_type!r}")
+        if self.init_params not in INIT_PARAMS:
+            raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}")
+        for name in ("tol", "reg_covar"):
+            if not np.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a non-negative number, got {getattr(self, name)}")
+        k, kind = self.n_components, self.covariance_type
+        if self.weights_init is not None:
+            w = self._init_array("weights_init", (k,))
+            if w.min() < 0 or w.max() > 1 or not np.isclose(w.sum(), 1.0):
+                raise ValueError("weights_init must be in [0, 1] and sum to 1, "
+                                 f"got sum {w.sum():.6f}")
+        if self.means_init is not None:
+            self._init_array("means_init", (k, n_features))
+        if self.precisions_init is not None:
+            shape = {"full": (k, n_features, n_features), "tied": (n_features, n_features),
+                     "diag": (k, n_features), "spherical": (k,)}[kind]
+            p = self._init_array("precisions_init", shape)
+            stack = p if kind == "full" else p[None] if kind == "tied" else None
+            if stack is not None:
+                for i, matrix in enumerate(stack):
+                    if not np.allclose(matrix, matrix.T) or np.linalg.eigvalsh(matrix).min() <= 0:
+                        raise ValueError(
+                            f"precisions_init[{i}] must be symmetric positive definite")
+            elif p.min() <= 0:
+                raise ValueError("precisions_init must be positive")
+
+    def _init_array(self, name, shape):
+        value = np.asarray(getattr(self, name), dtype=np.float64)
+        if value.shape != shape:
+            raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
+        return value
+
+    # -- fitting ----------------------------------------------------------
+    def fit(self, X, y=None):
+        """Estimate the parameters with EM, out-of-core.
+
+        Parameters
+        ----------
+        X : array-like, Dask collection, Zarr array, or path
+            Any input :func:`streammix.as_source` accepts.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        source = self._source(X)
+        n_rows = source.n_rows
+        self._check_parameters(source.n_features)
+        if n_rows < max(2, self.n_components):
+            raise ValueError(f"Expected n_samples >= n_components (and at least 2) but got "
+                             f"n_components = {self.n_components}, n_samples = {n_rows}")
+        seeds = check_random_state(self.random_state).spawn(2)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        with self._engine() as engine:
+            if do_init:
+                runs = [Run(p) for p in self._initial_params(engine, source, seeds, n_rows)]
+            else:
+                runs = [Run(self._gaussian(), previous=self.lower_bound_)]
+            iterate(engine, source, runs, step=_em_stats, merge=_merge, update=self._em_update,
+                    max_iter=self.max_iter, on_iteration=self._report if self.verbose else None)
+        self._set_features(source)
+        self._keep_best(runs)
+        return self
+
+    def _em_update(self, run, stats):
+        """The M-step, and whether the lower bound has stopped moving."""
+        lower_bound = stats.log_lik / stats.n_rows
+        weights, means, covariances = gm.estimate_parameters(
+            stats, run.params.means, self.reg_covar, self.covariance_type)
+        chol = gm.precision_cholesky(covariances, self.covariance_type)
+        params = gm.GaussianParams(weights, means, chol, self.covariance_type, covariances)
+        return params, lower_bound, abs(lower_bound - run.previous) < self.tol
+
+    def _report(self, runs):
+        for i, run in enumerate(runs):
+            if not run.history or (run.n_iter % self.verbose_interval and not run.done):
+                continue
+            change = run.history[-1] - (run.history[-2] if len(run.history) > 1 else -np.inf)
+            print(f"  init {i} iteration {run.n_iter}: lower bound {run.history[-1]:.6f}, "
+                  f"change {change:.3g}" + (" (converged)" if run.converged else ""))
+
+    def _keep_best(self, runs):
+        """scikit-learn's choice: the highest final lower bound, first one on ties."""
+        best, best_bound = runs[-1], -np.inf
+        if self.max_iter > 0:
+            for run in runs:
+                if run.history[-1] > best_bound or best_bound == -np.inf:
+                    best, best_bound = run, run.history[-1]
+        params = best.params
+        self.weights_ = params.weights
+        self.means_ = params.means
+        self.covariances_ = params.covariances
+        self.precisions_cholesky_ = params.precisions_cholesky
+        self.precisions_ = gm.precisions_from_cholesky(params.precisions_cholesky,
+                                                       self.covariance_type)
+        self.converged_ = bool(best.converged)
+        self.n_iter_ = best.n_iter
+        self.lower_bound_ = float(best_bound)
+        self.lower_bounds_ = list(best.history)
+        if not self.converged_ and self.max_iter > 0:
+            warnings.warn("Best performing initialization did not converge. Try different init "
+                          "parameters, or increase max_iter, tol, or check for degenerate data.",
+                          ConvergenceWarning, stacklevel=3)
+
+    def _initial_params(self, engine, source, seeds, n_rows):
+        """One GaussianParams per initialisation (sharing the data passes)."""
+        k, kind = self.n_components, self.covariance_type
+        given = (self.weights_init, self.means_init, self.precisions_init)
+        if all(v is not None for v in given):
+            # Nothing left to estimate: every restart would start (and end) the same.
+            return [self._override(None, None, None)]
+        sample_seed, init_seed = seeds
+        sample = sample_rows(engine, source, INIT_SAMPLE_ROWS, np.random.default_rng(sample_seed))
+        reference = sample.mean(axis=0)
+        centred = sample - reference
+        rngs = [np.random.default_rng(s) for s in init_seed.spawn(self.n_init)]
+        if self.init_params == "kmeans":
+            shifts = [lloyd(centred, centred[kmeans_plusplus(centred, k, rng)]) + reference
+                      for rng in rngs]
+            specs = [(c, reference, kind) for c in shifts]
+            all_stats = batch_map_reduce(engine, source, _hard_assignment_stats, _merge, specs)
+        elif self.init_params == "random":
+            shifts = [np.tile(reference, (k, 1)) for _ in rngs]
+            specs = [(int(rng.integers(2**63)), shift, kind)
+                     for rng, shift in zip(rngs, shifts, strict=True)]
+            all_stats = batch_map_reduce(engine, source, _random_stats, _merge, specs)
+        else:  # seed rows picked from the uniform sample
+            picks = [kmeans_plusplus(centred, k, rng) if self.init_params == "k-means++"
+                     else rng.choice(sample.shape[0], size=k, replace=False) for rng in rngs]
+            shifts = [sample[idx] for idx in picks]
+            all_stats = [gm.resp_stats(np.eye(k), points, points, kind) for points in shifts]
+            for stats in all_stats:
+                stats.n_rows = n_rows  # weights are N_k / n over all rows, as in scikit-learn
+        starts = []
+        for stats, shift in zip(all_stats, shifts, strict=True):
+            weights, means, covariances = gm.estimate_parameters(
+                stats, shift, self.reg_covar, kind, normalise_weights=False)
+            starts.append(self._override(weights, means, covariances))
+        return starts
+
+    def _override(self, weights, means, covariances):
+        """Initial parameters, with those given by the user taking precedence."""
+        kind = self.covariance_type
+        if self.weights_init is not None:
+            weights = np.asarray(self.weights_init, dtype=np.float64)
+        if self.means_init is not None:
+            means = np.asarray(self.means_init, dtype=np.float64)
+        if self.precisions_init is not None:
+            chol = gm.precision_cholesky_from_precisions(
+                np.asarray(self.precisions_init, dtype=np.float64), kind)
+            covariances = gm.covariances_from_cholesky(chol, kind)
+        else:
+            chol = gm.precision_cholesky(covariances, kind)
+        return gm.GaussianParams(weights, means, chol, kind, covariances)
+
+    # -- using the model --------------------------------------------------
+    def _gaussian(self) -> gm.GaussianParams:
+        self._check_fitted("means_")
+        return gm.GaussianParams(self.weights_, self.means_, self.precisions_cholesky_,
+                                 self.covariance_type, self.covariances_)
+
+    def _per_row(self, fn, X, width=None):
+        """``fn`` over every row of ``X``: NumPy for in-memory input, else a lazy Dask array."""
+        params = self._gaussian()
+        source = self._source(X, fitted=True)
+        with self._engine() as engine:
+            if source.in_memory:
+                return np.concatenate(engine.map_blocks(fn, params, source))
+            dtype = np.int64 if fn is _labels else source.dtype
+            return engine.map_lazy(fn, params, source, width=width, dtype=dtype)
+
+    def predict(self, X):
+        """Most likely component of each row.
+
+        Returns a NumPy array for in-memory input, a lazy Dask array otherwise.
+        """
+        return self._per_row(_labels, X)
+
+    def fit_predict(self, X, y=None):
+        """``fit(X)`` then ``predict(X)``."""
+        return self.fit(X).predict(X)
+
+    def predict_proba(self, X):
+        """Posterior probability of each component, shape (n_samples, n_components)."""
+        return self._per_row(_proba, X, width=self.n_components)
+
+    def score_samples(self, X):
+        """Log density of each row under the model."""
+        return self._per_row(_score_samples, X)
+
+    def _total_log_lik(self, X):
+        params = self._gaussian()
+        source = self._source(X, fitted=True)
+        with self._engine() as engine:
+            total, n_rows = engine.map_reduce(_log_lik_and_rows, params, source)
+        return total, n_rows
+
+    def score(self, X, y=None):
+        """Mean log-likelihood of the rows of ``X`` (one pass)."""
+        total, n_rows = self._total_log_lik(X)
+        return total / n_rows
+
+    def _n_parameters(self):
+        return gm.n_parameters(self.n_components, self.means_.shape[1], self.covariance_type)
+
+    def bic(self, X):
+        """Bayesian information criterion on ``X`` (lower is better)."""
+        total, n_rows = self._total_log_lik(X)
+        return -2 * total + self._n_parameters() * math.log(n_rows)
+
+    def aic(self, X):
+        """Akaike information criterion on ``X`` (lower is better)."""
+        total, _ = self._total_log_lik(X)
+        return -2 * total + 2 * self._n_parameters()
+
+    def sample(self, n_samples=1):
+        """Draw ``n_samples`` rows from the model; returns ``(X, y)``, grouped by component."""
+        if not isinstance(n_samples, int | np.integer) or n_samples < 1:
+            raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
+        params = self._gaussian()
+        covariances = self.covariances_
+        rng = np.random.default_rng(check_random_state(self.random_state))
+        return gm.sample(params, covariances, int(n_samples), rng)
+
+    # -- files --------------------------------------------------------------
+    def save(self, path):
+        """Write the fitted model to ``path`` (``.npz`` zip, no pickle); see :func:`load`."""
+        self._check_fitted("means_")
+        save_model(self, path)
+
+    def _after_load(self):
+        self.converged_ = bool(self.converged_)
+        self.n_iter_ = int(self.n_iter_)
+        self.lower_bounds_ = [float(v) for v in self.lower_bounds_]
+
+
+__all__ = ["GaussianMixture"]

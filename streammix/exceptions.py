@@ -1,0 +1,68 @@
+"""Errors and warnings raised by streammix.
+
+Every error that is the user's to fix derives from :class:`StreammixError`, so
+the command line can turn it into a one-line message instead of a traceback.
+The data errors also derive from :class:`ValueError`, as scikit-learn's do.
+"""
+
+from __future__ import annotations
+
+
+class StreammixError(Exception):
+    """Base class of the errors a user can act on."""
+
+
+class DataError(StreammixError, ValueError):
+    """The input data cannot be used: says where (file, column, row group, row).
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, and what to do about it.
+    file, column, row_group, row : optional
+        Where it is. Each given part is prefixed to the message.
+    """
+
+    def __init__(self, message, *, file=None, column=None, row_group=None, row=None):
+        self.reason = message
+        self.file = None if file is None else str(file)
+        self.column = column
+        self.row_group = row_group
+        self.row = row
+        where = []
+        if self.file is not None:
+            where.append(self.file)
+        if row_group is not None:
+            where.append(f"row group {row_group}")
+        if column is not None:
+            where.append(f"column {column!r}")
+        if row is not None:
+            where.append(f"row {row}")
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+    def __reduce__(self):
+        # Errors cross process boundaries on a Dask cluster: keep the keywords.
+        return (
+            _rebuild_data_error,
+            (self.reason, self.file, self.column, self.row_group, self.row),
+        )
+
+
+def _rebuild_data_error(message, file, column, row_group, row):
+    return DataError(message, file=file, column=column, row_group=row_group, row=row)
+
+
+class ModelFileError(StreammixError, ValueError):
+    """A model file is damaged, foreign, or from a newer format version."""
+
+
+class CollapsedComponentError(StreammixError, ValueError):
+    """A mixture component's covariance is no longer positive definite."""
+
+
+class NotFittedError(StreammixError, ValueError, AttributeError):
+    """The estimator is used before ``fit``."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative fit stopped at ``max_iter`` before meeting ``tol``."""

@@ -1,0 +1,91 @@
+"""Chunked readers: turn any supported input into a :class:`Source`.
+
+Readers know nothing of models. See :func:`as_source` for what is accepted.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..exceptions import DataError
+from .base import Chunk, Source, resolve_dtype
+from .daskcoll import DaskSource, is_dask_collection
+from .memory import ArraySource
+from .parquet import ParquetSource
+from .zarr import ZarrSource
+
+__all__ = ["Chunk", "Source", "ArraySource", "DaskSource", "ParquetSource", "ZarrSource",
+           "as_source", "read_parquet", "read_zarr"]
+
+
+def read_parquet(path, columns=None, *, chunk_size=None, dtype="float64") -> ParquetSource:
+    """Open Parquet data as a chunked source; no rows are read yet.
+
+    Parameters
+    ----------
+    path : str, path-like, or list
+        A file, a directory of ``.parquet`` files, or a glob such as ``"data/*.parquet"``.
+    columns : list of str, optional
+        Numeric columns to use (only these are read). Default: all columns.
+    chunk_size : int, optional
+        Target rows per chunk. Row groups are coalesced or decoded in batches to it.
+    dtype : {"float64", "float32"}
+        Working dtype of the arithmetic.
+
+    Returns
+    -------
+    ParquetSource
+
+    Examples
+    --------
+    >>> import streammix as sm
+    >>> data = sm.read_parquet("data/*.parquet", columns=["x", "y"])  # doctest: +SKIP
+    >>> sm.GaussianMixture(3).fit(data)  # doctest: +SKIP
+    """
+    return ParquetSource(path, columns=columns, chunk_size=chunk_size, dtype=dtype)
+
+
+def read_zarr(store, *, chunk_size=None, dtype="float64") -> ZarrSource:
+    """Open a 2-D Zarr array (a store path or a ``zarr.Array``) as a chunked source.
+
+    Examples
+    --------
+    >>> import streammix as sm
+    >>> data = sm.read_zarr("data.zarr")  # doctest: +SKIP
+    """
+    return ZarrSource(store, chunk_size=chunk_size, dtype=dtype)
+
+
+def _is_zarr_path(path: str) -> bool:
+    return path.rstrip("/").endswith(".zarr") or os.path.exists(os.path.join(path, "zarr.json"))
+
+
+def as_source(X, *, chunk_size=None, dtype="float64", columns=None) -> Source:
+    """Any supported input as a :class:`Source`.
+
+    Accepted: NumPy arrays, pandas DataFrames, pyarrow Tables, Dask arrays and
+    dataframes, ``zarr.Array`` objects, paths or globs of Parquet files or
+    directories, Zarr store paths, and sources from :func:`read_parquet` /
+    :func:`read_zarr`. ``dtype`` always applies; ``chunk_size`` and ``columns``
+    apply when given.
+    """
+    dtype = resolve_dtype(dtype)
+    if isinstance(X, Source):
+        return X.configure(dtype=dtype, chunk_size=chunk_size, columns=columns)
+    if isinstance(X, str | os.PathLike) or (
+        isinstance(X, list | tuple) and X and all(isinstance(p, str | os.PathLike) for p in X)
+    ):
+        if not isinstance(X, list | tuple) and _is_zarr_path(os.fspath(X)):
+            return ZarrSource(X, chunk_size=chunk_size, dtype=dtype)
+        return ParquetSource(X, columns=columns, chunk_size=chunk_size, dtype=dtype)
+    if is_dask_collection(X):
+        source = DaskSource(X, dtype=dtype)
+    elif type(X).__module__.startswith("zarr"):
+        return ZarrSource(X, chunk_size=chunk_size, dtype=dtype)
+    else:
+        source = ArraySource(X, chunk_size=chunk_size, dtype=dtype)
+    if columns is not None:
+        raise DataError("columns= selects columns of Parquet input only; select them before "
+                        "passing in-memory data", file=source.name)
+    return source
+

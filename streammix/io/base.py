@@ -1,0 +1,153 @@
+"""What every chunked source provides, and the checks every block passes.
+
+A source turns its input into a *plan*: a list of small, picklable
+:class:`Chunk` descriptors. Reading one descriptor yields row-major float blocks,
+each checked for NaN/inf as it is read (never in an extra pass). Sources know
+nothing of models.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..exceptions import DataError
+
+#: Default target of one chunk, in bytes of float data.
+DEFAULT_CHUNK_BYTES = 32 * 2**20
+
+DTYPES = {"float64": np.float64, "float32": np.float32}
+
+
+def resolve_dtype(dtype) -> np.dtype:
+    """``float64`` or ``float32``, from a name or a NumPy dtype."""
+    resolved = np.dtype(dtype)
+    if resolved not in (np.dtype(np.float64), np.dtype(np.float32)):
+        raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
+    return resolved
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One unit of reading: rows ``start:start + n_rows`` of the whole input.
+
+    ``key`` is the source's own address of the chunk (a file and its row
+    groups, a row range, a block index); ``where`` names it in error messages.
+    """
+
+    index: int
+    start: int
+    n_rows: int
+    key: Any
+    where: str = ""
+
+
+class Source:
+    """Base class of chunked sources.
+
+    Subclasses set ``n_features``, ``feature_names`` (a tuple of str or None),
+    ``dtype`` and ``name``, and implement :meth:`plan` and :meth:`read_chunk`.
+    """
+
+    n_features: int
+    feature_names: tuple[str, ...] | None
+    dtype: np.dtype
+    name: str
+    #: True when the rows already live in this process's memory.
+    in_memory: bool = False
+
+    def plan(self) -> list[Chunk]:
+        raise NotImplementedError
+
+    def _remember(self, data, **options):
+        """Keep the constructor's input and options, for :meth:`configure`."""
+        self._data, self._options = data, options
+
+    def configure(self, *, dtype=None, chunk_size=None, columns=None) -> Source:
+        """This source with other options (those given and accepted by the source)."""
+        asked = {"dtype": dtype, "chunk_size": chunk_size, "columns": columns}
+        changes = {k: v for k, v in asked.items() if v is not None and k in self._options}
+        if columns is not None and "columns" not in self._options:
+            raise DataError("columns= selects Parquet columns; this input has none to select",
+                            file=self.name)
+        if all(np.dtype(v) == np.dtype(self._options[k]) if k == "dtype" else
+               v == self._options[k] for k, v in changes.items()):
+            return self
+        return type(self)(self._data, **{**self._options, **changes})
+
+    def read_chunk(self, chunk: Chunk, payload=None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(global_start_row, block)`` pairs covering the chunk in order.
+
+        ``payload`` is what the chunk's Dask input computed to, for sources
+        whose chunks are themselves Dask tasks (see :meth:`dask_input`).
+        """
+        raise NotImplementedError
+
+    def dask_input(self, chunk: Chunk):
+        """A Dask object whose result is handed to :meth:`read_chunk`, or None."""
+        return None
+
+    @property
+    def n_rows(self) -> int:
+        return sum(c.n_rows for c in self.plan())
+
+    def fingerprint(self) -> dict:
+        """What identifies the data (for checkpoints): JSON-serialisable."""
+        return {"source": type(self).__name__, "name": self.name, "n_rows": self.n_rows,
+                "n_features": self.n_features, "feature_names": self.feature_names}
+
+
+def chunk_rows_for(n_features: int, dtype, chunk_size: int | None) -> int:
+    """Rows per chunk: ``chunk_size`` if given, else about DEFAULT_CHUNK_BYTES."""
+    if chunk_size is not None:
+        if int(chunk_size) < 1:
+            raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size!r}")
+        return int(chunk_size)
+    row_bytes = max(1, n_features) * np.dtype(dtype).itemsize
+    return max(1024, DEFAULT_CHUNK_BYTES // row_bytes)
+
+
+def check_finite(block: np.ndarray, start: int, *, where, feature_names=None,
+                 row_group_of=None) -> np.ndarray:
+    """Return ``block``, or raise a :class:`DataError` naming its first NaN/inf cell.
+
+    ``start`` is the block's first global row; ``row_group_of(local_row)``, when
+    given, names the Parquet row group of a row of the block.
+    """
+    if np.isfinite(block).all():
+        return block
+    row, col = (int(i) for i in np.argwhere(~np.isfinite(block))[0])
+    raise DataError(
+        f"value {block[row, col]} is not finite; remove or impute NaN/inf values",
+        file=where,
+        row_group=None if row_group_of is None else row_group_of(row),
+        column=feature_names[col] if feature_names else col,
+        row=start + row,
+    )
+
+
+def check_numeric_dtype(dtype, *, column, file=None) -> None:
+    """Integer, unsigned, float and bool columns are accepted; anything else is an error."""
+    if np.dtype(dtype).kind not in "biuf":
+        raise DataError(
+            f"is not numeric (type {dtype}); select numeric columns with columns=[...]",
+            file=file, column=column,
+        )
+
+
+def split_rows(n_rows: int, boundaries: list[int], target: int) -> list[tuple[int, int]]:
+    """Group consecutive native blocks (row ``boundaries``) into ranges of ~``target`` rows.
+
+    Small native blocks are coalesced; a range never splits a native block.
+    """
+    ranges, begin = [], 0
+    for edge in boundaries[1:]:
+        if edge - begin >= target:
+            ranges.append((begin, edge))
+            begin = edge
+    if begin < n_rows:
+        ranges.append((begin, n_rows))
+    return ranges

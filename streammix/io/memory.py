@@ -1,0 +1,87 @@
+"""In-memory inputs: NumPy arrays, pandas DataFrames and pyarrow Tables."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..exceptions import DataError
+from .base import Chunk, Source, check_finite, check_numeric_dtype, chunk_rows_for, resolve_dtype
+from .parquet import arrow_to_array
+
+
+def _pandas_to_array(frame, dtype):
+    for name, col_dtype in frame.dtypes.items():
+        try:
+            check_numeric_dtype(col_dtype, column=name)
+        except TypeError:  # pandas extension dtypes that NumPy does not know
+            raise DataError(f"is not numeric (type {col_dtype})", column=name) from None
+    names = [str(c) for c in frame.columns]
+    return frame.to_numpy(dtype=dtype), names
+
+
+class ArraySource(Source):
+    """Slices of a 2-D array already in memory.
+
+    Parameters
+    ----------
+    X : array-like
+        A NumPy array, a pandas DataFrame or a pyarrow Table.
+    chunk_size : int, optional
+        Rows per chunk.
+    dtype : {"float64", "float32"}
+        Working dtype of the arithmetic.
+    """
+
+    in_memory = True
+
+    def __init__(self, X, *, chunk_size=None, dtype=np.float64):
+        self.dtype = resolve_dtype(dtype)
+        self._remember(X, chunk_size=chunk_size, dtype=dtype)
+        self.feature_names = None
+        self.name = "in-memory array"
+        kind = type(X).__module__.split(".")[0]
+        if kind == "pandas":
+            array, names = _pandas_to_array(X, self.dtype)
+            if all(isinstance(c, str) for c in X.columns):
+                self.feature_names = tuple(names)
+            self.name = "in-memory DataFrame"
+        elif kind == "pyarrow":
+            array = arrow_to_array(X, self.dtype, file="in-memory Table")
+            self.feature_names = tuple(X.column_names)
+            self.name = "in-memory Table"
+        else:
+            array = np.asarray(X)
+            if array.dtype.kind not in "biuf":
+                raise DataError(f"array of type {array.dtype} is not numeric", file=self.name)
+            array = array.astype(self.dtype, copy=False)
+        if array.ndim != 2:
+            raise DataError(
+                f"expected a 2-D array (rows x features), got shape {array.shape}; "
+                "reshape a single feature with X.reshape(-1, 1)",
+                file=self.name,
+            )
+        self.array = array
+        self.n_features = array.shape[1]
+        self._chunk_rows = chunk_rows_for(self.n_features, self.dtype, chunk_size)
+
+    @property
+    def n_rows(self) -> int:
+        return self.array.shape[0]
+
+    def plan(self):
+        rows = self._chunk_rows
+        return [
+            Chunk(i, start, min(rows, self.n_rows - start), (start, min(start + rows, self.n_rows)))
+            for i, start in enumerate(range(0, self.n_rows, rows))
+        ]
+
+    def read_chunk(self, chunk, payload=None):
+        start, stop = chunk.key
+        block = self.array[start:stop]
+        yield start, check_finite(block, start, where=self.name, feature_names=self.feature_names)
+
+    def fingerprint(self):
+        import hashlib
+
+        digest = hashlib.sha256(np.ascontiguousarray(self.array).data).hexdigest()
+        return {**super().fingerprint(), "sha256": digest}
