@@ -340,7 +340,7 @@ def covariances_from_cholesky(precisions_cholesky: np.ndarray, covariance_type: 
         stack = precisions_cholesky if covariance_type == "full" else precisions_cholesky[None]
         eye = np.eye(stack.shape[1])
         inv = [linalg.solve_triangular(u, eye, lower=False) for u in stack]
-        covs = np.stack([a @ a.T for a in inv])
+        covs = np.stack([a.T @ a for a in inv])  # (U U^T)^-1 = U^-T U^-1
         return covs if covariance_type == "full" else covs[0]
     return 1.0 / precisions_cholesky**2
 

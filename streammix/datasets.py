@@ -1,0 +1,82 @@
+"""Synthetic Gaussian mixtures written chunk by chunk (never the whole array in memory)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+
+def mixture_spec(n_components: int, n_features: int, seed: int, spread: float = 8.0):
+    """Weights, means and covariance factors of a random, well-separated mixture."""
+    rng = np.random.default_rng(seed)
+    weights = rng.dirichlet(np.full(n_components, 5.0))
+    means = rng.uniform(-spread, spread, size=(n_components, n_features))
+    factors = rng.normal(scale=0.5, size=(n_components, n_features, n_features))
+    factors += np.eye(n_features)[None]
+    return weights, means, factors
+
+
+def mixture_blocks(n_rows: int, n_features: int = 16, n_components: int = 8, *,
+                   seed: int = 0, block_rows: int = 1_000_000):
+    """Yield ``(X, labels)`` blocks of a seeded mixture, ``block_rows`` rows at a time.
+
+    Every block has its own generator derived from ``seed``, so the data depend
+    on ``seed`` and ``block_rows`` only.
+    """
+    weights, means, factors = mixture_spec(n_components, n_features, seed)
+    streams = np.random.SeedSequence(seed).spawn((n_rows + block_rows - 1) // block_rows)
+    for i, stream in enumerate(streams):
+        rng = np.random.default_rng(stream)
+        rows = min(block_rows, n_rows - i * block_rows)
+        labels = rng.choice(n_components, size=rows, p=weights)
+        z = rng.standard_normal((rows, n_features))
+        X = means[labels] + np.einsum("nd,nde->ne", z, factors[labels], optimize=True)
+        yield X, labels
+
+
+def write_parquet(path, n_rows: int, n_features: int = 16, n_components: int = 8, *,
+                  seed: int = 0, row_group_rows: int = 250_000, files: int = 1,
+                  dtype="float64") -> list[str]:
+    """Write a seeded mixture to ``files`` Parquet files under ``path`` (a directory).
+
+    Returns the file paths. Columns are ``x0, x1, ...``; each row group is
+    generated and written on its own, so memory stays at one row group.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    os.makedirs(path, exist_ok=True)
+    names = [f"x{j}" for j in range(n_features)]
+    per_file = -(-n_rows // files)
+    paths, writer, written = [], None, 0
+    blocks = mixture_blocks(n_rows, n_features, n_components, seed=seed, block_rows=row_group_rows)
+    for X, _ in blocks:
+        if writer is None or written >= per_file:
+            if writer is not None:
+                writer.close()
+            paths.append(os.path.join(path, f"part-{len(paths):04d}.parquet"))
+            schema = pa.schema([(n, pa.from_numpy_dtype(np.dtype(dtype))) for n in names])
+            writer, written = pq.ParquetWriter(paths[-1], schema), 0
+        table = pa.Table.from_arrays([pa.array(X[:, j].astype(dtype)) for j in range(n_features)],
+                                     names=names)
+        writer.write_table(table, row_group_size=row_group_rows)
+        written += X.shape[0]
+    if writer is not None:
+        writer.close()
+    return paths
+
+
+def write_zarr(path, n_rows: int, n_features: int = 16, n_components: int = 8, *,
+               seed: int = 0, chunk_rows: int = 250_000, dtype="float64"):
+    """Write a seeded mixture to a 2-D Zarr array at ``path``, one chunk at a time."""
+    import zarr
+
+    array = zarr.create_array(store=path, shape=(n_rows, n_features), chunks=(chunk_rows, n_features),
+                              dtype=dtype, overwrite=True)
+    array.attrs["columns"] = [f"x{j}" for j in range(n_features)]
+    start = 0
+    for X, _ in mixture_blocks(n_rows, n_features, n_components, seed=seed, block_rows=chunk_rows):
+        array[start : start + X.shape[0]] = X.astype(dtype)
+        start += X.shape[0]
+    return array
