@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -47,3 +50,20 @@ def blobs_zarr(tmp_path, blobs):
                               chunks=(41, 3), dtype="f8")
     array[:] = blobs
     return str(tmp_path / "blobs.zarr")
+
+
+@pytest.fixture
+def read_counter(monkeypatch):
+    """Counts ParquetSource reads per chunk (threads share the counter)."""
+    counts, lock = Counter(), threading.Lock()
+    from streammix.io import ParquetSource
+
+    original = ParquetSource.read_chunk
+
+    def counting(self, chunk, payload=None):
+        with lock:
+            counts[chunk.index] += 1
+        yield from original(self, chunk, payload)
+
+    monkeypatch.setattr(ParquetSource, "read_chunk", counting)
+    return counts

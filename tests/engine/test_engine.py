@@ -1,0 +1,58 @@
+"""The engine: chunk-order tree reduction, one read per chunk per pass, row sampling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import streammix as sm
+from streammix.engine import FAN_IN, Engine, sample_rows
+
+
+def first_column(params, block, start):
+    return block[:, 0].copy()
+
+
+def concatenate(a, b):
+    return np.concatenate([a, b])
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "synchronous"])
+def test_reduction_follows_chunk_order_not_completion_order(blobs, scheduler):
+    # Concatenation is not commutative: any reordering would show.
+    source = sm.as_source(blobs, chunk_size=7)
+    assert len(source.plan()) > FAN_IN**2  # a tree of three levels
+    with Engine(scheduler, n_workers=2) as engine:
+        result = engine.map_reduce(first_column, None, source, concatenate)
+    np.testing.assert_array_equal(result, blobs[:, 0])
+
+
+def test_map_blocks_and_lazy_map_keep_row_order(blobs_parquet, blobs):
+    source = sm.read_parquet(blobs_parquet, chunk_size=50)
+    with Engine() as engine:
+        eager = np.concatenate(engine.map_blocks(first_column, None, source))
+        lazy = engine.map_lazy(first_column, None, source, width=None, dtype=float)
+    np.testing.assert_array_equal(eager, blobs[:, 0])
+    np.testing.assert_array_equal(lazy.compute(), blobs[:, 0])
+
+
+def test_each_chunk_read_once_per_pass(blobs_parquet, read_counter):
+    source = sm.read_parquet(blobs_parquet, chunk_size=60)
+    with Engine() as engine:
+        for _ in range(3):
+            engine.map_reduce(lambda p, b, s: b.sum(0), None, source)
+    assert sorted(read_counter) == [c.index for c in source.plan()]
+    assert set(read_counter.values()) == {3}
+
+
+def test_sample_rows_is_a_uniform_subset_in_row_order(blobs):
+    source = sm.as_source(blobs, chunk_size=50)
+    with Engine() as engine:
+        sample = sample_rows(engine, source, 100, np.random.default_rng(0))
+        again = sample_rows(engine, source, 100, np.random.default_rng(0))
+        everything = sample_rows(engine, source, 10_000, np.random.default_rng(0))
+    np.testing.assert_array_equal(sample, again)
+    index = {tuple(row): i for i, row in enumerate(blobs)}
+    positions = [index[tuple(row)] for row in sample]
+    assert len(set(positions)) == 100 and positions == sorted(positions)
+    np.testing.assert_array_equal(everything, blobs)

@@ -1,0 +1,239 @@
+"""GaussianMixture: scikit-learn's numbers from the same start, on every input and chunking."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.mixture import GaussianMixture as SkGMM
+
+import streammix as sm
+from streammix.exceptions import CollapsedComponentError, ConvergenceWarning, NotFittedError
+from tests.conftest import make_blobs
+
+KINDS = ("full", "tied", "diag", "spherical")
+
+
+def start_for(X, kind, k=3):
+    """An explicit start some way from the optimum: perturbed data rows, broad precisions."""
+    d = X.shape[1]
+    precisions = {"full": np.tile(np.eye(d) * 0.3, (k, 1, 1)), "tied": np.eye(d) * 0.3,
+                  "diag": np.full((k, d), 0.3), "spherical": np.full(k, 0.3)}[kind]
+    rows = np.linspace(0, len(X) - 1, k).astype(int)
+    return {"weights_init": np.full(k, 1 / k), "means_init": X[rows] + 0.7,
+            "precisions_init": precisions, "covariance_type": kind}
+
+
+def assert_same_model(ours, theirs, X_for_criteria, rtol=1e-6):
+    for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
+        a, b = getattr(ours, name), getattr(theirs, name)
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max(), err_msg=name)
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.converged_ == theirs.converged_
+    np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=rtol)
+    np.testing.assert_allclose(ours.lower_bounds_, theirs.lower_bounds_, rtol=rtol)
+    np.testing.assert_allclose(ours.bic(X_for_criteria), theirs.bic(X_for_criteria), rtol=rtol)
+    np.testing.assert_allclose(ours.aic(X_for_criteria), theirs.aic(X_for_criteria), rtol=rtol)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("chunk_size", [23, 1000])
+def test_equals_sklearn_in_memory(blobs, kind, chunk_size):
+    start = start_for(blobs, kind)
+    theirs = SkGMM(3, tol=1e-6, max_iter=500, **start).fit(blobs)
+    ours = sm.GaussianMixture(3, tol=1e-6, max_iter=500, chunk_size=chunk_size, **start).fit(blobs)
+    assert theirs.n_iter_ > 3  # a real run, not a single step
+    assert_same_model(ours, theirs, blobs)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_equals_sklearn_from_parquet_with_tiny_row_groups(blobs, blobs_parquet, kind):
+    start = start_for(blobs, kind)
+    theirs = SkGMM(3, tol=1e-6, max_iter=500, **start).fit(blobs)
+    for chunk_size in (37, 150):
+        ours = sm.GaussianMixture(3, tol=1e-6, max_iter=500, chunk_size=chunk_size, **start)
+        ours.fit(blobs_parquet)
+        assert_same_model(ours, theirs, blobs)
+        np.testing.assert_array_equal(ours.feature_names_in_, ["f0", "f1", "f2"])
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_equals_sklearn_from_zarr(blobs, blobs_zarr, kind):
+    start = start_for(blobs, kind)
+    theirs = SkGMM(3, tol=1e-6, max_iter=500, **start).fit(blobs)
+    ours = sm.GaussianMixture(3, tol=1e-6, max_iter=500, chunk_size=50, **start).fit(blobs_zarr)
+    assert_same_model(ours, theirs, blobs)
+
+
+def test_predictions_equal_sklearn_and_are_lazy_out_of_core(blobs, blobs_parquet):
+    start = start_for(blobs, "full")
+    theirs = SkGMM(3, **start).fit(blobs)
+    ours = sm.GaussianMixture(3, chunk_size=64, **start).fit(blobs)
+    np.testing.assert_array_equal(ours.predict(blobs), theirs.predict(blobs))
+    np.testing.assert_allclose(ours.predict_proba(blobs), theirs.predict_proba(blobs), atol=1e-9)
+    np.testing.assert_allclose(ours.score_samples(blobs), theirs.score_samples(blobs), rtol=1e-9)
+    np.testing.assert_allclose(ours.score(blobs), theirs.score(blobs), rtol=1e-9)
+    lazy = ours.predict(blobs_parquet)
+    assert type(lazy).__module__.startswith("dask")
+    np.testing.assert_array_equal(lazy.compute(), theirs.predict(blobs))
+    np.testing.assert_array_equal(ours.fit_predict(blobs), theirs.fit_predict(blobs))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_offset_by_1e6_keeps_precision(kind):
+    """Means shift by exactly 1e6, covariances change < 1e-6 relative (scikit-learn's do not)."""
+    X = make_blobs(600, seed=5)
+    start = start_for(X, kind)
+    far_start = {**start, "means_init": start["means_init"] + 1e6}
+    opts = {"tol": 0.0, "max_iter": 8}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Warning)  # both libraries' ConvergenceWarning
+        near = sm.GaussianMixture(3, chunk_size=97, **opts, **start).fit(X)
+        far = sm.GaussianMixture(3, chunk_size=97, **opts, **far_start).fit(X + 1e6)
+        sk_near = SkGMM(3, **opts, **start).fit(X)
+        sk_far = SkGMM(3, **opts, **far_start).fit(X + 1e6)
+    np.testing.assert_allclose(far.means_ - 1e6, near.means_, atol=1e-6)
+    np.testing.assert_allclose(far.covariances_, near.covariances_, rtol=1e-6)
+    sk_error = np.abs(sk_far.covariances_ - sk_near.covariances_).max() / np.abs(
+        sk_near.covariances_).max()
+    if kind != "full":  # scikit-learn's raw second moments: the test data is hard enough
+        assert sk_error > 1e-6
+
+
+def test_each_chunk_read_once_per_iteration(blobs, blobs_parquet, read_counter):
+    model = sm.GaussianMixture(3, chunk_size=60, tol=1e-6, **start_for(blobs, "full"))
+    model.fit(blobs_parquet)
+    assert model.n_iter_ > 3
+    assert set(read_counter.values()) == {model.n_iter_}
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "random"])
+def test_n_init_restarts_share_the_passes(blobs_parquet, read_counter, init_params):
+    reads = {}
+    for n_init in (1, 4):
+        read_counter.clear()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            sm.GaussianMixture(3, n_init=n_init, tol=0.0, max_iter=5, init_params=init_params,
+                               random_state=0, chunk_size=60).fit(blobs_parquet)
+        reads[n_init] = set(read_counter.values())
+    # One sample pass, one initialisation pass, then one pass per iteration, for any n_init.
+    assert reads[1] == reads[4] == {2 + 5}
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
+def test_every_init_finds_the_clusters(blobs, init_params):
+    best = SkGMM(3, n_init=5, random_state=0).fit(blobs).lower_bound_
+    ours = sm.GaussianMixture(3, init_params=init_params, n_init=3, random_state=1, max_iter=300)
+    ours.fit(blobs)
+    assert ours.lower_bound_ == pytest.approx(best, abs=1e-3)
+    again = sm.GaussianMixture(3, init_params=init_params, n_init=3, random_state=1, max_iter=300)
+    np.testing.assert_array_equal(again.fit(blobs).means_, ours.means_)  # deterministic
+
+
+def test_init_is_chunking_invariant_for_random_resp(blobs):
+    fits = [sm.GaussianMixture(3, init_params="random", random_state=3, max_iter=2, tol=0,
+                               chunk_size=size) for size in (17, 600)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        a, b = (m.fit(blobs) for m in fits)
+    np.testing.assert_allclose(a.means_, b.means_, rtol=1e-10)
+
+
+def test_warm_start_continues_like_sklearn(blobs):
+    start = start_for(blobs, "diag")
+    theirs = SkGMM(3, warm_start=True, max_iter=2, tol=1e-9, **start)
+    ours = sm.GaussianMixture(3, warm_start=True, max_iter=2, tol=1e-9, chunk_size=50, **start)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Warning)
+        for _ in range(3):
+            theirs.fit(blobs)
+            ours.fit(blobs)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-9)
+    np.testing.assert_allclose(ours.lower_bound_, theirs.lower_bound_, rtol=1e-9)
+
+
+def test_float32_stays_close_to_float64(blobs):
+    start = start_for(blobs, "full")
+    double = sm.GaussianMixture(3, **start).fit(blobs)
+    single = sm.GaussianMixture(3, dtype="float32", **start).fit(blobs)
+    np.testing.assert_allclose(single.means_, double.means_, atol=1e-4)
+    np.testing.assert_allclose(single.covariances_, double.covariances_, atol=1e-4)
+    assert single.means_.dtype == np.float64
+
+
+def test_collapsing_component_gives_a_clear_error():
+    X = np.concatenate([np.random.default_rng(0).normal(size=(50, 2)), np.full((5, 2), 9.0)])
+    model = sm.GaussianMixture(2, reg_covar=0.0, means_init=[[0.0, 0.0], [9.0, 9.0]])
+    with pytest.raises(CollapsedComponentError, match="component 1: .*collapsed.*Increase reg_covar"):
+        model.fit(X)
+    assert sm.GaussianMixture(2, means_init=[[0.0, 0.0], [9.0, 9.0]]).fit(X).converged_
+
+
+def test_save_and_load_round_trip(tmp_path, blobs_parquet, blobs):
+    model = sm.GaussianMixture(3, covariance_type="tied", random_state=0).fit(blobs_parquet)
+    model.save(tmp_path / "m.npz")
+    loaded = sm.load(tmp_path / "m.npz")
+    assert loaded.get_params() == model.get_params()
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "feature_names_in_"):
+        np.testing.assert_array_equal(getattr(loaded, name), getattr(model, name))
+    assert (loaded.n_iter_, loaded.converged_, loaded.lower_bound_) == (
+        model.n_iter_, model.converged_, model.lower_bound_)
+    np.testing.assert_array_equal(loaded.predict(blobs), model.predict(blobs))
+
+
+def test_load_refuses_damaged_foreign_and_newer_files(tmp_path, blobs):
+    import json
+    import zipfile
+
+    model = sm.GaussianMixture(2, random_state=0).fit(blobs)
+    model.save(tmp_path / "m.npz")
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "m.npz").read_bytes()[:300])
+    with pytest.raises(sm.ModelFileError, match="cut.npz: not a streammix model file"):
+        sm.load(tmp_path / "cut.npz")
+    np.savez(tmp_path / "foreign.npz", a=np.ones(3))
+    with pytest.raises(sm.ModelFileError, match="foreign.npz"):
+        sm.load(tmp_path / "foreign.npz")
+    with zipfile.ZipFile(tmp_path / "m.npz") as z:
+        meta = json.loads(bytes(np.load(z.open("__meta__.npy"))).decode())
+    meta["version"] = 99
+    np.savez(tmp_path / "new.npz", __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    with pytest.raises(sm.ModelFileError, match="version 99, newer"):
+        sm.load(tmp_path / "new.npz")
+    with pytest.raises(sm.ModelFileError, match="no such model file"):
+        sm.load(tmp_path / "absent.npz")
+
+
+def test_clone_get_params_and_not_fitted():
+    model = sm.GaussianMixture(4, covariance_type="diag", chunk_size=10, random_state=3)
+    copy = clone(model)
+    assert copy.get_params() == model.get_params() and copy is not model
+    assert "covariance_type='diag'" in repr(model)
+    with pytest.raises(NotFittedError):
+        model.predict(np.ones((2, 2)))
+    with pytest.raises(ValueError, match="invalid parameter"):
+        model.set_params(nope=1)
+
+
+def test_bad_parameters_and_inputs(blobs):
+    with pytest.raises(ValueError, match="n_samples >= n_components"):
+        sm.GaussianMixture(5).fit(blobs[:3])
+    with pytest.raises(ValueError, match="covariance_type"):
+        sm.GaussianMixture(2, covariance_type="round").fit(blobs)
+    with pytest.raises(ValueError, match="means_init must have shape"):
+        sm.GaussianMixture(2, means_init=np.zeros((3, 3))).fit(blobs)
+    model = sm.GaussianMixture(2, random_state=0).fit(blobs)
+    with pytest.raises(sm.DataError, match="has 2 features"):
+        model.predict(blobs[:, :2])
+
+
+def test_sample_follows_the_model(blobs):
+    model = sm.GaussianMixture(3, random_state=0).fit(blobs)
+    X, y = model.sample(60_000)
+    assert X.shape == (60_000, 3) and np.all(np.diff(y) >= 0)
+    for k in range(3):
+        np.testing.assert_allclose(X[y == k].mean(0), model.means_[k], atol=0.05)
+        np.testing.assert_allclose(np.cov(X[y == k].T), model.covariances_[k], atol=0.05)
+    np.testing.assert_allclose(np.bincount(y) / len(y), model.weights_, atol=0.01)
