@@ -67,8 +67,7 @@ def fit(data, output, n_components, covariance_type, init_params, n_init, max_it
     Example:
       streammix fit data/ -k 5 --covariance-type diag -o model.npz
     """
-    from .io import read_parquet, read_zarr
-    from .io import _is_zarr_path
+    from .io import _is_zarr_path, read_parquet, read_zarr
 
     source = (read_zarr(data) if _is_zarr_path(data)
               else read_parquet(data, columns=_columns(columns)))

@@ -72,8 +72,8 @@ def write_zarr(path, n_rows: int, n_features: int = 16, n_components: int = 8, *
     """Write a seeded mixture to a 2-D Zarr array at ``path``, one chunk at a time."""
     import zarr
 
-    array = zarr.create_array(store=path, shape=(n_rows, n_features), chunks=(chunk_rows, n_features),
-                              dtype=dtype, overwrite=True)
+    array = zarr.create_array(store=path, shape=(n_rows, n_features),
+                              chunks=(chunk_rows, n_features), dtype=dtype, overwrite=True)
     array.attrs["columns"] = [f"x{j}" for j in range(n_features)]
     start = 0
     for X, _ in mixture_blocks(n_rows, n_features, n_components, seed=seed, block_rows=chunk_rows):

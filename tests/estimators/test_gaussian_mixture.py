@@ -167,7 +167,8 @@ def test_float32_stays_close_to_float64(blobs):
 def test_collapsing_component_gives_a_clear_error():
     X = np.concatenate([np.random.default_rng(0).normal(size=(50, 2)), np.full((5, 2), 9.0)])
     model = sm.GaussianMixture(2, reg_covar=0.0, means_init=[[0.0, 0.0], [9.0, 9.0]])
-    with pytest.raises(CollapsedComponentError, match="component 1: .*collapsed.*Increase reg_covar"):
+    with pytest.raises(CollapsedComponentError,
+                       match=r"component 1: .*collapsed.*Increase reg_covar"):
         model.fit(X)
     assert sm.GaussianMixture(2, means_init=[[0.0, 0.0], [9.0, 9.0]]).fit(X).converged_
 
@@ -191,18 +192,18 @@ def test_load_refuses_damaged_foreign_and_newer_files(tmp_path, blobs):
     model = sm.GaussianMixture(2, random_state=0).fit(blobs)
     model.save(tmp_path / "m.npz")
     (tmp_path / "cut.npz").write_bytes((tmp_path / "m.npz").read_bytes()[:300])
-    with pytest.raises(sm.ModelFileError, match="cut.npz: not a streammix model file"):
+    with pytest.raises(sm.ModelFileError, match=r"cut.npz: not a streammix model file"):
         sm.load(tmp_path / "cut.npz")
     np.savez(tmp_path / "foreign.npz", a=np.ones(3))
-    with pytest.raises(sm.ModelFileError, match="foreign.npz"):
+    with pytest.raises(sm.ModelFileError, match=r"foreign.npz"):
         sm.load(tmp_path / "foreign.npz")
     with zipfile.ZipFile(tmp_path / "m.npz") as z:
         meta = json.loads(bytes(np.load(z.open("__meta__.npy"))).decode())
     meta["version"] = 99
     np.savez(tmp_path / "new.npz", __meta__=np.frombuffer(json.dumps(meta).encode(), np.uint8))
-    with pytest.raises(sm.ModelFileError, match="version 99, newer"):
+    with pytest.raises(sm.ModelFileError, match=r"version 99, newer"):
         sm.load(tmp_path / "new.npz")
-    with pytest.raises(sm.ModelFileError, match="no such model file"):
+    with pytest.raises(sm.ModelFileError, match=r"no such model file"):
         sm.load(tmp_path / "absent.npz")
 
 
@@ -213,19 +214,19 @@ def test_clone_get_params_and_not_fitted():
     assert "covariance_type='diag'" in repr(model)
     with pytest.raises(NotFittedError):
         model.predict(np.ones((2, 2)))
-    with pytest.raises(ValueError, match="invalid parameter"):
+    with pytest.raises(ValueError, match=r"invalid parameter"):
         model.set_params(nope=1)
 
 
 def test_bad_parameters_and_inputs(blobs):
-    with pytest.raises(ValueError, match="n_samples >= n_components"):
+    with pytest.raises(ValueError, match=r"n_samples >= n_components"):
         sm.GaussianMixture(5).fit(blobs[:3])
-    with pytest.raises(ValueError, match="covariance_type"):
+    with pytest.raises(ValueError, match=r"covariance_type"):
         sm.GaussianMixture(2, covariance_type="round").fit(blobs)
-    with pytest.raises(ValueError, match="means_init must have shape"):
+    with pytest.raises(ValueError, match=r"means_init must have shape"):
         sm.GaussianMixture(2, means_init=np.zeros((3, 3))).fit(blobs)
     model = sm.GaussianMixture(2, random_state=0).fit(blobs)
-    with pytest.raises(sm.DataError, match="has 2 features"):
+    with pytest.raises(sm.DataError, match=r"has 2 features"):
         model.predict(blobs[:, :2])
 
 

@@ -17,7 +17,7 @@ from tests.io.test_parquet import read_all
 def test_zarr_chunks_follow_zarr_chunks(blobs, blobs_zarr):
     source = sm.read_zarr(blobs_zarr, chunk_size=100)
     assert all(c.start % 41 == 0 for c in source.plan())  # never splits a Zarr chunk
-    assert [c.n_rows for c in source.plan()][0] == 123
+    assert source.plan()[0].n_rows == 123
     np.testing.assert_array_equal(read_all(source), blobs)
 
 
@@ -31,10 +31,10 @@ def test_zarr_array_object_and_path_detection(blobs, blobs_zarr):
 def test_zarr_errors(tmp_path, blobs):
     import zarr
 
-    with pytest.raises(DataError, match="no such Zarr store"):
+    with pytest.raises(DataError, match=r"no such Zarr store"):
         sm.read_zarr(str(tmp_path / "none.zarr"))
     z = zarr.create_array(store=str(tmp_path / "one.zarr"), shape=(10,), dtype="f8")
-    with pytest.raises(DataError, match="2-D"):
+    with pytest.raises(DataError, match=r"2-D"):
         sm.read_zarr(str(tmp_path / "one.zarr"))
     z = zarr.create_array(store=str(tmp_path / "nan.zarr"), shape=(20, 2), chunks=(5, 2),
                           dtype="f8")
@@ -71,9 +71,9 @@ def read_all_with_payload(source):
 
 
 def test_in_memory_errors():
-    with pytest.raises(DataError, match="column 'name': is not numeric"):
+    with pytest.raises(DataError, match=r"column 'name': is not numeric"):
         sm.as_source(pd.DataFrame({"a": [1.0], "name": ["x"]}))
-    with pytest.raises(DataError, match="2-D"):
+    with pytest.raises(DataError, match=r"2-D"):
         sm.as_source(np.ones(5))
-    with pytest.raises(DataError, match="row 1"):
+    with pytest.raises(DataError, match=r"row 1"):
         read_all(sm.as_source(np.array([[1.0], [np.inf]])))

@@ -61,14 +61,14 @@ def test_integer_and_float32_columns_and_float32_arithmetic(tmp_path):
 
 
 def test_missing_file():
-    with pytest.raises(DataError, match="nowhere.parquet: no such file"):
+    with pytest.raises(DataError, match=r"nowhere.parquet: no such file"):
         sm.read_parquet("nowhere.parquet")
 
 
 def test_damaged_footer_names_the_file(tmp_path, blobs):
     path = write_table(tmp_path / "bad.parquet", blobs, 50)
     path.write_bytes(path.read_bytes()[:-20])
-    with pytest.raises(DataError, match="bad.parquet: is not a readable Parquet file"):
+    with pytest.raises(DataError, match=r"bad.parquet: is not a readable Parquet file"):
         sm.read_parquet(path)
 
 
@@ -115,12 +115,12 @@ def test_nulls_are_named(tmp_path):
 
 def test_zero_rows(tmp_path):
     pq.write_table(pa.table({"a": pa.array([], pa.float64())}), tmp_path / "empty.parquet")
-    with pytest.raises(DataError, match="empty.parquet: has zero rows"):
+    with pytest.raises(DataError, match=r"empty.parquet: has zero rows"):
         sm.read_parquet(tmp_path / "empty.parquet")
 
 
 def test_empty_directory(tmp_path):
-    with pytest.raises(DataError, match="no .parquet files"):
+    with pytest.raises(DataError, match=r"no .parquet files"):
         sm.read_parquet(tmp_path)
 
 

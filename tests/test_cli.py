@@ -1,0 +1,46 @@
+"""The command line: fit and info, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from click.testing import CliRunner
+
+import streammix as sm
+from streammix.cli import main
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_fit_then_info(tmp_path, blobs_parquet, blobs):
+    result = run("fit", blobs_parquet, "-k", 3, "--seed", 0, "-o", tmp_path / "m.npz")
+    assert result.exit_code == 0, result.output
+    model = sm.load(tmp_path / "m.npz")
+    expected = sm.GaussianMixture(3, random_state=0).fit(blobs_parquet)
+    np.testing.assert_allclose(model.means_, expected.means_, rtol=1e-9)
+    info = json.loads(run("info", tmp_path / "m.npz", "--json").output)
+    assert info["n_components"] == 3 and info["feature_names"] == ["f0", "f1", "f2"]
+    assert "3 components (full)" in run("info", tmp_path / "m.npz").output
+
+
+def test_user_errors_are_one_line_with_exit_code_2(tmp_path, blobs_parquet):
+    cases = [
+        ("fit", tmp_path / "none.parquet", "-o", tmp_path / "m.npz"),
+        ("fit", blobs_parquet, "--columns", "f0,zz", "-o", tmp_path / "m.npz"),
+        ("fit", blobs_parquet, "-k", 0, "-o", tmp_path / "m.npz"),
+        ("info", tmp_path / "none.npz"),
+    ]
+    for args in cases:
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output
+        assert len(result.output.strip().splitlines()) <= 4  # click usage lines at most
+    assert "column 'zz': no such column" in run(*cases[1]).output
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run("--debug", "info", tmp_path / "none.npz")
+    assert result.exit_code != 0 and isinstance(result.exception, sm.ModelFileError)

@@ -1,0 +1,80 @@
+"""A real Dask cluster: a scheduler and two worker processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import streammix as sm
+
+DASK = os.path.join(os.path.dirname(sys.executable), "dask")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Start ``dask scheduler`` and two ``dask worker`` processes; stop them afterwards."""
+    workdir = tmp_path_factory.mktemp("cluster")
+    scheduler_file = workdir / "scheduler.json"
+    common = ["--no-dashboard"]
+    processes = [subprocess.Popen(
+        [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
+         "--scheduler-file", str(scheduler_file), *common],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    try:
+        deadline = time.time() + 60
+        while not scheduler_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        assert scheduler_file.exists(), "the scheduler did not start"
+        for name in ("w1", "w2"):
+            processes.append(subprocess.Popen(
+                [DASK, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
+                 "--nthreads", "1", "--name", name, "--local-directory", str(workdir / name),
+                 *common],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        from distributed import Client
+
+        with Client(scheduler_file=str(scheduler_file), timeout=60) as client:
+            client.wait_for_workers(2, timeout=60)
+            address = client.scheduler.address
+            assert address.startswith("tcp://127.0.0.1:")
+            yield address
+    finally:
+        for process in reversed(processes):
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.mark.parametrize("init_params", ["kmeans", "random"])
+def test_fit_on_cluster_equals_embedded_run(cluster, blobs_parquet, init_params):
+    params = {"n_components": 3, "init_params": init_params, "random_state": 4,
+              "chunk_size": 60, "tol": 1e-6}
+    local = sm.GaussianMixture(**params).fit(blobs_parquet)
+    remote = sm.GaussianMixture(**params, scheduler=cluster).fit(blobs_parquet)
+    assert remote.n_iter_ == local.n_iter_
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(getattr(remote, name), getattr(local, name), rtol=1e-9)
+    np.testing.assert_allclose(remote.lower_bound_, local.lower_bound_, rtol=1e-9)
+
+
+def test_active_client_is_used_and_in_memory_data_works(cluster, blobs):
+    from distributed import Client
+
+    def transitions(dask_scheduler):
+        return dask_scheduler.transition_counter
+
+    local = sm.GaussianMixture(3, random_state=0, chunk_size=100).fit(blobs)
+    with Client(cluster) as client:  # becomes the default client
+        before = client.run_on_scheduler(transitions)
+        remote = sm.GaussianMixture(3, random_state=0, chunk_size=100).fit(blobs)
+        after = client.run_on_scheduler(transitions)
+    assert after - before > 6 * remote.n_iter_  # every pass ran on the cluster
+    np.testing.assert_allclose(remote.means_, local.means_, rtol=1e-9)
