@@ -121,7 +121,7 @@ class GaussianMixture(StreammixEstimator):
         Print the lower bound every ``verbose_interval`` iterations.
     verbose_interval : int, default=10
     chunk_size : int, optional
-        Rows per chunk (default: about 32 MiB of floats). Parquet row groups
+        Rows per chunk (default: about 8 MiB of floats). Parquet row groups
         are coalesced or decoded in batches to this size.
     dtype : {"float64", "float32"}, default="float64"
         Working dtype of the arithmetic; statistics always add up in float64.

@@ -102,7 +102,7 @@ class ParquetSource(Source):
     columns : list of str, optional
         Columns to read (only these are read); default all.
     chunk_size : int, optional
-        Target rows per chunk; default about 32 MiB of floats.
+        Target rows per chunk; default about 8 MiB of floats.
     dtype : {"float64", "float32"}
         Working dtype of the arithmetic.
 
@@ -121,15 +121,12 @@ class ParquetSource(Source):
         schema = None
         for file in expand_paths(path):
             info, file_schema = self._inspect(file)
-            if schema is None:
-                schema = file_schema
-                self._first_file = file
-            self.files.append(info)
+            schema = schema or file_schema
             self._check_columns(file, file_schema, columns or schema.names)
+            self.files.append(info)
         self.columns = list(columns) if columns else list(schema.names)
         if not self.columns:
             raise DataError("has no columns", file=self.files[0].path)
-        self._check_columns(self.files[0].path, schema, self.columns)
         self.n_features = len(self.columns)
         self.feature_names = tuple(self.columns)
         self.name = os.fspath(path) if not isinstance(path, list | tuple) else self.files[0].path

@@ -1,0 +1,150 @@
+"""Benchmark: GaussianMixture EM against scikit-learn, and peak memory out-of-core.
+
+Run:  .venv/bin/python scripts/bench_gmm.py [--rows 1000000] [--ooc-rows 20000000]
+
+Prints markdown tables (they go into docs/performance.md):
+
+1. Seconds per EM iteration in memory (rows x 16 features, K=16) for each
+   covariance type, streammix and scikit-learn measured in this one run, and
+   their ratio. scikit-learn is timed on its own E-step + M-step (no init).
+2. Peak RSS of a fit over a Parquet dataset of ``--ooc-rows`` x 16 float64 and
+   of twice that, each fit in a fresh process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+K, D = 16, 16
+
+
+def start(X, kind, rng):
+    precisions = {"full": np.tile(np.eye(D), (K, 1, 1)), "tied": np.eye(D),
+                  "diag": np.ones((K, D)), "spherical": np.ones(K)}[kind]
+    return {"weights_init": np.full(K, 1 / K), "means_init": X[rng.choice(len(X), K, replace=False)],
+            "precisions_init": precisions * 0.05, "covariance_type": kind}
+
+
+def per_iteration(fn, repeats):
+    fn()  # warm up
+    began = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - began) / repeats
+
+
+def in_memory(rows, repeats):
+    from sklearn.mixture import GaussianMixture as SkGMM
+
+    import streammix as sm
+    from streammix.datasets import mixture_blocks
+
+    X = np.concatenate([x for x, _ in mixture_blocks(rows, D, K, seed=1)])
+    rng = np.random.default_rng(0)
+    print(f"\n## EM iteration, in memory: {rows:,} x {D}, K={K}, float64, 2 cores\n")
+    print("| covariance | streammix s/iter | scikit-learn s/iter | ratio |")
+    print("|---|---:|---:|---:|")
+    for kind in ("full", "tied", "diag", "spherical"):
+        init = start(X, kind, rng)
+        ours = sm.GaussianMixture(K, max_iter=1, tol=0, **init)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t_ours = per_iteration(lambda m=ours: m.fit(X), repeats)
+            sk = SkGMM(K, max_iter=1, tol=0, init_params="random_from_data", **init).fit(X[:2000])
+
+            def sk_step(sk=sk):
+                _, log_resp = sk._e_step(X)
+                sk._m_step(X, log_resp)
+
+            sk_init = SkGMM(K, max_iter=1, **init).fit(X[:2000])
+            t_sk = per_iteration(lambda: (sk._set_parameters(sk_init._get_parameters()),
+                                          sk_step()), repeats)
+        print(f"| {kind} | {t_ours:.3f} | {t_sk:.3f} | {t_ours / t_sk:.3f} |", flush=True)
+    ours32 = sm.GaussianMixture(K, max_iter=1, tol=0, dtype="float32", **start(X, "full", rng))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t32 = per_iteration(lambda: ours32.fit(X), repeats)
+    print(f"| full, dtype=float32 | {t32:.3f} | | |")
+
+
+def peak_rss() -> int:
+    """This process's peak resident set in bytes.
+
+    ``VmHWM`` belongs to the address space, which exec replaces; ``ru_maxrss``
+    would also count the parent's peak at fork time.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def child_fit(path):
+    """In a fresh process: fit, then report wall time and peak RSS as JSON."""
+    import streammix as sm
+
+    began = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = sm.GaussianMixture(8, covariance_type="full", max_iter=3, tol=0,
+                                   init_params="k-means++", random_state=0).fit(path)
+    peak = peak_rss()
+    print(json.dumps({"seconds": time.perf_counter() - began, "peak_rss": peak,
+                      "passes": model.n_iter_ + 1}))
+
+
+def out_of_core(rows, workdir):
+    from streammix.datasets import write_parquet
+
+    print(f"\n## Peak RSS of a fit over Parquet ({D} float64 columns, K=8 full, "
+          "k-means++ init + 3 EM iterations)\n")
+    print("| rows | data size | peak RSS | wall time | s per pass |")
+    print("|---:|---:|---:|---:|---:|")
+    for n in (rows, 2 * rows):
+        path = os.path.join(workdir, f"data-{n}")
+        if not os.path.exists(path):
+            write_parquet(path, n, D, 8, seed=2, row_group_rows=500_000, files=max(1, n // 5_000_000))
+        size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+        out = subprocess.run([sys.executable, __file__, "--child", path], check=True,
+                             capture_output=True, text=True).stdout
+        result = json.loads(out.strip().splitlines()[-1])
+        print(f"| {n:,} | {size / 2**30:.2f} GiB | {result['peak_rss'] / 2**30:.2f} GiB | "
+              f"{result['seconds']:.1f} s | {result['seconds'] / result['passes']:.1f} |", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--ooc-rows", type=int, default=20_000_000, help="0 skips out-of-core")
+    parser.add_argument("--workdir", default=None, help="where the Parquet data goes (kept)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child_fit(args.child)
+    print(f"python {sys.version.split()[0]}, numpy {np.__version__}, {os.cpu_count()} cores")
+    if args.rows:
+        in_memory(args.rows, args.repeats)
+    if args.ooc_rows:
+        workdir = args.workdir or tempfile.mkdtemp(prefix="streammix-bench-")
+        try:
+            out_of_core(args.ooc_rows, workdir)
+        finally:
+            if args.workdir is None:
+                shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
