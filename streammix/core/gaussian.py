@@ -197,10 +197,11 @@ def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
     for rows in _tiles(X.shape[0], _tile_rows(n_components, n_features)):
         diff = _centred(X[rows], work.means)
         log_norm, log_resp = _log_normalise(_weighted_log_prob(diff, work))
-        first, second = _moments(diff, np.exp(log_resp), params.covariance_type)
+        resp = np.exp(log_resp)
+        first, second = _moments(diff, resp, params.covariance_type)
         total.n_rows += rows.stop - rows.start
         total.log_lik += float(log_norm.sum(dtype=np.float64))
-        total.resp_sum += np.exp(log_resp).sum(axis=0, dtype=np.float64)
+        total.resp_sum += resp.sum(axis=0, dtype=np.float64)
         total.first += first
         total.second += second
     return total

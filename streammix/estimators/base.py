@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import os
 
 import numpy as np
 
 from ..engine import Engine
 from ..exceptions import DataError, NotFittedError
-from ..io import Source, as_source
+from ..io import Source, _is_zarr_path, as_source, is_path_input
 
 
 def check_random_state(random_state) -> np.random.SeedSequence:
@@ -24,6 +25,10 @@ def check_random_state(random_state) -> np.random.SeedSequence:
     if isinstance(random_state, np.random.RandomState):
         return np.random.SeedSequence(int(random_state.randint(2**31)))
     raise ValueError(f"random_state must be None, an int or a Generator, got {random_state!r}")
+
+
+def _is_zarr_input(X) -> bool:
+    return isinstance(X, str | os.PathLike) and _is_zarr_path(os.fspath(X))
 
 
 class StreammixEstimator:
@@ -80,11 +85,9 @@ class StreammixEstimator:
         For prediction, Parquet input reads the fitted feature columns, and the
         number and names of features must match those seen in ``fit``.
         """
-        columns = None
         names = getattr(self, "feature_names_in_", None) if fitted else None
-        if fitted and names is not None and not isinstance(X, np.ndarray | Source):
-            if isinstance(X, str) or hasattr(X, "__fspath__") or isinstance(X, list):
-                columns = list(names)
+        reads_columns = names is not None and is_path_input(X) and not _is_zarr_input(X)
+        columns = list(names) if reads_columns else None
         source = as_source(X, chunk_size=self.chunk_size, dtype=self.dtype, columns=columns)
         if fitted:
             if source.n_features != self.n_features_in_:

@@ -60,6 +60,14 @@ def _is_zarr_path(path: str) -> bool:
     return path.rstrip("/").endswith(".zarr") or os.path.exists(os.path.join(path, "zarr.json"))
 
 
+def is_path_input(X) -> bool:
+    """A path, or a list of paths (as opposed to in-memory data)."""
+    if isinstance(X, str | os.PathLike):
+        return True
+    return isinstance(X, list | tuple) and bool(X) and all(
+        isinstance(p, str | os.PathLike) for p in X)
+
+
 def as_source(X, *, chunk_size=None, dtype="float64", columns=None) -> Source:
     """Any supported input as a :class:`Source`.
 
@@ -72,9 +80,7 @@ def as_source(X, *, chunk_size=None, dtype="float64", columns=None) -> Source:
     dtype = resolve_dtype(dtype)
     if isinstance(X, Source):
         return X.configure(dtype=dtype, chunk_size=chunk_size, columns=columns)
-    if isinstance(X, str | os.PathLike) or (
-        isinstance(X, list | tuple) and X and all(isinstance(p, str | os.PathLike) for p in X)
-    ):
+    if is_path_input(X):
         if not isinstance(X, list | tuple) and _is_zarr_path(os.fspath(X)):
             return ZarrSource(X, chunk_size=chunk_size, dtype=dtype)
         return ParquetSource(X, columns=columns, chunk_size=chunk_size, dtype=dtype)

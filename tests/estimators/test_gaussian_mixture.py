@@ -238,3 +238,23 @@ def test_sample_follows_the_model(blobs):
         np.testing.assert_allclose(X[y == k].mean(0), model.means_[k], atol=0.05)
         np.testing.assert_allclose(np.cov(X[y == k].T), model.covariances_[k], atol=0.05)
     np.testing.assert_allclose(np.bincount(y) / len(y), model.weights_, atol=0.01)
+
+
+def test_predict_after_named_fit_accepts_lists_frames_and_reads_fitted_columns(tmp_path, blobs):
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame(blobs, columns=["a", "b", "c"])
+    model = sm.GaussianMixture(3, random_state=0).fit(frame)
+    np.testing.assert_array_equal(model.feature_names_in_, ["a", "b", "c"])
+    expected = model.predict(blobs)
+    np.testing.assert_array_equal(model.predict(blobs[:5].tolist()), expected[:5])
+    np.testing.assert_array_equal(model.predict(frame), expected)
+    # Parquet with extra columns: only the fitted ones are read, in fitted order.
+    table = pa.table({"c": blobs[:, 2], "id": np.arange(len(blobs)), "a": blobs[:, 0],
+                      "b": blobs[:, 1]})
+    pq.write_table(table, tmp_path / "more.parquet")
+    np.testing.assert_array_equal(model.predict(tmp_path / "more.parquet").compute(), expected)
+    with pytest.raises(sm.DataError, match=r"differ from those seen in fit"):
+        model.predict(pd.DataFrame(blobs, columns=["x", "y", "z"]))
