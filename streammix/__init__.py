@@ -5,7 +5,7 @@
 >>> model.fit("data/*.parquet")  # doctest: +SKIP
 """
 
-from .estimators import GaussianMixture, load
+from .estimators import GaussianMixture, KMeans, load
 from .exceptions import (
     CollapsedComponentError,
     ConvergenceWarning,
@@ -23,6 +23,7 @@ __all__ = [
     "ConvergenceWarning",
     "DataError",
     "GaussianMixture",
+    "KMeans",
     "ModelFileError",
     "NotFittedError",
     "StreammixError",

@@ -129,14 +129,14 @@ class Engine:
                 self._shipped[token] = (source, delayed(source, name=f"source-{uuid.uuid4().hex}"))
         return self._shipped[token][1]
 
-    def _chunk_tasks(self, task, fn, params, source):
+    def _chunk_tasks(self, task, fn, params, source, chunks=None):
         name = f"chunks-{uuid.uuid4().hex}"
         params_in = delayed(params, name=f"params-{name}", traverse=False)
         source_in = self._source_input(source)
         return [
             delayed(task, pure=True)(fn, params_in, source_in, chunk,
                                      source.dask_input(chunk), dask_key_name=(name, chunk.index))
-            for chunk in source.plan()
+            for chunk in (source.plan() if chunks is None else chunks)
         ]
 
     def _compute(self, *objects):
@@ -148,13 +148,15 @@ class Engine:
             return dask.compute(*objects, scheduler=self._local, num_workers=self.n_workers)
 
     # -- public operations ----------------------------------------------
-    def map_reduce(self, fn: Callable, params, source: Source, merge: Callable = add):
+    def map_reduce(self, fn: Callable, params, source: Source, merge: Callable = add, *,
+                   chunks=None):
         """``merge`` of ``fn(params, block, start)`` over every block of ``source``.
 
-        Each chunk is read exactly once. The merge tree has a fixed shape in
-        chunk order, so the result is the same on any scheduler.
+        Each chunk (of ``chunks``, default the whole plan) is read exactly once.
+        The merge tree has a fixed shape in chunk order, so the result is the
+        same on any scheduler.
         """
-        tasks = self._chunk_tasks(partial(_chunk_task, merge=merge), fn, params, source)
+        tasks = self._chunk_tasks(partial(_chunk_task, merge=merge), fn, params, source, chunks)
         return self._reduce(tasks, merge)
 
     def _reduce(self, level, merge):

@@ -26,6 +26,7 @@ class Run:
     n_iter: int = 0
     converged: bool = False
     done: bool = False
+    extra: dict = field(default_factory=dict)  # model-specific bookkeeping
 
 
 def _batch_step(step, params_batch, block, start):

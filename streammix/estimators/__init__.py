@@ -1,6 +1,7 @@
 """The public estimators: they compose the core maths, the readers and the engine."""
 
 from .gaussian_mixture import GaussianMixture
+from .kmeans import KMeans
 from .persistence import load
 
-__all__ = ["GaussianMixture", "load"]
+__all__ = ["GaussianMixture", "KMeans", "load"]

@@ -8,19 +8,16 @@ import warnings
 import numpy as np
 
 from ..core import gaussian as gm
-from ..core.kmeans import kmeans_plusplus, lloyd, nearest
-from ..engine import Run, iterate, sample_rows
+from ..core.kmeans import nearest
+from ..core.random import row_uniforms
+from ..engine import Run, iterate
 from ..engine.iterate import batch_map_reduce
 from ..exceptions import ConvergenceWarning
 from .base import StreammixEstimator, check_random_state
+from .kmeans import initial_centers, read_row, resolve_init, run_lloyd
 from .persistence import register, save_model
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
-
-#: Rows of the in-memory sample that the ``kmeans``, ``k-means++`` and
-#: ``random_from_data`` initialisations draw from.
-INIT_SAMPLE_ROWS = 100_000
-
 
 # Chunk functions: module level, so that they pickle by reference to workers.
 def _em_stats(params, block, start):
@@ -33,9 +30,8 @@ def _merge(a, b):
 
 def _hard_assignment_stats(spec, block, start):
     """Statistics of the partition of ``block`` by its nearest k-means centre."""
-    centers, reference, covariance_type = spec
-    labels, _ = nearest(block - reference.astype(block.dtype),
-                        (centers - reference).astype(block.dtype))
+    centers, covariance_type = spec
+    labels, _ = nearest(block, centers)
     resp = np.zeros((block.shape[0], centers.shape[0]), dtype=block.dtype)
     resp[np.arange(block.shape[0]), labels] = 1
     return gm.resp_stats(resp, block, centers, covariance_type)
@@ -44,15 +40,9 @@ def _hard_assignment_stats(spec, block, start):
 def random_responsibilities(seed: int, start: int, n_rows: int, n_components: int):
     """Uniform random responsibilities of rows ``start:start + n_rows``, rows normalised.
 
-    Drawn from a counter-based generator positioned at the rows' own offset,
-    so every row gets the same numbers whatever the chunking.
+    The same for a row whatever the chunking (see :func:`row_uniforms`).
     """
-    first = start * n_components
-    bit_generator = np.random.Philox(key=seed)
-    bit_generator.advance(first // 4)  # Philox yields 4 doubles per counter step
-    skip = first % 4
-    draws = np.random.Generator(bit_generator).random(skip + n_rows * n_components)[skip:]
-    resp = draws.reshape(n_rows, n_components)
+    resp = row_uniforms(seed, start, n_rows, n_components)
     return resp / resp.sum(axis=1, keepdims=True)
 
 
@@ -104,13 +94,15 @@ class GaussianMixture(StreammixEstimator):
         Initialisations; the one with the highest lower bound is kept. They
         run as a batch inside the same data passes.
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
-        How responsibilities are initialised. ``"kmeans"`` runs k-means on a
-        uniform in-memory sample of at most ``INIT_SAMPLE_ROWS`` (100 000) rows,
-        then takes the partition of *all* rows by nearest centre (one pass);
-        ``"k-means++"`` and ``"random_from_data"`` pick their seed rows from
-        that sample, which is itself a uniform sample of the data;
-        ``"random"`` draws random responsibilities for every row (one pass),
-        the same whatever the chunking.
+        How responsibilities are initialised, as in scikit-learn. ``"kmeans"``
+        runs :class:`streammix.KMeans` out-of-core (``n_init=1`` per restart;
+        k-means++ seeding in memory, k-means|| out-of-core), then takes the
+        partition of all rows by nearest centre (one more pass).
+        ``"k-means++"`` and ``"random_from_data"`` pick k rows (by k-means++,
+        or uniformly); out-of-core they pick them from a uniform sample of at
+        most 100 000 rows (one pass). ``"random"`` draws random
+        responsibilities for every row (one pass), the same whatever the
+        chunking.
     weights_init, means_init, precisions_init : array-like, optional
         Initial parameters; given ones override those from ``init_params``.
     random_state : int, Generator or None
@@ -276,7 +268,7 @@ class GaussianMixture(StreammixEstimator):
         if n_rows < max(2, self.n_components):
             raise ValueError(f"Expected n_samples >= n_components (and at least 2) but got "
                              f"n_components = {self.n_components}, n_samples = {n_rows}")
-        seeds = check_random_state(self.random_state).spawn(2)
+        seeds = check_random_state(self.random_state).spawn(self.n_init)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         with self._engine() as engine:
             if do_init:
@@ -336,25 +328,23 @@ class GaussianMixture(StreammixEstimator):
         if all(v is not None for v in given):
             # Nothing left to estimate: every restart would start (and end) the same.
             return [self._override(None, None, None)]
-        sample_seed, init_seed = seeds
-        sample = sample_rows(engine, source, INIT_SAMPLE_ROWS, np.random.default_rng(sample_seed))
-        reference = sample.mean(axis=0)
-        centred = sample - reference
-        rngs = [np.random.default_rng(s) for s in init_seed.spawn(self.n_init)]
         if self.init_params == "kmeans":
-            shifts = [lloyd(centred, centred[kmeans_plusplus(centred, k, rng)]) + reference
-                      for rng in rngs]
-            specs = [(c, reference, kind) for c in shifts]
+            # As scikit-learn: one KMeans run (n_init=1) per restart, then the
+            # statistics of the partition of all rows by nearest centre.
+            starts = initial_centers(engine, source, resolve_init("auto", source), k, seeds)
+            runs = run_lloyd(engine, source, starts, max_iter=300, tol=1e-4, final_pass=False)
+            shifts = [run.params for run in runs]
+            specs = [(centers, kind) for centers in shifts]
             all_stats = batch_map_reduce(engine, source, _hard_assignment_stats, _merge, specs)
         elif self.init_params == "random":
-            shifts = [np.tile(reference, (k, 1)) for _ in rngs]
-            specs = [(int(rng.integers(2**63)), shift, kind)
-                     for rng, shift in zip(rngs, shifts, strict=True)]
+            reference = read_row(engine, source, 0)
+            shifts = [np.tile(reference, (k, 1)) for _ in seeds]
+            specs = [(int(np.random.default_rng(seed).integers(2**63)), shift, kind)
+                     for seed, shift in zip(seeds, shifts, strict=True)]
             all_stats = batch_map_reduce(engine, source, _random_stats, _merge, specs)
-        else:  # seed rows picked from the uniform sample
-            picks = [kmeans_plusplus(centred, k, rng) if self.init_params == "k-means++"
-                     else rng.choice(sample.shape[0], size=k, replace=False) for rng in rngs]
-            shifts = [sample[idx] for idx in picks]
+        else:  # k seed rows: by k-means++, or uniformly at random
+            how = "k-means++" if self.init_params == "k-means++" else "random"
+            shifts = initial_centers(engine, source, how, k, seeds)
             all_stats = [gm.resp_stats(np.eye(k), points, points, kind) for points in shifts]
             for stats in all_stats:
                 stats.n_rows = n_rows  # weights are N_k / n over all rows, as in scikit-learn

@@ -1,0 +1,372 @@
+"""Out-of-core k-means: Lloyd iterations as map-reduce passes, k-means|| seeding."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+from ..core import kmeans as km
+from ..engine import Run, iterate, sample_rows
+from ..engine.iterate import batch_map_reduce
+from ..exceptions import ConvergenceWarning
+from .base import StreammixEstimator, check_random_state
+from .persistence import register, save_model
+
+#: Rows of the in-memory sample that out-of-core ``"k-means++"``, ``"random"``
+#: and callable initialisations draw from.
+INIT_SAMPLE_ROWS = 100_000
+
+INITS = ("auto", "k-means++", "k-means||", "random")
+
+
+def _merge(a, b):
+    return a.merge(b)
+
+
+def _labels(centers, block, start):
+    return km.nearest(block, centers)[0]
+
+
+def _distances(centers, block, start):
+    # Exact per-centre differences: (n, k) Euclidean distances like scikit-learn's transform.
+    diff = block[:, None, :] - centers[None, :, :].astype(block.dtype)
+    return np.sqrt(np.einsum("nkd,nkd->nk", diff, diff))
+
+
+def _pick_row(index, block, start):
+    return np.asarray(block[index - start], dtype=np.float64) if (
+        start <= index < start + block.shape[0]) else None
+
+
+def _first_non_none(a, b):
+    return a if a is not None else b
+
+
+def _add(a, b):
+    return a + b
+
+
+def resolve_init(init, source) -> str | np.ndarray:
+    """``"auto"`` is k-means++ for in-memory input, k-means|| for out-of-core input."""
+    if isinstance(init, str) and init == "auto":
+        return "k-means++" if source.in_memory else "k-means||"
+    return init
+
+
+def initial_centers(engine, source, init, n_clusters, seeds, *, oversampling_factor=2.0,
+                    rounds=5):
+    """Starting centres for each seed (one restart per seed), sharing the data passes.
+
+    * array: used as given (one restart);
+    * ``"k-means++"``: greedy k-means++ on the data if it is in memory, else on a
+      uniform sample of at most ``INIT_SAMPLE_ROWS`` rows (one pass);
+    * ``"random"``: k distinct rows drawn uniformly (from that sample);
+    * callable ``init(X, n_clusters, random_state)``: called on the sample;
+    * ``"k-means||"``: Bahmani et al.'s scalable k-means++, ``rounds`` passes
+      plus one to weight the candidates (see :func:`kmeans_parallel`).
+    """
+    rngs = [np.random.default_rng(s) for s in seeds]
+    if not isinstance(init, str) and not callable(init):
+        return [np.array(init, dtype=np.float64)]
+    if isinstance(init, str) and init == "k-means||":
+        return kmeans_parallel(engine, source, n_clusters, rngs,
+                               oversampling_factor=oversampling_factor, rounds=rounds)
+    if source.in_memory and init != "random" and not callable(init):
+        data = source.array
+    else:
+        data = sample_rows(engine, source, INIT_SAMPLE_ROWS, rngs[0].spawn(1)[0])
+    if callable(init):
+        return [np.array(init(data, n_clusters, rng), dtype=np.float64) for rng in rngs]
+    if init == "random":
+        return [np.array(data[rng.choice(len(data), n_clusters, replace=False)], dtype=np.float64)
+                for rng in rngs]
+    return [np.array(data[km.kmeans_plusplus(data, n_clusters, rng)], dtype=np.float64)
+            for rng in rngs]
+
+
+def read_row(engine, source, row: int) -> np.ndarray:
+    """One row of the data, reading only the chunk that holds it."""
+    plan = source.plan()
+    starts = np.array([c.start for c in plan])
+    chunk = plan[int(np.searchsorted(starts, row, side="right")) - 1]
+    return engine.map_reduce(_pick_row, row, source, _first_non_none, chunks=[chunk])
+
+
+def kmeans_parallel(engine, source, n_clusters, rngs, *, oversampling_factor=2.0, rounds=5):
+    """k-means|| seeding (Bahmani et al. 2012) for each generator, as one batch.
+
+    The first centre is a uniformly random row (read from its chunk alone).
+    Each of ``rounds`` passes selects every row independently with
+    probability min(1, l d^2(x) / phi), l = ``oversampling_factor * k``; one
+    more pass counts the rows nearest to each candidate, and the best of
+    ``LOCAL_RESTARTS`` weighted k-means++ + Lloyd runs on the candidates, in
+    memory, picks the k centres. Per-row draws are tied to the row, so the result does not
+    depend on the chunking.
+    """
+    candidates = [read_row(engine, source, int(rng.integers(source.n_rows)))[None, :]
+                  for rng in rngs]
+    oversampling = oversampling_factor * n_clusters
+    for _ in range(rounds):
+        specs = [(c, int(rng.integers(2**63)), oversampling)
+                 for c, rng in zip(candidates, rngs, strict=True)]
+        found = batch_map_reduce(engine, source, km.oversample, _merge, specs)
+        candidates = [np.concatenate([c, f.selected()]) for c, f in zip(candidates, found,
+                                                                         strict=True)]
+    weights = batch_map_reduce(engine, source, km.nearest_counts, _add, candidates)
+    centers = []
+    for cand, weight, rng in zip(candidates, weights, rngs, strict=True):
+        if len(cand) < n_clusters:  # fewer distinct rows than clusters: repeat some
+            extra = rng.choice(len(cand), n_clusters - len(cand))
+            cand, weight = np.concatenate([cand, cand[extra]]), np.concatenate(
+                [weight, np.zeros(len(extra))])
+        centers.append(_recluster(cand, weight + 1e-300, n_clusters, rng))
+    return centers
+
+
+#: Restarts of the in-memory re-clustering of k-means|| candidates: a few
+#: hundred weighted points, so restarts cost nothing next to a data pass, and
+#: one restart alone often lands in a poor local optimum.
+LOCAL_RESTARTS = 10
+
+
+def _recluster(points, weights, n_clusters, rng):
+    """Best of several weighted k-means++ + Lloyd runs on the candidates."""
+    best, best_cost = None, np.inf
+    for _ in range(LOCAL_RESTARTS):
+        seeded = points[km.kmeans_plusplus(points, n_clusters, rng, weights=weights)]
+        centers = km.lloyd(points, seeded, weights=weights)
+        cost = float(weights @ km.min_sq_distances(points, centers))
+        if cost < best_cost:
+            best, best_cost = centers, cost
+    return best
+
+
+def run_lloyd(engine, source, starts, *, max_iter, tol, verbose=0, final_pass=True):
+    """Lloyd iterations for every start as one batch: one pass per iteration.
+
+    ``tol`` is relative to the data's mean per-feature variance (measured in
+    the first pass). Returns the runs; with ``final_pass``, each run's
+    ``extra["final_stats"]`` holds the statistics of its final centres (an
+    extra pass unless the last iteration left the centres unchanged).
+    """
+    context = {"tol": None}
+
+    def update(run, stats):
+        if context["tol"] is None:
+            context["tol"] = tol * km.mean_variance(stats) if tol else 0.0
+        new, shift, _ = km.lloyd_update(run.params, stats)
+        run.extra["final_stats"] = stats if shift == 0 else None
+        if verbose:
+            print(f"Iteration {run.n_iter}, inertia {stats.inertia}, centre shift {shift:.3g}")
+        return new, stats.inertia, shift <= context["tol"]
+
+    runs = [Run(np.asarray(c, dtype=np.float64)) for c in starts]
+    iterate(engine, source, runs, step=km.lloyd_stats, merge=_merge, update=update,
+            max_iter=max_iter)
+    pending = [run for run in runs if final_pass and run.extra.get("final_stats") is None]
+    if pending:  # the final centres' inertia and cluster sizes: one more pass
+        finals = batch_map_reduce(engine, source, km.lloyd_stats, _merge,
+                                  [run.params for run in pending])
+        for run, stats in zip(pending, finals, strict=True):
+            run.extra["final_stats"] = stats
+    return runs
+
+
+@register
+class KMeans(StreammixEstimator):
+    """K-means clustering with Lloyd iterations as map-reduce passes over any source.
+
+    From the same ``init`` array, centres, ``inertia_``, ``n_iter_`` and labels
+    equal scikit-learn's ``KMeans`` (to rounding), in memory or out-of-core and
+    for any chunking. ``n_init`` restarts run as a batch inside the same passes.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+    init : {"auto", "k-means++", "k-means||", "random"}, callable or array, default="auto"
+        ``"auto"`` is ``"k-means++"`` for in-memory input (scikit-learn's
+        default) and ``"k-means||"`` for out-of-core input (Parquet, Zarr,
+        Dask). ``"k-means++"`` on out-of-core input seeds on a uniform
+        in-memory sample of at most 100 000 rows, as do ``"random"`` and a
+        callable ``init(X_sample, n_clusters, rng)``. ``"k-means||"`` takes
+        ``init_rounds`` passes plus one (Bahmani et al. 2012).
+    n_init : "auto" or int, default="auto"
+        Restarts; "auto" is 1 for k-means++/k-means||/arrays, 10 for random and
+        callables, as in scikit-learn. The restart with the lowest inertia wins.
+    max_iter : int, default=300
+    tol : float, default=1e-4
+        Stop when the squared centre shift is at most ``tol`` times the mean
+        per-feature variance of the data.
+    verbose : int, default=0
+    random_state : int, Generator or None
+    copy_x : bool, default=True
+        Accepted for scikit-learn compatibility; streammix never modifies X.
+    algorithm : {"lloyd"}, default="lloyd"
+    oversampling_factor : float, default=2.0
+        k-means|| selects about ``oversampling_factor * n_clusters`` rows per round.
+    init_rounds : int, default=5
+        Rounds (data passes) of k-means||.
+    chunk_size, dtype, scheduler, n_workers
+        As for :class:`streammix.GaussianMixture`.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
+    inertia_ : float
+    n_iter_ : int
+    labels_ : ndarray of shape (n_samples,), only when the input was in memory
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str (when the data has column names)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import streammix as sm
+    >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]], dtype=float)
+    >>> km = sm.KMeans(n_clusters=2, random_state=0).fit(X)
+    >>> sorted(km.cluster_centers_[:, 0].tolist())
+    [1.0, 10.0]
+    >>> km.predict(np.array([[0.0, 0.0], [12.0, 3.0]])).tolist() == [
+    ...     km.labels_[0], km.labels_[3]]
+    True
+    """
+
+    _fitted_attributes = ("cluster_centers_", "inertia_", "n_iter_", "n_features_in_",
+                          "feature_names_in_", "labels_")
+
+    def __init__(self, n_clusters=8, *, init="auto", n_init="auto", max_iter=300, tol=1e-4,
+                 verbose=0, random_state=None, copy_x=True, algorithm="lloyd",
+                 oversampling_factor=2.0, init_rounds=5, chunk_size=None, dtype="float64",
+                 scheduler=None, n_workers=None):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.verbose = verbose
+        self.random_state = random_state
+        self.copy_x = copy_x
+        self.algorithm = algorithm
+        self.oversampling_factor = oversampling_factor
+        self.init_rounds = init_rounds
+        self.chunk_size = chunk_size
+        self.dtype = dtype
+        self.scheduler = scheduler
+        self.n_workers = n_workers
+
+    def _check(self, source):
+        k = self.n_clusters
+        if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"n_clusters must be an integer >= 1, got {k!r}")
+        if source.n_rows < k:
+            raise ValueError(f"n_samples={source.n_rows} should be >= n_clusters={k}.")
+        if not isinstance(self.max_iter, int | np.integer) or self.max_iter < 1:
+            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
+        if not np.isfinite(self.tol) or self.tol < 0:
+            raise ValueError(f"tol must be a non-negative number, got {self.tol!r}")
+        if self.algorithm != "lloyd":
+            raise ValueError(f"algorithm must be 'lloyd', got {self.algorithm!r}")
+        init = self.init
+        if isinstance(init, str):
+            if init not in INITS:
+                raise ValueError(f"init must be one of {INITS}, a callable or an array, "
+                                 f"got {init!r}")
+        elif not callable(init):
+            centers = np.asarray(init, dtype=np.float64)
+            if centers.ndim != 2 or centers.shape[0] != k:
+                raise ValueError(f"The shape of the initial centers {centers.shape} does not "
+                                 f"match the number of clusters {k}.")
+            if centers.shape[1] != source.n_features:
+                raise ValueError(f"The shape of the initial centers {centers.shape} does not "
+                                 f"match the number of features of the data "
+                                 f"{source.n_features}.")
+        if self.n_init == "auto":
+            return 10 if (isinstance(init, str) and init == "random") or callable(init) else 1
+        if not isinstance(self.n_init, int | np.integer) or self.n_init < 1:
+            raise ValueError(f"n_init must be 'auto' or an integer >= 1, got {self.n_init!r}")
+        if not isinstance(init, str) and not callable(init) and self.n_init != 1:
+            warnings.warn("Explicit initial center position passed: performing only one init "
+                          f"in KMeans instead of n_init={self.n_init}.", RuntimeWarning,
+                          stacklevel=3)
+            return 1
+        return int(self.n_init)
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Compute the k-means clustering of ``X`` (any input streammix reads).
+
+        Returns
+        -------
+        self
+        """
+        if sample_weight is not None:
+            raise NotImplementedError("sample_weight is not supported yet")
+        source = self._source(X)
+        n_init = self._check(source)
+        seeds = check_random_state(self.random_state).spawn(n_init)
+        with self._engine() as engine:
+            init = resolve_init(self.init, source)
+            starts = initial_centers(engine, source, init, self.n_clusters, seeds,
+                                     oversampling_factor=self.oversampling_factor,
+                                     rounds=self.init_rounds)
+            runs = run_lloyd(engine, source, starts, max_iter=self.max_iter, tol=self.tol,
+                             verbose=self.verbose)
+            best = min(runs, key=lambda run: run.extra["final_stats"].inertia)  # first on ties
+            self.cluster_centers_ = best.params
+            if source.in_memory:
+                self.labels_ = np.concatenate(engine.map_blocks(_labels, best.params, source))
+            elif hasattr(self, "labels_"):
+                del self.labels_
+        final = best.extra["final_stats"]
+        self.inertia_ = float(final.inertia)
+        self.n_iter_ = best.n_iter
+        self._set_features(source)
+        distinct = int((final.counts > 0).sum())
+        if distinct < self.n_clusters:
+            warnings.warn(f"Number of distinct clusters ({distinct}) found smaller than "
+                          f"n_clusters ({self.n_clusters}). Possibly due to duplicate points "
+                          "in X.", ConvergenceWarning, stacklevel=2)
+        return self
+
+    def _per_row(self, fn, X, width=None, dtype=None):
+        self._check_fitted("cluster_centers_")
+        source = self._source(X, fitted=True)
+        with self._engine() as engine:
+            if source.in_memory:
+                return np.concatenate(engine.map_blocks(fn, self.cluster_centers_, source))
+            return engine.map_lazy(fn, self.cluster_centers_, source, width=width,
+                                   dtype=dtype or source.dtype)
+
+    def predict(self, X):
+        """Index of the nearest centre for each row (lazy Dask array out-of-core)."""
+        return self._per_row(_labels, X, dtype=np.int64)
+
+    def fit_predict(self, X, y=None):
+        """``fit(X)`` and the labels of ``X``."""
+        self.fit(X)
+        return self.labels_ if hasattr(self, "labels_") else self.predict(X)
+
+    def transform(self, X):
+        """Euclidean distance of each row to every centre, shape (n_samples, n_clusters)."""
+        return self._per_row(_distances, X, width=self.n_clusters, dtype=np.float64)
+
+    def fit_transform(self, X, y=None):
+        """``fit(X)`` then ``transform(X)``."""
+        return self.fit(X).transform(X)
+
+    def score(self, X, y=None):
+        """Opposite of the inertia of ``X`` with respect to the fitted centres (one pass)."""
+        self._check_fitted("cluster_centers_")
+        source = self._source(X, fitted=True)
+        with self._engine() as engine:
+            stats = engine.map_reduce(km.lloyd_stats, self.cluster_centers_, source, _merge)
+        return -float(stats.inertia)
+
+    def save(self, path):
+        """Write the fitted model to ``path`` (``.npz`` zip, no pickle); see :func:`load`."""
+        self._check_fitted("cluster_centers_")
+        save_model(self, path)
+
+    def _after_load(self):
+        self.n_iter_ = int(self.n_iter_)
+        self.inertia_ = float(self.inertia_)
