@@ -5,7 +5,7 @@
 >>> model.fit("data/*.parquet")  # doctest: +SKIP
 """
 
-from .estimators import GaussianMixture, KMeans, load
+from .estimators import GaussianMixture, KMeans, MiniBatchKMeans, load
 from .exceptions import (
     CollapsedComponentError,
     ConvergenceWarning,
@@ -24,6 +24,7 @@ __all__ = [
     "DataError",
     "GaussianMixture",
     "KMeans",
+    "MiniBatchKMeans",
     "ModelFileError",
     "NotFittedError",
     "StreammixError",

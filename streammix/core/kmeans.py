@@ -126,6 +126,7 @@ class LloydStats:
     far_index: np.ndarray
     data_sum: np.ndarray
     data_sq: np.ndarray
+    membership: np.ndarray  # per cluster: wrapping sum of hash(global row), uint64
 
     def merge(self, other: LloydStats) -> LloydStats:
         far = _top_far(
@@ -144,7 +145,16 @@ class LloydStats:
             np.concatenate([self.far_index, other.far_index])[far],
             self.data_sum + other.data_sum,
             self.data_sq + other.data_sq,
+            self.membership + other.membership,
         )
+
+
+def _row_hash(index: np.ndarray) -> np.ndarray:
+    """SplitMix64 of global row numbers: a 64-bit hash per row (wrapping arithmetic)."""
+    z = index.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 def _top_far(dist, index, keep):
@@ -169,12 +179,20 @@ def lloyd_stats(centers: np.ndarray, X: np.ndarray, start: int) -> LloydStats:
     offsets = sum_by_label(labels, X - centers[labels].astype(X.dtype), k)
     far = _top_far(dist, np.arange(X.shape[0]), k)
     deviation = X - centers[0].astype(X.dtype)
+    membership = np.zeros(k, dtype=np.uint64)
+    np.add.at(membership, labels, _row_hash(np.arange(start, start + X.shape[0])))
     return LloydStats(
         X.shape[0], counts, offsets, float(dist.sum()),
         dist[far], np.asarray(X[far], dtype=np.float64), labels[far], far + start,
         deviation.sum(axis=0, dtype=np.float64),
         (deviation * deviation).sum(axis=0, dtype=np.float64),
+        membership,
     )
+
+
+def same_partition(a: LloydStats, b: LloydStats) -> bool:
+    """Whether two passes assigned every row to the same cluster (up to a 2^-64 chance)."""
+    return np.array_equal(a.counts, b.counts) and np.array_equal(a.membership, b.membership)
 
 
 def mean_variance(stats: LloydStats) -> float:

@@ -117,6 +117,14 @@ class Engine:
     def distributed(self) -> bool:
         return self.client is not None
 
+    @property
+    def parallelism(self) -> int:
+        """How many chunk tasks can run at once (threads, or all workers' threads)."""
+        if not self.distributed:
+            return 1 if self._local == "synchronous" else self.n_workers
+        workers = self.client.scheduler_info().get("workers", {})
+        return max(1, sum(w.get("nthreads", 1) for w in workers.values()))
+
     # -- graph building -------------------------------------------------
     def _source_input(self, source: Source):
         """The source as a graph input: shipped once per engine, not once per task."""

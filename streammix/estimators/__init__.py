@@ -2,6 +2,7 @@
 
 from .gaussian_mixture import GaussianMixture
 from .kmeans import KMeans
+from .minibatch import MiniBatchKMeans
 from .persistence import load
 
-__all__ = ["GaussianMixture", "KMeans", "load"]
+__all__ = ["GaussianMixture", "KMeans", "MiniBatchKMeans", "load"]

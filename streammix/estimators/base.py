@@ -88,7 +88,7 @@ class StreammixEstimator:
         names = getattr(self, "feature_names_in_", None) if fitted else None
         reads_columns = names is not None and is_path_input(X) and not _is_zarr_input(X)
         columns = list(names) if reads_columns else None
-        source = as_source(X, chunk_size=self.chunk_size, dtype=self.dtype, columns=columns)
+        source = as_source(X, chunk_size=self._chunk_rows(), dtype=self.dtype, columns=columns)
         if fitted:
             if source.n_features != self.n_features_in_:
                 raise DataError(
@@ -100,6 +100,10 @@ class StreammixEstimator:
                     f"feature names {list(source.feature_names)} differ from those seen in fit "
                     f"{list(names)}", file=source.name)
         return source
+
+    def _chunk_rows(self):
+        """Rows per chunk for this estimator's sources (None: the source's default)."""
+        return self.chunk_size
 
     def _set_features(self, source: Source):
         self.n_features_in_ = source.n_features

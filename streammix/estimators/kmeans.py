@@ -155,6 +155,12 @@ def run_lloyd(engine, source, starts, *, max_iter, tol, verbose=0, final_pass=Tr
     def update(run, stats):
         if context["tol"] is None:
             context["tol"] = tol * km.mean_variance(stats) if tol else 0.0
+        previous, run.extra["last_stats"] = run.extra.get("last_stats"), stats
+        if previous is not None and km.same_partition(previous, stats):
+            # scikit-learn's strict convergence: the labels did not change, so the
+            # centres are final (recomputing them would only add rounding noise).
+            run.extra["final_stats"] = stats
+            return run.params, stats.inertia, True
         new, shift, _ = km.lloyd_update(run.params, stats)
         run.extra["final_stats"] = stats if shift == 0 else None
         if verbose:
@@ -173,8 +179,51 @@ def run_lloyd(engine, source, starts, *, max_iter, tol, verbose=0, final_pass=Tr
     return runs
 
 
+class CentersModel(StreammixEstimator):
+    """What every centre-based model does once fitted: predict, transform, score, save."""
+
+    def _per_row(self, fn, X, width=None, dtype=None):
+        self._check_fitted("cluster_centers_")
+        source = self._source(X, fitted=True)
+        with self._engine() as engine:
+            if source.in_memory:
+                return np.concatenate(engine.map_blocks(fn, self.cluster_centers_, source))
+            return engine.map_lazy(fn, self.cluster_centers_, source, width=width,
+                                   dtype=dtype or source.dtype)
+
+    def predict(self, X):
+        """Index of the nearest centre for each row (lazy Dask array out-of-core)."""
+        return self._per_row(_labels, X, dtype=np.int64)
+
+    def fit_predict(self, X, y=None):
+        """``fit(X)`` and the labels of ``X``."""
+        self.fit(X)
+        return self.labels_ if hasattr(self, "labels_") else self.predict(X)
+
+    def transform(self, X):
+        """Euclidean distance of each row to every centre, shape (n_samples, n_clusters)."""
+        return self._per_row(_distances, X, width=self.n_clusters, dtype=np.float64)
+
+    def fit_transform(self, X, y=None):
+        """``fit(X)`` then ``transform(X)``."""
+        return self.fit(X).transform(X)
+
+    def score(self, X, y=None):
+        """Opposite of the inertia of ``X`` with respect to the fitted centres (one pass)."""
+        self._check_fitted("cluster_centers_")
+        source = self._source(X, fitted=True)
+        with self._engine() as engine:
+            stats = engine.map_reduce(km.lloyd_stats, self.cluster_centers_, source, _merge)
+        return -float(stats.inertia)
+
+    def save(self, path):
+        """Write the fitted model to ``path`` (``.npz`` zip, no pickle); see :func:`load`."""
+        self._check_fitted("cluster_centers_")
+        save_model(self, path)
+
+
 @register
-class KMeans(StreammixEstimator):
+class KMeans(CentersModel):
     """K-means clustering with Lloyd iterations as map-reduce passes over any source.
 
     From the same ``init`` array, centres, ``inertia_``, ``n_iter_`` and labels
@@ -327,45 +376,6 @@ class KMeans(StreammixEstimator):
                           f"n_clusters ({self.n_clusters}). Possibly due to duplicate points "
                           "in X.", ConvergenceWarning, stacklevel=2)
         return self
-
-    def _per_row(self, fn, X, width=None, dtype=None):
-        self._check_fitted("cluster_centers_")
-        source = self._source(X, fitted=True)
-        with self._engine() as engine:
-            if source.in_memory:
-                return np.concatenate(engine.map_blocks(fn, self.cluster_centers_, source))
-            return engine.map_lazy(fn, self.cluster_centers_, source, width=width,
-                                   dtype=dtype or source.dtype)
-
-    def predict(self, X):
-        """Index of the nearest centre for each row (lazy Dask array out-of-core)."""
-        return self._per_row(_labels, X, dtype=np.int64)
-
-    def fit_predict(self, X, y=None):
-        """``fit(X)`` and the labels of ``X``."""
-        self.fit(X)
-        return self.labels_ if hasattr(self, "labels_") else self.predict(X)
-
-    def transform(self, X):
-        """Euclidean distance of each row to every centre, shape (n_samples, n_clusters)."""
-        return self._per_row(_distances, X, width=self.n_clusters, dtype=np.float64)
-
-    def fit_transform(self, X, y=None):
-        """``fit(X)`` then ``transform(X)``."""
-        return self.fit(X).transform(X)
-
-    def score(self, X, y=None):
-        """Opposite of the inertia of ``X`` with respect to the fitted centres (one pass)."""
-        self._check_fitted("cluster_centers_")
-        source = self._source(X, fitted=True)
-        with self._engine() as engine:
-            stats = engine.map_reduce(km.lloyd_stats, self.cluster_centers_, source, _merge)
-        return -float(stats.inertia)
-
-    def save(self, path):
-        """Write the fitted model to ``path`` (``.npz`` zip, no pickle); see :func:`load`."""
-        self._check_fitted("cluster_centers_")
-        save_model(self, path)
 
     def _after_load(self):
         self.n_iter_ = int(self.n_iter_)

@@ -1,0 +1,268 @@
+"""Mini-batch k-means streaming over chunks, with ``partial_fit`` for streams."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..core import kmeans as km
+from ..core import minibatch as mb
+from ..engine import sample_rows
+from ..io import ArraySource
+from .base import check_random_state
+from .kmeans import INITS, CentersModel, _labels, initial_centers
+from .persistence import register
+
+
+def _merge(a, b):
+    return a.merge(b)
+
+
+@register
+class MiniBatchKMeans(CentersModel):
+    """Mini-batch k-means (Sculley 2010) over any source, never holding the dataset.
+
+    ``fit`` streams over the chunks in a seeded random order, epoch after
+    epoch. A step gives one chunk to each worker; each runs its chunk's rows as
+    consecutive mini-batches of ``batch_size`` (in a seeded random order) with
+    per-centre learning rates, and the step merges the per-centre statistics.
+    With one worker this is exactly sequential mini-batch k-means; with several,
+    the workers' batches of a step are combined as one larger batch. Starving
+    centres are moved onto random rows, as in scikit-learn.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+    init : {"auto", "k-means++", "k-means||", "random"}, callable or array, default="auto"
+        ``"auto"`` and ``"k-means++"`` seed on an in-memory sample of
+        ``init_size`` rows; ``"k-means||"`` seeds on all the data (6 passes).
+    max_iter : int, default=100
+        Maximum number of epochs (passes over the data).
+    batch_size : int, default=1024
+    verbose : int, default=0
+    compute_labels : bool, default=True
+        After ``fit``, compute ``inertia_`` (one pass) and, for in-memory input, ``labels_``.
+    random_state : int, Generator or None
+    tol : float, default=0.0
+        Stop when the squared centre change of a step is at most ``tol`` times
+        the mean feature variance (estimated on the initialisation sample).
+    max_no_improvement : int or None, default=10
+        Stop after this many steps without improvement of the smoothed inertia.
+    init_size : int, optional
+        Rows of the initialisation sample (default ``3 * batch_size``).
+    n_init : "auto" or int, default="auto"
+        Initialisations tried on the sample (best inertia wins); "auto" is 1
+        for k-means++/k-means||/arrays, 3 otherwise.
+    reassignment_ratio : float, default=0.01
+        A centre whose count is below this fraction of the largest is re-seeded.
+    chunk_size : int, optional
+        Rows per chunk; default ``batch_size``, so that a step is one batch per worker.
+    dtype, scheduler, n_workers
+        As for :class:`streammix.GaussianMixture`.
+
+    Attributes
+    ----------
+    cluster_centers_, labels_, inertia_, n_iter_, n_steps_, n_features_in_,
+    feature_names_in_
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import streammix as sm
+    >>> rng = np.random.default_rng(0)
+    >>> model = sm.MiniBatchKMeans(n_clusters=2, random_state=0)
+    >>> for _ in range(20):  # a stream of small batches
+    ...     batch = np.concatenate([rng.normal(0, 1, (50, 2)), rng.normal(8, 1, (50, 2))])
+    ...     model = model.partial_fit(batch)
+    >>> sorted(np.round(model.cluster_centers_[:, 0]).tolist())
+    [0.0, 8.0]
+    """
+
+    _fitted_attributes = ("cluster_centers_", "inertia_", "n_iter_", "n_steps_",
+                          "n_features_in_", "feature_names_in_", "labels_", "_counts",
+                          "_n_since_last_reassign")
+
+    def __init__(self, n_clusters=8, *, init="auto", max_iter=100, batch_size=1024, verbose=0,
+                 compute_labels=True, random_state=None, tol=0.0, max_no_improvement=10,
+                 init_size=None, n_init="auto", reassignment_ratio=0.01, chunk_size=None,
+                 dtype="float64", scheduler=None, n_workers=None):
+        self.n_clusters = n_clusters
+        self.init = init
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.verbose = verbose
+        self.compute_labels = compute_labels
+        self.random_state = random_state
+        self.tol = tol
+        self.max_no_improvement = max_no_improvement
+        self.init_size = init_size
+        self.n_init = n_init
+        self.reassignment_ratio = reassignment_ratio
+        self.chunk_size = chunk_size
+        self.dtype = dtype
+        self.scheduler = scheduler
+        self.n_workers = n_workers
+
+    def _chunk_rows(self):
+        # A chunk is one mini-batch unless chunk_size says otherwise, so that a
+        # step is one batch per worker.
+        return self.chunk_size or self.batch_size
+
+    # -- checks and initialisation ---------------------------------------
+    def _check(self):
+        """Validate the parameters; returns the number of initialisations."""
+        for name, low in (("n_clusters", 1), ("batch_size", 1), ("max_iter", 1)):
+            value = getattr(self, name)
+            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if isinstance(self.init, str) and self.init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, a callable or an array")
+        if not np.isfinite(self.tol) or self.tol < 0:
+            raise ValueError(f"tol must be a non-negative number, got {self.tol!r}")
+        if not 0 <= self.reassignment_ratio:
+            raise ValueError("reassignment_ratio must be >= 0")
+        if self.n_init == "auto":
+            return 3 if (isinstance(self.init, str) and self.init == "random") or callable(
+                self.init) else 1
+        if isinstance(self.init, np.ndarray | list):
+            return 1
+        return int(self.n_init)
+
+    def _initialise(self, engine, source, sample, seeds):
+        """Best of the initialisations by inertia on ``sample``; resets the counts."""
+        if source.n_rows < self.n_clusters:
+            raise ValueError(f"n_samples={source.n_rows} should be >= "
+                             f"n_clusters={self.n_clusters}.")
+        init = "k-means++" if isinstance(self.init, str) and self.init == "auto" else self.init
+        if isinstance(init, str) and init == "k-means||":
+            candidates = initial_centers(engine, source, init, self.n_clusters, seeds)
+        else:
+            candidates = initial_centers(engine, ArraySource(sample), init, self.n_clusters,
+                                         seeds)
+        costs = [km.min_sq_distances(sample, c).sum() for c in candidates]
+        self.cluster_centers_ = np.array(candidates[int(np.argmin(costs))], dtype=np.float64)
+        if self.cluster_centers_.shape != (self.n_clusters, source.n_features):
+            raise ValueError(f"The shape of the initial centers {self.cluster_centers_.shape} "
+                             f"does not match ({self.n_clusters}, {source.n_features}).")
+        self._counts = np.zeros(self.n_clusters)
+        self._n_since_last_reassign = 0
+        self.n_steps_ = 0
+
+    def _step_seed(self, salt=0) -> int:
+        """A seed for step ``n_steps_``: fixed by random_state, the same after save/load."""
+        entropy = check_random_state(self.random_state).entropy
+        return int(np.random.SeedSequence([entropy, self.n_steps_, salt]).generate_state(1)[0])
+
+    def _step(self, engine, source, chunks=None):
+        """One mini-batch step over ``chunks`` (default all of ``source``); returns stats."""
+        spec = (self.cluster_centers_, self._counts, int(self.batch_size), self._step_seed())
+        stats = engine.map_reduce(mb.run_batches, spec, source, _merge, chunks=chunks)
+        self.cluster_centers_, self._counts, shift = mb.apply_step(
+            self.cluster_centers_, self._counts, stats)
+        self._n_since_last_reassign += stats.n_rows
+        if self.reassignment_ratio > 0 and (
+                (self._counts == 0).any() or self._n_since_last_reassign >= 10 * self.n_clusters):
+            self._n_since_last_reassign = 0
+            rng = np.random.default_rng(self._step_seed(salt=1))
+            self.cluster_centers_, self._counts, moved = mb.reassign_starving(
+                self.cluster_centers_, self._counts, stats, self.reassignment_ratio, rng)
+            if moved and self.verbose:
+                print(f"[MiniBatchKMeans] Reassigning {moved} cluster centers.")
+        self.n_steps_ += 1
+        return stats, shift
+
+    # -- fitting -----------------------------------------------------------
+    def fit(self, X, y=None, sample_weight=None):
+        """Stream over ``X`` in mini-batches for up to ``max_iter`` epochs.
+
+        Returns
+        -------
+        self
+        """
+        if sample_weight is not None:
+            raise NotImplementedError("sample_weight is not supported yet")
+        n_init = self._check()
+        source = self._source(X)
+        n_rows = source.n_rows
+        root = check_random_state(self.random_state)
+        sample_seed, order_seed, *init_seeds = root.spawn(2 + n_init)
+        init_size = min(n_rows, max(self.init_size or 3 * self.batch_size, 3 * self.n_clusters))
+        with self._engine() as engine:
+            sample = sample_rows(engine, source, init_size, np.random.default_rng(sample_seed))
+            self._initialise(engine, source, sample, init_seeds)
+            tol = self.tol * float(np.mean(np.var(sample, axis=0)))
+            self._stream(engine, source, np.random.default_rng(order_seed), tol)
+            if self.compute_labels:
+                self._final_labels(engine, source)
+        self._set_features(source)
+        return self
+
+    def _stream(self, engine, source, rng, tol):
+        plan, n_rows = source.plan(), source.n_rows
+        width = engine.parallelism
+        ewa, best, stale = None, math.inf, 0
+        for epoch in range(self.max_iter):
+            order = rng.permutation(len(plan))
+            for first in range(0, len(order), width):
+                chunks = [plan[i] for i in sorted(order[first : first + width])]
+                stats, shift = self._step(engine, source, chunks)
+                batch_inertia = stats.inertia / stats.n_rows
+                alpha = min(1.0, stats.n_rows * 2.0 / (n_rows + 1))
+                ewa = batch_inertia if ewa is None else ewa * (1 - alpha) + batch_inertia * alpha
+                if self.verbose:
+                    print(f"Minibatch step {self.n_steps_}: mean batch inertia "
+                          f"{batch_inertia:.6g}, ewa inertia {ewa:.6g}")
+                if ewa < best:
+                    best, stale = ewa, 0
+                else:
+                    stale += 1
+                if (tol > 0 and shift <= tol) or (
+                        self.max_no_improvement is not None and stale >= self.max_no_improvement):
+                    self.n_iter_ = epoch + 1
+                    return
+        self.n_iter_ = self.max_iter
+
+    def _final_labels(self, engine, source):
+        stats = engine.map_reduce(km.lloyd_stats, self.cluster_centers_, source, _merge)
+        self.inertia_ = float(stats.inertia)
+        if source.in_memory:
+            self.labels_ = np.concatenate(engine.map_blocks(_labels, self.cluster_centers_,
+                                                            source))
+        elif hasattr(self, "labels_"):
+            del self.labels_
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Update the centres with the rows of ``X`` (one step), for streams.
+
+        The first call initialises the centres on ``X`` (which needs at least
+        ``n_clusters`` rows). Rows are taken as consecutive mini-batches of
+        ``batch_size``.
+
+        Returns
+        -------
+        self
+        """
+        if sample_weight is not None:
+            raise NotImplementedError("sample_weight is not supported yet")
+        first = not hasattr(self, "cluster_centers_")
+        n_init = self._check()
+        source = self._source(X, fitted=not first)
+        with self._engine() as engine:
+            if first:
+                seeds = check_random_state(self.random_state).spawn(n_init)
+                data = source.array if source.in_memory else sample_rows(
+                    engine, source, max(3 * self.batch_size, 3 * self.n_clusters),
+                    np.random.default_rng(seeds[0]))
+                self._initialise(engine, source, data, seeds)
+                self._set_features(source)
+                self.n_iter_ = 0
+            self._step(engine, source)
+            if self.compute_labels:
+                self._final_labels(engine, source)
+        return self
+
+    def _after_load(self):
+        self.n_steps_ = int(self.n_steps_)
+        self.n_iter_ = int(self.n_iter_)
+        self._n_since_last_reassign = int(self._n_since_last_reassign)
