@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -52,16 +53,23 @@ def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator, we
     """Greedy k-means++ (Arthur & Vassilvitskii), as scikit-learn runs it.
 
     Each new centre is the best of ``2 + log(k)`` candidates drawn with
-    probability proportional to (weighted) squared distance. Returns the
+    probability proportional to (weighted) squared distance; the distances of
+    all rows to all candidates of a step come from one GEMM. Returns the
     indices of the chosen rows.
     """
     n = X.shape[0]
     weights = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
     trials = 2 + int(math.log(n_clusters))
-    reference = np.average(X, axis=0, weights=weights)
+    centred = X - np.average(X, axis=0, weights=weights)  # the expansion stays precise
+    sq_norms = np.einsum("nd,nd->n", centred, centred)
+
+    def sq_distances(rows):  # (len(rows), n)
+        d2 = sq_norms[rows][:, None] - 2.0 * (centred[rows] @ centred.T) + sq_norms[None, :]
+        return np.maximum(d2, 0.0)
+
     first = int(rng.choice(n, p=weights / weights.sum()))
     indices = [first]
-    closest = min_sq_distances(X, X[[first]], reference)
+    closest = sq_distances([first])[0]
     for _ in range(1, n_clusters):
         cumulative = np.cumsum(weights * closest)
         if cumulative[-1] <= 0:  # every row coincides with a centre: take unused rows
@@ -70,9 +78,7 @@ def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator, we
             break
         candidates = np.searchsorted(cumulative, rng.random(trials) * cumulative[-1])
         candidates = np.minimum(candidates, n - 1)
-        # Distance of every row to every candidate, each candidate on its own.
-        cand_dist = np.stack([min_sq_distances(X, X[[c]], reference) for c in candidates])
-        cand_dist = np.minimum(closest, cand_dist)
+        cand_dist = np.minimum(closest, sq_distances(candidates))
         best = int(np.argmin(cand_dist @ weights))
         indices.append(int(candidates[best]))
         closest = cand_dist[best]
@@ -104,16 +110,25 @@ def lloyd(X: np.ndarray, centers: np.ndarray, *, weights=None, max_iter: int = 3
     return centers
 
 
+class LloydParams(NamedTuple):
+    """What a Lloyd pass needs: the centres, and whether to measure the data's moments."""
+
+    centers: np.ndarray
+    moments: bool = False
+
+
 @dataclass
 class LloydStats:
-    """One Lloyd pass over some rows, for a fixed set of centres ``c``.
+    """One Lloyd pass over some rows, for fixed centres ``c``.
 
-    ``offsets`` is sum (x - c_k) over the rows nearest to centre k (centred on
-    its own centre, for precision); ``far_*`` hold the rows farthest from their
-    centres (at most n_clusters of them), the candidates scikit-learn moves into
-    empty clusters. ``data_sum``/``data_sq`` are sum (x - r) and
-    sum (x - r)^2 about the reference ``r`` = the first centre, for the
-    data-dependent tolerance.
+    ``offsets[k]`` is sum (x - c_k) over the rows nearest to centre k;
+    ``far_*`` hold the rows farthest from their centres (at most n_clusters),
+    the candidates scikit-learn moves into empty clusters; ``membership[k]``
+    sums a per-row fingerprint of the global row number, so two passes that
+    put every row in the same cluster give equal values (scikit-learn's
+    "strict convergence"). ``data_sum``/``data_sq`` are sum (x - r) and
+    sum (x - r)^2 about r = the first centre; ``data_sq`` only when asked for
+    (the tolerance is relative to the data's variance).
     """
 
     n_rows: int
@@ -124,43 +139,44 @@ class LloydStats:
     far_rows: np.ndarray
     far_labels: np.ndarray
     far_index: np.ndarray
+    membership: np.ndarray
     data_sum: np.ndarray
     data_sq: np.ndarray
-    membership: np.ndarray  # per cluster: wrapping sum of hash(global row), uint64
 
     def merge(self, other: LloydStats) -> LloydStats:
-        far = _top_far(
-            np.concatenate([self.far_dist, other.far_dist]),
-            np.concatenate([self.far_index, other.far_index]),
-            len(self.counts),
-        )
+        dist = np.concatenate([self.far_dist, other.far_dist])
+        index = np.concatenate([self.far_index, other.far_index])
+        far = _top_far(dist, index, len(self.counts))
         return LloydStats(
             self.n_rows + other.n_rows,
             self.counts + other.counts,
             self.offsets + other.offsets,
             self.inertia + other.inertia,
-            np.concatenate([self.far_dist, other.far_dist])[far],
+            dist[far],
             np.concatenate([self.far_rows, other.far_rows])[far],
             np.concatenate([self.far_labels, other.far_labels])[far],
-            np.concatenate([self.far_index, other.far_index])[far],
+            index[far],
+            self.membership + other.membership,
             self.data_sum + other.data_sum,
             self.data_sq + other.data_sq,
-            self.membership + other.membership,
         )
 
 
-def _row_hash(index: np.ndarray) -> np.ndarray:
-    """SplitMix64 of global row numbers: a 64-bit hash per row (wrapping arithmetic)."""
-    z = index.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return z ^ (z >> np.uint64(31))
+# Fingerprint of row i: frac(i * golden ratio), a Weyl sequence: distinct rows
+# get distinct, well-spread values, so moving any row changes the sums. Float
+# sums are reproducible because the chunking and the reduction tree are fixed.
+_GOLDEN = 0.6180339887498949
 
 
 def _top_far(dist, index, keep):
     """Positions of the ``keep`` largest distances, largest first, earlier rows on ties."""
-    order = np.lexsort((index, -dist))
-    return order[:keep]
+    if len(dist) > keep:
+        cut = dist[np.argpartition(-dist, keep - 1)[:keep]].min()
+        candidates = np.flatnonzero(dist >= cut)  # and everything tied at the cut
+    else:
+        candidates = np.arange(len(dist))
+    order = np.lexsort((index[candidates], -dist[candidates]))
+    return candidates[order[:keep]]
 
 
 def sum_by_label(labels: np.ndarray, values: np.ndarray, n_labels: int, weights=None):
@@ -171,22 +187,43 @@ def sum_by_label(labels: np.ndarray, values: np.ndarray, n_labels: int, weights=
                      for j in range(values.shape[1])], axis=1)
 
 
-def lloyd_stats(centers: np.ndarray, X: np.ndarray, start: int) -> LloydStats:
-    """Assign the rows of ``X`` (global rows ``start...``) to ``centers`` and sum them up."""
-    k = centers.shape[0]
-    labels, dist = nearest(X, centers)
+def lloyd_stats(params: LloydParams, X: np.ndarray, start: int) -> LloydStats:
+    """Assign the rows of ``X`` (global rows ``start...``) to the nearest centre; sum up.
+
+    Per tile, one GEMM finds the nearest centres and one more sums the rows
+    (with their fingerprints) per centre, on rows shifted by the first centre.
+    """
+    centers = params.centers
+    k, d = centers.shape
+    reference = centers[0].astype(X.dtype)
+    shifted = (centers - centers[0]).astype(X.dtype)
+    c_sq = np.einsum("kd,kd->k", shifted, shifted)
+    sums = np.zeros((k, d))
+    membership = np.zeros(k)
+    counts = np.zeros(k)
+    data_sq = np.zeros(d)
+    dist = np.empty(X.shape[0])
+    labels = np.empty(X.shape[0], dtype=np.int64)
+    x = np.empty((min(_TILE_ROWS, X.shape[0]), d), dtype=X.dtype)
+    for rows in _tiles(X.shape[0]):
+        n = rows.stop - rows.start
+        tile = np.subtract(X[rows], reference, out=x[:n])
+        d2 = c_sq - 2.0 * (tile @ shifted.T)
+        lab = labels[rows] = d2.argmin(axis=1)
+        dist[rows] = d2[np.arange(n), lab] + np.einsum("nd,nd->n", tile, tile)
+        one_hot = np.zeros((n, k), dtype=X.dtype)
+        one_hot[np.arange(n), lab] = 1
+        sums += one_hot.T @ tile
+        membership += one_hot.T @ np.modf((start + rows.start + np.arange(n)) * _GOLDEN)[0]
+        if params.moments:
+            data_sq += np.einsum("nd,nd->d", tile, tile, dtype=np.float64)
+    np.maximum(dist, 0.0, out=dist)
     counts = np.bincount(labels, minlength=k).astype(np.float64)
-    offsets = sum_by_label(labels, X - centers[labels].astype(X.dtype), k)
     far = _top_far(dist, np.arange(X.shape[0]), k)
-    deviation = X - centers[0].astype(X.dtype)
-    membership = np.zeros(k, dtype=np.uint64)
-    np.add.at(membership, labels, _row_hash(np.arange(start, start + X.shape[0])))
     return LloydStats(
-        X.shape[0], counts, offsets, float(dist.sum()),
+        X.shape[0], counts, sums - counts[:, None] * shifted, float(dist.sum()),
         dist[far], np.asarray(X[far], dtype=np.float64), labels[far], far + start,
-        deviation.sum(axis=0, dtype=np.float64),
-        (deviation * deviation).sum(axis=0, dtype=np.float64),
-        membership,
+        membership, sums.sum(axis=0), data_sq,
     )
 
 

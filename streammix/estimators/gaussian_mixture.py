@@ -333,7 +333,7 @@ class GaussianMixture(StreammixEstimator):
             # statistics of the partition of all rows by nearest centre.
             starts = initial_centers(engine, source, resolve_init("auto", source), k, seeds)
             runs = run_lloyd(engine, source, starts, max_iter=300, tol=1e-4, final_pass=False)
-            shifts = [run.params for run in runs]
+            shifts = [run.params.centers for run in runs]
             specs = [(centers, kind) for centers in shifts]
             all_stats = batch_map_reduce(engine, source, _hard_assignment_stats, _merge, specs)
         elif self.init_params == "random":

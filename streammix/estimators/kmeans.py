@@ -161,19 +161,20 @@ def run_lloyd(engine, source, starts, *, max_iter, tol, verbose=0, final_pass=Tr
             # centres are final (recomputing them would only add rounding noise).
             run.extra["final_stats"] = stats
             return run.params, stats.inertia, True
-        new, shift, _ = km.lloyd_update(run.params, stats)
+        new, shift, _ = km.lloyd_update(run.params.centers, stats)
         run.extra["final_stats"] = stats if shift == 0 else None
         if verbose:
             print(f"Iteration {run.n_iter}, inertia {stats.inertia}, centre shift {shift:.3g}")
-        return new, stats.inertia, shift <= context["tol"]
+        return km.LloydParams(new), stats.inertia, shift <= context["tol"]
 
-    runs = [Run(np.asarray(c, dtype=np.float64)) for c in starts]
+    # The first pass also measures the data's variance, for the tolerance.
+    runs = [Run(km.LloydParams(np.asarray(c, dtype=np.float64), moments=True)) for c in starts]
     iterate(engine, source, runs, step=km.lloyd_stats, merge=_merge, update=update,
             max_iter=max_iter)
     pending = [run for run in runs if final_pass and run.extra.get("final_stats") is None]
     if pending:  # the final centres' inertia and cluster sizes: one more pass
         finals = batch_map_reduce(engine, source, km.lloyd_stats, _merge,
-                                  [run.params for run in pending])
+                                  [km.LloydParams(run.params.centers) for run in pending])
         for run, stats in zip(pending, finals, strict=True):
             run.extra["final_stats"] = stats
     return runs
@@ -213,7 +214,8 @@ class CentersModel(StreammixEstimator):
         self._check_fitted("cluster_centers_")
         source = self._source(X, fitted=True)
         with self._engine() as engine:
-            stats = engine.map_reduce(km.lloyd_stats, self.cluster_centers_, source, _merge)
+            stats = engine.map_reduce(km.lloyd_stats, km.LloydParams(self.cluster_centers_),
+                                      source, _merge)
         return -float(stats.inertia)
 
     def save(self, path):
@@ -361,9 +363,10 @@ class KMeans(CentersModel):
             runs = run_lloyd(engine, source, starts, max_iter=self.max_iter, tol=self.tol,
                              verbose=self.verbose)
             best = min(runs, key=lambda run: run.extra["final_stats"].inertia)  # first on ties
-            self.cluster_centers_ = best.params
+            self.cluster_centers_ = best.params.centers
             if source.in_memory:
-                self.labels_ = np.concatenate(engine.map_blocks(_labels, best.params, source))
+                self.labels_ = np.concatenate(engine.map_blocks(_labels, self.cluster_centers_,
+                                                                source))
             elif hasattr(self, "labels_"):
                 del self.labels_
         final = best.extra["final_stats"]

@@ -224,7 +224,8 @@ class MiniBatchKMeans(CentersModel):
         self.n_iter_ = self.max_iter
 
     def _final_labels(self, engine, source):
-        stats = engine.map_reduce(km.lloyd_stats, self.cluster_centers_, source, _merge)
+        stats = engine.map_reduce(km.lloyd_stats, km.LloydParams(self.cluster_centers_), source,
+                                  _merge)
         self.inertia_ = float(stats.inertia)
         if source.in_memory:
             self.labels_ = np.concatenate(engine.map_blocks(_labels, self.cluster_centers_,

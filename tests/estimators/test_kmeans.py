@@ -158,3 +158,16 @@ def test_save_load_and_clone(tmp_path):
     assert loaded.inertia_ == model.inertia_ and loaded.n_iter_ == model.n_iter_
     np.testing.assert_array_equal(loaded.predict(X), model.labels_)
     assert clone(model).get_params() == model.get_params()
+
+
+def test_equals_sklearn_from_zarr_and_dask(tmp_path):
+    import dask.array as da
+    import zarr
+
+    store = str(tmp_path / "x.zarr")
+    zarr.create_array(store=store, shape=X.shape, chunks=(333, 3), dtype="f8")[:] = X
+    theirs = SkKMeans(5, init=INIT, n_init=1, tol=1e-6).fit(X)
+    for data in (store, da.from_array(X, chunks=(700, 3))):
+        ours = sm.KMeans(5, init=INIT, tol=1e-6).fit(data)
+        assert_same(ours, theirs, labels=False)
+        np.testing.assert_array_equal(np.asarray(ours.predict(data)), theirs.labels_)
