@@ -78,3 +78,16 @@ def test_active_client_is_used_and_in_memory_data_works(cluster, blobs):
         after = client.run_on_scheduler(transitions)
     assert after - before > 6 * remote.n_iter_  # every pass ran on the cluster
     np.testing.assert_allclose(remote.means_, local.means_, rtol=1e-9)
+
+
+def test_kmeans_and_minibatch_on_cluster_equal_embedded_runs(cluster, blobs_parquet):
+    params = {"n_clusters": 3, "init": "k-means||", "random_state": 2, "chunk_size": 60}
+    local = sm.KMeans(**params).fit(blobs_parquet)
+    remote = sm.KMeans(**params, scheduler=cluster).fit(blobs_parquet)
+    np.testing.assert_allclose(remote.cluster_centers_, local.cluster_centers_, rtol=1e-9)
+    assert remote.n_iter_ == local.n_iter_
+    # two workers of one thread: the same steps as two local threads
+    mini = {"n_clusters": 3, "random_state": 2, "batch_size": 50, "max_iter": 2}
+    local = sm.MiniBatchKMeans(**mini, n_workers=2).fit(blobs_parquet)
+    remote = sm.MiniBatchKMeans(**mini, scheduler=cluster).fit(blobs_parquet)
+    np.testing.assert_allclose(remote.cluster_centers_, local.cluster_centers_, rtol=1e-9)
