@@ -64,5 +64,17 @@ class NotFittedError(StreammixError, ValueError, AttributeError):
     """The estimator is used before ``fit``."""
 
 
+class CheckpointError(StreammixError):
+    """A checkpoint directory belongs to another fit, or is damaged."""
+
+
+class CheckpointInUseError(CheckpointError):
+    """Another live process holds the checkpoint directory's lock."""
+
+
+class ClusterError(StreammixError):
+    """The Dask scheduler or client went away during a computation."""
+
+
 class ConvergenceWarning(UserWarning):
     """An iterative fit stopped at ``max_iter`` before meeting ``tol``."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import linalg
 
+from .._serial import serializable
 from ..exceptions import CollapsedComponentError
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
@@ -30,6 +31,7 @@ _TILE_ELEMENTS = 1 << 18
 _LOG_2PI = math.log(2 * math.pi)
 
 
+@serializable
 @dataclass(frozen=True)
 class GaussianParams:
     """Parameters of one Gaussian mixture.
@@ -69,6 +71,7 @@ class GaussianParams:
         )
 
 
+@serializable
 @dataclass
 class GaussianStats:
     """Sufficient statistics of a mixture over some rows, centred on ``shift``.

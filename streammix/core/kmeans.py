@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from .._serial import serializable
 from .random import row_uniforms
 
 _TILE_ROWS = 4096
@@ -110,6 +111,7 @@ def lloyd(X: np.ndarray, centers: np.ndarray, *, weights=None, max_iter: int = 3
     return centers
 
 
+@serializable
 class LloydParams(NamedTuple):
     """What a Lloyd pass needs: the centres, and whether to measure the data's moments."""
 
@@ -117,6 +119,7 @@ class LloydParams(NamedTuple):
     moments: bool = False
 
 
+@serializable
 @dataclass
 class LloydStats:
     """One Lloyd pass over some rows, for fixed centres ``c``.
@@ -262,6 +265,7 @@ def lloyd_update(centers: np.ndarray, stats: LloydStats):
     return new, shift, int(moved.sum())
 
 
+@serializable
 @dataclass
 class Oversample:
     """One k-means|| round over some rows: the cost, and the rows it may select.

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._serial import serializable
 from .kmeans import nearest, sum_by_label
 from .random import row_uniforms
 
 
+@serializable
 @dataclass
 class StepStats:
     """Rows of one step: per-centre counts and offsets from the step's centres.

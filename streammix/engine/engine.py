@@ -18,6 +18,7 @@ timing.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import Callable
@@ -29,6 +30,7 @@ import numpy as np
 from dask import delayed
 from threadpoolctl import threadpool_limits
 
+from ..exceptions import ClusterError
 from ..io.base import Source
 
 #: Partial results merged by one reduction task.
@@ -82,11 +84,15 @@ class Engine:
         address connects to that cluster. A ``Client`` is used as it is.
     n_workers : int, optional
         Threads of the in-process scheduler (default: the number of cores).
+    checkpoint : Checkpoint, optional
+        Journal every pass outside iteration loops into it, and replay
+        journaled passes instead of computing them again.
 
     Use it as a context manager so that a client it connected is closed.
     """
 
-    def __init__(self, scheduler=None, n_workers: int | None = None):
+    def __init__(self, scheduler=None, n_workers: int | None = None, *, checkpoint=None):
+        self.checkpoint = checkpoint
         self._owned_client = None
         self.n_workers = n_workers or os.cpu_count() or 1
         if scheduler is None:
@@ -112,6 +118,12 @@ class Engine:
         if self._owned_client is not None:
             self._owned_client.close()
             self._owned_client = None
+
+    def _address(self):
+        try:
+            return self.client.scheduler.address
+        except AttributeError:
+            return "?"
 
     @property
     def distributed(self) -> bool:
@@ -149,7 +161,16 @@ class Engine:
 
     def _compute(self, *objects):
         if self.distributed:
-            return tuple(self.client.compute(list(objects), sync=True))
+            try:
+                return tuple(self.client.compute(list(objects), sync=True))
+            except (OSError, TimeoutError, asyncio.CancelledError) as exc:
+                if self.client.status in ("running", "connecting") and not isinstance(
+                        exc, asyncio.CancelledError):
+                    raise
+                raise ClusterError(
+                    f"lost the Dask scheduler at {self._address()} ({type(exc).__name__}: "
+                    f"{exc}); re-run the same fit with its checkpoint directory to continue "
+                    "from the last completed iteration") from None
         # One BLAS thread per Dask thread: the threads already fill the cores.
         limit = 1 if self._local == "threads" and self.n_workers > 1 else None
         with threadpool_limits(limits=limit, user_api="blas"):
@@ -164,8 +185,16 @@ class Engine:
         The merge tree has a fixed shape in chunk order, so the result is the
         same on any scheduler.
         """
+        journal = self.checkpoint if self.checkpoint and self.checkpoint.journaling else None
+        if journal is not None:
+            recorded, result = journal.replay_pass()
+            if recorded:
+                return result
         tasks = self._chunk_tasks(partial(_chunk_task, merge=merge), fn, params, source, chunks)
-        return self._reduce(tasks, merge)
+        result = self._reduce(tasks, merge)
+        if journal is not None:
+            journal.record_pass(result)
+        return result
 
     def _reduce(self, level, merge):
         name = f"merge-{uuid.uuid4().hex}"

@@ -9,13 +9,16 @@ given ``step`` (per-chunk statistics), ``merge`` and ``update``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from .._serial import serializable
 from .engine import Engine
 
 
+@serializable
 @dataclass
 class Run:
     """One model of the batch: its parameters and how its iterations went."""
@@ -56,19 +59,27 @@ def iterate(
 ) -> list[Run]:
     """Run every model in ``runs`` until it converges or reaches ``max_iter``.
 
-    ``update(run, stats)`` returns ``(new_params, objective, converged)``.
-    Each pass reads every chunk once, whatever the number of active models.
+    ``update(run, stats)`` returns ``(new_params, objective, converged)``; it
+    may keep bookkeeping in ``run.extra``. Each pass reads every chunk once,
+    whatever the number of active models. With a checkpoint on the engine, the
+    runs are saved after every iteration and a re-run resumes from them.
     """
-    for run in runs:
-        run.done = run.done or run.n_iter >= max_iter
-    while active := [run for run in runs if not run.done]:
-        stats = batch_map_reduce(engine, source, step, merge, [run.params for run in active])
-        for run, run_stats in zip(active, stats, strict=True):
-            run.params, objective, run.converged = update(run, run_stats)
-            run.previous = objective
-            run.history.append(objective)
-            run.n_iter += 1
-            run.done = run.converged or run.n_iter >= max_iter
-        if on_iteration is not None:
-            on_iteration(runs)
+    loop = engine.checkpoint.loop() if engine.checkpoint else nullcontext((None, None))
+    with loop as (saved, save):
+        if saved is not None:
+            runs[:] = saved
+        for run in runs:
+            run.done = run.done or run.n_iter >= max_iter
+        while active := [run for run in runs if not run.done]:
+            stats = batch_map_reduce(engine, source, step, merge, [run.params for run in active])
+            for run, run_stats in zip(active, stats, strict=True):
+                run.params, objective, run.converged = update(run, run_stats)
+                run.previous = objective
+                run.history.append(objective)
+                run.n_iter += 1
+                run.done = run.converged or run.n_iter >= max_iter
+            if save is not None:
+                save(runs)
+            if on_iteration is not None:
+                on_iteration(runs)
     return runs

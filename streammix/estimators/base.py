@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import inspect
 import os
 
 import numpy as np
 
 from ..engine import Engine
+from ..engine.checkpoint import Checkpoint
 from ..exceptions import DataError, NotFittedError
 from ..io import Source, _is_zarr_path, as_source, is_path_input
+
+
+def _fingerprint_value(value):
+    """A JSON-able stand-in for a parameter value, for checkpoint fingerprints."""
+    if isinstance(value, np.ndarray | list | tuple) and np.asarray(value).dtype.kind in "biuf":
+        array = np.ascontiguousarray(value, dtype=np.float64)
+        return {"sha256": hashlib.sha256(array.data).hexdigest(), "shape": list(array.shape)}
+    if callable(value):
+        return f"callable {getattr(value, '__module__', '')}.{getattr(value, '__qualname__', '')}"
+    if isinstance(value, np.random.Generator | np.random.RandomState):
+        return "generator"
+    if isinstance(value, np.generic):
+        return value.item()
+    return value if isinstance(value, str | int | float | bool | type(None)) else repr(value)
 
 
 def check_random_state(random_state) -> np.random.SeedSequence:
@@ -75,10 +92,40 @@ class StreammixEstimator:
                 changed.append(f"{name}={value!r}")
         return f"{type(self).__name__}({', '.join(changed)})"
 
-    # -- input ------------------------------------------------------------
+    # -- execution ----------------------------------------------------------
     def _engine(self) -> Engine:
         return Engine(self.scheduler, self.n_workers)
 
+    #: Parameters that do not change a fit's result (left out of checkpoint fingerprints).
+    _RUN_ONLY = frozenset({"verbose", "verbose_interval", "scheduler", "n_workers", "checkpoint",
+                           "restart", "compute_labels"})
+
+    @contextlib.contextmanager
+    def _fit_engine(self, source):
+        """The engine for a fit: with ``checkpoint=DIR``, one that journals and resumes."""
+        if not getattr(self, "checkpoint", None):
+            with self._engine() as engine:
+                yield engine
+            return
+        params = {name: _fingerprint_value(value) for name, value in self.get_params().items()
+                  if name not in self._RUN_ONLY}
+        fingerprint = {"estimator": type(self).__name__, "data": source.fingerprint(),
+                       "params": params, "start": self._start_fingerprint()}
+        with Checkpoint(self.checkpoint, fingerprint, restart=self.restart) as checkpoint, \
+                Engine(self.scheduler, self.n_workers, checkpoint=checkpoint) as engine:
+            yield engine
+
+    def _start_fingerprint(self):
+        """What, besides data and parameters, a fit starts from (a warm start's model)."""
+        return None
+
+    def _root_seed(self, engine) -> np.random.SeedSequence:
+        """The fit's root seed; without random_state, the one its checkpoint keeps."""
+        if self.random_state is None and engine.checkpoint is not None:
+            return np.random.SeedSequence(engine.checkpoint.entropy)
+        return check_random_state(self.random_state)
+
+    # -- input ------------------------------------------------------------
     def _source(self, X, *, fitted=False) -> Source:
         """``X`` as a chunked source with this estimator's dtype and chunk size.
 

@@ -123,6 +123,13 @@ class GaussianMixture(StreammixEstimator):
         runs on that cluster; ``"threads"``/``"synchronous"`` force local.
     n_workers : int, optional
         Threads of the in-process scheduler (default: all cores).
+    checkpoint : str or path, optional
+        Directory to checkpoint the fit in after every iteration. Re-running
+        the same fit with the same directory resumes from the last completed
+        iteration and ends with the same model; a checkpoint made for other
+        data or parameters is refused. See docs/checkpoints.md.
+    restart : bool, default=False
+        Discard what ``checkpoint`` holds and start afresh.
 
     Attributes
     ----------
@@ -183,6 +190,8 @@ class GaussianMixture(StreammixEstimator):
         dtype="float64",
         scheduler=None,
         n_workers=None,
+        checkpoint=None,
+        restart=False,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -202,6 +211,8 @@ class GaussianMixture(StreammixEstimator):
         self.dtype = dtype
         self.scheduler = scheduler
         self.n_workers = n_workers
+        self.checkpoint = checkpoint
+        self.restart = restart
 
     # -- validation -----------------------------------------------------
     def _check_parameters(self, n_features):
@@ -268,9 +279,9 @@ class GaussianMixture(StreammixEstimator):
         if n_rows < max(2, self.n_components):
             raise ValueError(f"Expected n_samples >= n_components (and at least 2) but got "
                              f"n_components = {self.n_components}, n_samples = {n_rows}")
-        seeds = check_random_state(self.random_state).spawn(self.n_init)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
-        with self._engine() as engine:
+        with self._fit_engine(source) as engine:
+            seeds = self._root_seed(engine).spawn(self.n_init)
             if do_init:
                 runs = [Run(p) for p in self._initial_params(engine, source, seeds, n_rows)]
             else:
@@ -280,6 +291,11 @@ class GaussianMixture(StreammixEstimator):
         self._set_features(source)
         self._keep_best(runs)
         return self
+
+    def _start_fingerprint(self):
+        if not (self.warm_start and hasattr(self, "converged_")):
+            return None
+        return [float(self.lower_bound_), self.means_.tolist(), self.weights_.tolist()]
 
     def _em_update(self, run, stats):
         """The M-step, and whether the lower bound has stopped moving."""

@@ -10,7 +10,7 @@ from ..core import kmeans as km
 from ..engine import Run, iterate, sample_rows
 from ..engine.iterate import batch_map_reduce
 from ..exceptions import ConvergenceWarning
-from .base import StreammixEstimator, check_random_state
+from .base import StreammixEstimator
 from .persistence import register, save_model
 
 #: Rows of the in-memory sample that out-of-core ``"k-means++"``, ``"random"``
@@ -150,11 +150,9 @@ def run_lloyd(engine, source, starts, *, max_iter, tol, verbose=0, final_pass=Tr
     ``extra["final_stats"]`` holds the statistics of its final centres (an
     extra pass unless the last iteration left the centres unchanged).
     """
-    context = {"tol": None}
-
     def update(run, stats):
-        if context["tol"] is None:
-            context["tol"] = tol * km.mean_variance(stats) if tol else 0.0
+        if "tol" not in run.extra:  # the first pass measured the data's variance
+            run.extra["tol"] = tol * km.mean_variance(stats) if tol else 0.0
         previous, run.extra["last_stats"] = run.extra.get("last_stats"), stats
         if previous is not None and km.same_partition(previous, stats):
             # scikit-learn's strict convergence: the labels did not change, so the
@@ -165,7 +163,7 @@ def run_lloyd(engine, source, starts, *, max_iter, tol, verbose=0, final_pass=Tr
         run.extra["final_stats"] = stats if shift == 0 else None
         if verbose:
             print(f"Iteration {run.n_iter}, inertia {stats.inertia}, centre shift {shift:.3g}")
-        return km.LloydParams(new), stats.inertia, shift <= context["tol"]
+        return km.LloydParams(new), stats.inertia, shift <= run.extra["tol"]
 
     # The first pass also measures the data's variance, for the tolerance.
     runs = [Run(km.LloydParams(np.asarray(c, dtype=np.float64), moments=True)) for c in starts]
@@ -258,8 +256,9 @@ class KMeans(CentersModel):
         k-means|| selects about ``oversampling_factor * n_clusters`` rows per round.
     init_rounds : int, default=5
         Rounds (data passes) of k-means||.
-    chunk_size, dtype, scheduler, n_workers
-        As for :class:`streammix.GaussianMixture`.
+    chunk_size, dtype, scheduler, n_workers, checkpoint, restart
+        As for :class:`streammix.GaussianMixture`; the checkpoint covers the
+        seeding (k-means|| rounds included) and every Lloyd iteration.
 
     Attributes
     ----------
@@ -289,7 +288,7 @@ class KMeans(CentersModel):
     def __init__(self, n_clusters=8, *, init="auto", n_init="auto", max_iter=300, tol=1e-4,
                  verbose=0, random_state=None, copy_x=True, algorithm="lloyd",
                  oversampling_factor=2.0, init_rounds=5, chunk_size=None, dtype="float64",
-                 scheduler=None, n_workers=None):
+                 scheduler=None, n_workers=None, checkpoint=None, restart=False):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -305,6 +304,8 @@ class KMeans(CentersModel):
         self.dtype = dtype
         self.scheduler = scheduler
         self.n_workers = n_workers
+        self.checkpoint = checkpoint
+        self.restart = restart
 
     def _check(self, source):
         k = self.n_clusters
@@ -354,8 +355,8 @@ class KMeans(CentersModel):
             raise NotImplementedError("sample_weight is not supported yet")
         source = self._source(X)
         n_init = self._check(source)
-        seeds = check_random_state(self.random_state).spawn(n_init)
-        with self._engine() as engine:
+        with self._fit_engine(source) as engine:
+            seeds = self._root_seed(engine).spawn(n_init)
             init = resolve_init(self.init, source)
             starts = initial_centers(engine, source, init, self.n_clusters, seeds,
                                      oversampling_factor=self.oversampling_factor,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -58,8 +59,11 @@ class MiniBatchKMeans(CentersModel):
         A centre whose count is below this fraction of the largest is re-seeded.
     chunk_size : int, optional
         Rows per chunk; default ``batch_size``, so that a step is one batch per worker.
-    dtype, scheduler, n_workers
-        As for :class:`streammix.GaussianMixture`.
+    dtype, scheduler, n_workers, checkpoint, restart
+        As for :class:`streammix.GaussianMixture`. The checkpoint of ``fit``
+        is written after every step and holds the centres, counts, the epoch's
+        chunk order and the cursor in it; ``partial_fit`` keeps its state in
+        the estimator (``save`` it).
 
     Attributes
     ----------
@@ -81,12 +85,13 @@ class MiniBatchKMeans(CentersModel):
 
     _fitted_attributes = ("cluster_centers_", "inertia_", "n_iter_", "n_steps_",
                           "n_features_in_", "feature_names_in_", "labels_", "_counts",
-                          "_n_since_last_reassign")
+                          "_n_since_last_reassign", "_entropy")
 
     def __init__(self, n_clusters=8, *, init="auto", max_iter=100, batch_size=1024, verbose=0,
                  compute_labels=True, random_state=None, tol=0.0, max_no_improvement=10,
                  init_size=None, n_init="auto", reassignment_ratio=0.01, chunk_size=None,
-                 dtype="float64", scheduler=None, n_workers=None):
+                 dtype="float64", scheduler=None, n_workers=None, checkpoint=None,
+                 restart=False):
         self.n_clusters = n_clusters
         self.init = init
         self.max_iter = max_iter
@@ -103,6 +108,8 @@ class MiniBatchKMeans(CentersModel):
         self.dtype = dtype
         self.scheduler = scheduler
         self.n_workers = n_workers
+        self.checkpoint = checkpoint
+        self.restart = restart
 
     def _chunk_rows(self):
         # A chunk is one mini-batch unless chunk_size says otherwise, so that a
@@ -151,8 +158,8 @@ class MiniBatchKMeans(CentersModel):
 
     def _step_seed(self, salt=0) -> int:
         """A seed for step ``n_steps_``: fixed by random_state, the same after save/load."""
-        entropy = check_random_state(self.random_state).entropy
-        return int(np.random.SeedSequence([entropy, self.n_steps_, salt]).generate_state(1)[0])
+        return int(np.random.SeedSequence([self._entropy, self.n_steps_, salt])
+                   .generate_state(1)[0])
 
     def _step(self, engine, source, chunks=None):
         """One mini-batch step over ``chunks`` (default all of ``source``); returns stats."""
@@ -185,43 +192,68 @@ class MiniBatchKMeans(CentersModel):
         n_init = self._check()
         source = self._source(X)
         n_rows = source.n_rows
-        root = check_random_state(self.random_state)
-        sample_seed, order_seed, *init_seeds = root.spawn(2 + n_init)
         init_size = min(n_rows, max(self.init_size or 3 * self.batch_size, 3 * self.n_clusters))
-        with self._engine() as engine:
+        with self._fit_engine(source) as engine:
+            root = self._root_seed(engine)
+            self._entropy = root.entropy
+            sample_seed, order_seed, *init_seeds = root.spawn(2 + n_init)
             sample = sample_rows(engine, source, init_size, np.random.default_rng(sample_seed))
             self._initialise(engine, source, sample, init_seeds)
             tol = self.tol * float(np.mean(np.var(sample, axis=0)))
-            self._stream(engine, source, np.random.default_rng(order_seed), tol)
+            self._stream(engine, source, order_seed, tol)
             if self.compute_labels:
                 self._final_labels(engine, source)
         self._set_features(source)
         return self
 
-    def _stream(self, engine, source, rng, tol):
+    def _stream(self, engine, source, order_seed, tol):
+        """Epochs of steps over the chunks in a seeded order; resumable step by step."""
         plan, n_rows = source.plan(), source.n_rows
-        width = engine.parallelism
-        ewa, best, stale = None, math.inf, 0
-        for epoch in range(self.max_iter):
-            order = rng.permutation(len(plan))
-            for first in range(0, len(order), width):
-                chunks = [plan[i] for i in sorted(order[first : first + width])]
+        cursor = {"epoch": 0, "position": 0, "order": None, "ewa": None, "best": math.inf,
+                  "stale": 0, "width": engine.parallelism, "done": False,
+                  "rng": np.random.default_rng(order_seed).bit_generator.state}
+        loop = engine.checkpoint.loop() if engine.checkpoint else nullcontext((None, None))
+        with loop as (saved, save):
+            if saved is not None:
+                cursor = saved["cursor"]
+                self.cluster_centers_, self._counts = saved["centers"], saved["counts"]
+                self.n_steps_ = saved["n_steps"]
+                self._n_since_last_reassign = saved["since_reassign"]
+            rng = np.random.default_rng()
+            rng.bit_generator.state = cursor["rng"]
+            while not cursor["done"] and cursor["epoch"] < self.max_iter:
+                if cursor["order"] is None:
+                    cursor["order"] = rng.permutation(len(plan))
+                    cursor["rng"] = rng.bit_generator.state
+                at = cursor["position"]
+                chunks = [plan[i] for i in sorted(cursor["order"][at : at + cursor["width"]])]
                 stats, shift = self._step(engine, source, chunks)
-                batch_inertia = stats.inertia / stats.n_rows
-                alpha = min(1.0, stats.n_rows * 2.0 / (n_rows + 1))
-                ewa = batch_inertia if ewa is None else ewa * (1 - alpha) + batch_inertia * alpha
-                if self.verbose:
-                    print(f"Minibatch step {self.n_steps_}: mean batch inertia "
-                          f"{batch_inertia:.6g}, ewa inertia {ewa:.6g}")
-                if ewa < best:
-                    best, stale = ewa, 0
-                else:
-                    stale += 1
-                if (tol > 0 and shift <= tol) or (
-                        self.max_no_improvement is not None and stale >= self.max_no_improvement):
-                    self.n_iter_ = epoch + 1
-                    return
-        self.n_iter_ = self.max_iter
+                cursor["position"] += cursor["width"]
+                cursor["done"] = self._converged(cursor, stats, shift, n_rows, tol)
+                if cursor["position"] >= len(plan) or cursor["done"]:
+                    cursor.update(epoch=cursor["epoch"] + 1, position=0, order=None)
+                if save is not None:
+                    save({"cursor": cursor, "centers": self.cluster_centers_,
+                          "counts": self._counts, "n_steps": self.n_steps_,
+                          "since_reassign": self._n_since_last_reassign})
+        self.n_iter_ = cursor["epoch"]
+
+    def _converged(self, cursor, stats, shift, n_rows, tol):
+        """scikit-learn's stopping rules: small centre change, or no smoothed improvement."""
+        batch_inertia = stats.inertia / stats.n_rows
+        alpha = min(1.0, stats.n_rows * 2.0 / (n_rows + 1))
+        ewa = cursor["ewa"]
+        ewa = cursor["ewa"] = batch_inertia if ewa is None else ewa * (1 - alpha) + \
+            batch_inertia * alpha
+        if self.verbose:
+            print(f"Minibatch step {self.n_steps_}: mean batch inertia {batch_inertia:.6g}, "
+                  f"ewa inertia {ewa:.6g}")
+        if ewa < cursor["best"]:
+            cursor["best"], cursor["stale"] = ewa, 0
+        else:
+            cursor["stale"] += 1
+        return bool((tol > 0 and shift <= tol) or (
+            self.max_no_improvement is not None and cursor["stale"] >= self.max_no_improvement))
 
     def _final_labels(self, engine, source):
         stats = engine.map_reduce(km.lloyd_stats, km.LloydParams(self.cluster_centers_), source,
@@ -251,7 +283,9 @@ class MiniBatchKMeans(CentersModel):
         source = self._source(X, fitted=not first)
         with self._engine() as engine:
             if first:
-                seeds = check_random_state(self.random_state).spawn(n_init)
+                root = check_random_state(self.random_state)
+                self._entropy = root.entropy
+                seeds = root.spawn(n_init)
                 data = source.array if source.in_memory else sample_rows(
                     engine, source, max(3 * self.batch_size, 3 * self.n_clusters),
                     np.random.default_rng(seeds[0]))

@@ -125,6 +125,7 @@ class ParquetSource(Source):
             self._check_columns(file, file_schema, columns or schema.names)
             self.files.append(info)
         self.columns = list(columns) if columns else list(schema.names)
+        self.column_types = [str(schema.field(c).type) for c in self.columns]
         if not self.columns:
             raise DataError("has no columns", file=self.files[0].path)
         self.n_features = len(self.columns)
@@ -226,5 +227,6 @@ class ParquetSource(Source):
             "source": "parquet",
             "files": [[f.path, f.size, f.mtime_ns] for f in self.files],
             "columns": self.columns,
+            "types": self.column_types,
             "n_rows": self.n_rows,
         }

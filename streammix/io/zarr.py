@@ -113,4 +113,12 @@ class ZarrSource(Source):
                                                feature_names=self.feature_names)
 
     def fingerprint(self):
-        return {"source": "zarr", "name": self.name, "shape": list(self.shape)}
+        array = self._array_here()
+        found = {"source": "zarr", "name": self.name, "shape": list(self.shape),
+                 "dtype": str(array.dtype), "chunks": list(array.chunks)}
+        if self.path:  # every file's size and modification time, like Parquet files
+            found["files"] = sorted(
+                [os.path.relpath(os.path.join(root, f), self.path), st.st_size, st.st_mtime_ns]
+                for root, _, names in os.walk(self.path) for f in names
+                for st in [os.stat(os.path.join(root, f))])
+        return found

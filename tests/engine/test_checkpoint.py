@@ -1,0 +1,101 @@
+"""Checkpoint directories: locking, refusals, and replay without repeating work."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import streammix as sm
+from streammix.engine.checkpoint import Checkpoint
+from streammix.exceptions import CheckpointError, CheckpointInUseError
+
+
+def fingerprint(data="d1", **params):
+    return {"estimator": "X", "data": {"name": data}, "params": {"k": 3, **params}}
+
+
+def test_second_process_gets_in_use_error_and_stale_lock_is_taken_over(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "lock").write_text(f"{holder.pid} host\n")
+        with pytest.raises(CheckpointInUseError, match=rf"in use by process {holder.pid}"):
+            Checkpoint(tmp_path, fingerprint()).__enter__()
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder is dead now: its lock is stale and is taken over
+    with Checkpoint(tmp_path, fingerprint()):
+        assert (tmp_path / "lock").read_text().split()[0] == str(os.getpid())
+    assert not (tmp_path / "lock").exists()
+
+
+def test_refuses_other_data_other_parameters_and_other_versions(tmp_path):
+    with Checkpoint(tmp_path, fingerprint()):
+        pass
+    with pytest.raises(CheckpointError, match=r"different data .*restart=True"):
+        Checkpoint(tmp_path, fingerprint(data="d2")).__enter__()
+    with pytest.raises(CheckpointError, match=r"different parameters \(k\)"):
+        Checkpoint(tmp_path, fingerprint(k=4)).__enter__()
+    meta = tmp_path / "checkpoint.json"
+    meta.write_text(meta.read_text().replace('"version": 1', '"version": 99'))
+    with pytest.raises(CheckpointError, match=r"version 99"):
+        Checkpoint(tmp_path, fingerprint()).__enter__()
+    with Checkpoint(tmp_path, fingerprint(data="d2"), restart=True) as fresh:
+        assert fresh.replay_pass() == (False, None)
+
+
+def test_journal_and_loop_snapshots_round_trip(tmp_path):
+    state = {"centers": np.arange(6.0).reshape(3, 2), "n": 3, "best": float("inf")}
+    with Checkpoint(tmp_path, fingerprint()) as ckpt:
+        ckpt.record_pass(state)
+        with ckpt.loop() as (saved, save):
+            assert saved is None and not ckpt.journaling
+            save(state)
+    with Checkpoint(tmp_path, fingerprint()) as ckpt:
+        recorded, value = ckpt.replay_pass()
+        assert recorded and value["n"] == 3 and value["best"] == float("inf")
+        np.testing.assert_array_equal(value["centers"], state["centers"])
+        with ckpt.loop() as (saved, _):
+            np.testing.assert_array_equal(saved["centers"], state["centers"])
+
+
+@pytest.mark.parametrize("make", [
+    lambda d: sm.GaussianMixture(3, n_init=2, random_state=0, chunk_size=60, checkpoint=d),
+    lambda d: sm.KMeans(3, init="k-means||", random_state=0, chunk_size=60, checkpoint=d),
+    lambda d: sm.MiniBatchKMeans(3, batch_size=60, random_state=0, checkpoint=d),
+], ids=["gmm", "kmeans", "minibatch"])
+def test_rerun_with_finished_checkpoint_replays_without_reading(tmp_path, blobs_parquet,
+                                                               read_counter, make):
+    first = make(tmp_path / "ckpt").fit(blobs_parquet)
+    assert read_counter
+    read_counter.clear()
+    again = make(tmp_path / "ckpt").fit(blobs_parquet)
+    assert not read_counter  # every pass came from the checkpoint
+    for name in ("means_", "cluster_centers_"):
+        if hasattr(first, name):
+            np.testing.assert_array_equal(getattr(again, name), getattr(first, name))
+    plain = make(None).fit(blobs_parquet)  # a checkpoint does not change the result
+    name = "means_" if hasattr(first, "means_") else "cluster_centers_"
+    np.testing.assert_array_equal(getattr(plain, name), getattr(first, name))
+
+
+def test_random_state_none_resumes_with_the_same_seed(tmp_path, blobs_parquet):
+    a = sm.KMeans(3, init="k-means||", chunk_size=60, checkpoint=tmp_path / "c").fit(
+        blobs_parquet)
+    b = sm.KMeans(3, init="k-means||", chunk_size=60, checkpoint=tmp_path / "c").fit(
+        blobs_parquet)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+
+
+def test_changed_data_is_refused(tmp_path, blobs_parquet):
+    sm.KMeans(3, random_state=0, checkpoint=tmp_path / "c").fit(blobs_parquet)
+    with pytest.raises(CheckpointError, match=r"different parameters \(n_clusters\)"):
+        sm.KMeans(4, random_state=0, checkpoint=tmp_path / "c").fit(blobs_parquet)
+    os.utime(blobs_parquet / "a.parquet", ns=(1, 1))
+    with pytest.raises(CheckpointError, match=r"different data \(changed.*a\.parquet\)"):
+        sm.KMeans(3, random_state=0, checkpoint=tmp_path / "c").fit(blobs_parquet)
+    sm.KMeans(3, random_state=0, checkpoint=tmp_path / "c", restart=True).fit(blobs_parquet)
