@@ -2,55 +2,21 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-
 import numpy as np
 import pytest
 
 import streammix as sm
-
-DASK = os.path.join(os.path.dirname(sys.executable), "dask")
+from tests._cluster import start_cluster
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    """Start ``dask scheduler`` and two ``dask worker`` processes; stop them afterwards."""
-    workdir = tmp_path_factory.mktemp("cluster")
-    scheduler_file = workdir / "scheduler.json"
-    common = ["--no-dashboard"]
-    processes = [subprocess.Popen(
-        [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--scheduler-file", str(scheduler_file), *common],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    """A scheduler and two worker processes on 127.0.0.1, stopped afterwards."""
+    running = start_cluster(tmp_path_factory.mktemp("cluster"))
     try:
-        deadline = time.time() + 60
-        while not scheduler_file.exists() and time.time() < deadline:
-            time.sleep(0.2)
-        assert scheduler_file.exists(), "the scheduler did not start"
-        for name in ("w1", "w2"):
-            processes.append(subprocess.Popen(
-                [DASK, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
-                 "--nthreads", "1", "--name", name, "--local-directory", str(workdir / name),
-                 *common],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        from distributed import Client
-
-        with Client(scheduler_file=str(scheduler_file), timeout=60) as client:
-            client.wait_for_workers(2, timeout=60)
-            address = client.scheduler.address
-            assert address.startswith("tcp://127.0.0.1:")
-            yield address
+        yield running.address
     finally:
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        running.stop()
 
 
 @pytest.mark.parametrize("init_params", ["kmeans", "random"])

@@ -18,10 +18,10 @@ timing.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import uuid
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from functools import partial
 from operator import add
 
@@ -163,10 +163,9 @@ class Engine:
         if self.distributed:
             try:
                 return tuple(self.client.compute(list(objects), sync=True))
-            except (OSError, TimeoutError, asyncio.CancelledError) as exc:
-                if self.client.status in ("running", "connecting") and not isinstance(
-                        exc, asyncio.CancelledError):
-                    raise
+            except (OSError, TimeoutError, CancelledError) as exc:
+                if self.client.status == "running" and not isinstance(exc, CancelledError):
+                    raise  # an IO error of the task itself, not of the cluster
                 raise ClusterError(
                     f"lost the Dask scheduler at {self._address()} ({type(exc).__name__}: "
                     f"{exc}); re-run the same fit with its checkpoint directory to continue "

@@ -1,0 +1,90 @@
+"""Cluster failures: a lost worker is absorbed; a lost scheduler is resumed from the checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import streammix as sm
+from tests._cluster import start_cluster
+
+GMM = {"n_components": 3, "tol": 0.0, "max_iter": 80, "chunk_size": 40, "random_state": 0}
+
+
+def assert_same_gmm(a, b):
+    assert a.n_iter_ == b.n_iter_
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=1e-9, err_msg=name)
+
+
+pytestmark = pytest.mark.filterwarnings("ignore::streammix.ConvergenceWarning")  # tol=0
+
+
+def test_killed_worker_is_absorbed_and_the_model_is_unchanged(tmp_path, blobs_parquet):
+    expected = sm.GaussianMixture(**GMM).fit(blobs_parquet)
+    cluster = start_cluster(tmp_path / "cluster", 2, nanny=False)
+    try:
+        started = time.monotonic()
+        killer = threading.Timer(2.0, cluster.workers[0].send_signal, [signal.SIGKILL])
+        killer.start()
+        model = sm.GaussianMixture(**GMM, scheduler=cluster.address).fit(blobs_parquet)
+        killer.join()
+        assert time.monotonic() - started > 2.0  # the worker died while the fit ran
+        assert cluster.workers[0].wait(timeout=10) == -signal.SIGKILL
+    finally:
+        cluster.stop()
+    assert_same_gmm(model, expected)
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    import warnings
+    import streammix as sm
+    address, data, ckpt = sys.argv[1:4]
+    params = {params!r}
+    warnings.simplefilter("ignore")
+    try:
+        sm.GaussianMixture(**params, scheduler=address, checkpoint=ckpt).fit(data)
+    except sm.StreammixError as exc:
+        print(exc)
+        sys.exit(2)
+""")
+
+
+def test_lost_scheduler_fails_clearly_and_the_checkpoint_continues(tmp_path, blobs_parquet):
+    expected = sm.GaussianMixture(**GMM).fit(blobs_parquet)
+    ckpt = tmp_path / "ckpt"
+    first = start_cluster(tmp_path / "first", 2)
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD.replace("{params!r}", repr(GMM)), first.address,
+             str(blobs_parquet), str(ckpt)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True)
+        snapshot = ckpt / "loop-000001.npz"  # the EM loop, after the k-means init loop
+        deadline = time.monotonic() + 120
+        while not snapshot.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert snapshot.exists(), child.communicate()
+        first.scheduler.send_signal(signal.SIGKILL)
+        out, err = child.communicate(timeout=120)
+    finally:
+        first.stop()
+    assert child.returncode == 2, (out, err)
+    assert "lost the Dask scheduler" in out and "checkpoint" in out
+    assert "Traceback" not in out
+    second = start_cluster(tmp_path / "second", 2)
+    try:
+        resumed = sm.GaussianMixture(**GMM, scheduler=second.address, checkpoint=ckpt)
+        resumed.fit(blobs_parquet)
+    finally:
+        second.stop()
+    assert_same_gmm(resumed, expected)
+    assert os.path.exists(ckpt / "checkpoint.json")
