@@ -5,7 +5,7 @@
 >>> model.fit("data/*.parquet")  # doctest: +SKIP
 """
 
-from .estimators import GaussianMixture, KMeans, MiniBatchKMeans, load
+from .estimators import GaussianMixture, KMeans, MiniBatchKMeans, Selection, load, select
 from .exceptions import (
     CollapsedComponentError,
     ConvergenceWarning,
@@ -26,6 +26,7 @@ __all__ = [
     "KMeans",
     "MiniBatchKMeans",
     "ModelFileError",
+    "Selection",
     "NotFittedError",
     "StreammixError",
     "__version__",
@@ -33,4 +34,5 @@ __all__ = [
     "load",
     "read_parquet",
     "read_zarr",
+    "select",
 ]

@@ -58,14 +58,18 @@ def _columns(value):
 @click.option("--scheduler", help="Dask scheduler address, e.g. tcp://127.0.0.1:8786.")
 @click.option("--workers", type=click.IntRange(1), help="Threads of the in-process scheduler.")
 @click.option("--seed", type=int, help="Random seed.")
+@click.option("--checkpoint", type=click.Path(file_okay=False),
+              help="Checkpoint directory: resume a killed fit from its last iteration.")
+@click.option("--restart", is_flag=True, help="Discard what --checkpoint holds; start afresh.")
 @click.option("-v", "--verbose", count=True, help="Print the lower bound per iteration.")
 def fit(data, output, n_components, covariance_type, init_params, n_init, max_iter, tol, columns,
-        chunk_size, dtype, scheduler, workers, seed, verbose):
+        chunk_size, dtype, scheduler, workers, seed, checkpoint, restart, verbose):
     """Fit a Gaussian mixture on DATA (Parquet file/dir/glob or Zarr store), out-of-core.
 
     \b
     Example:
       streammix fit data/ -k 5 --covariance-type diag -o model.npz
+      streammix fit data/ -k 5 --checkpoint ckpt/ -o model.npz   # resumable
     """
     from .io import _is_zarr_path, read_parquet, read_zarr
 
@@ -74,7 +78,8 @@ def fit(data, output, n_components, covariance_type, init_params, n_init, max_it
     model = GaussianMixture(
         n_components, covariance_type=covariance_type, init_params=init_params, n_init=n_init,
         max_iter=max_iter, tol=tol, chunk_size=chunk_size, dtype=dtype, scheduler=scheduler,
-        n_workers=workers, random_state=seed, verbose=verbose, verbose_interval=1)
+        n_workers=workers, random_state=seed, verbose=verbose, verbose_interval=1,
+        checkpoint=checkpoint, restart=restart)
     began = time.perf_counter()
     model.fit(source)
     model.save(output)

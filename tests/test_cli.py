@@ -44,3 +44,18 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path, blobs_parquet):
 def test_debug_shows_the_traceback(tmp_path):
     result = run("--debug", "info", tmp_path / "none.npz")
     assert result.exit_code != 0 and isinstance(result.exception, sm.ModelFileError)
+
+
+def test_fit_with_checkpoint_resumes_and_refuses_other_parameters(tmp_path, blobs_parquet):
+    args = ("fit", blobs_parquet, "-k", 3, "--seed", 0, "--checkpoint", tmp_path / "c")
+    assert run(*args, "-o", tmp_path / "a.npz").exit_code == 0
+    assert run(*args, "-o", tmp_path / "b.npz").exit_code == 0
+    a, b = sm.load(tmp_path / "a.npz"), sm.load(tmp_path / "b.npz")
+    np.testing.assert_array_equal(a.means_, b.means_)
+    refused = run("fit", blobs_parquet, "-k", 4, "--seed", 0, "--checkpoint", tmp_path / "c",
+                  "-o", tmp_path / "x.npz")
+    assert refused.exit_code == 2 and "--restart" in refused.output
+    assert "Traceback" not in refused.output
+    restarted = run("fit", blobs_parquet, "-k", 4, "--seed", 0, "--checkpoint", tmp_path / "c",
+                    "--restart", "-o", tmp_path / "x.npz")
+    assert restarted.exit_code == 0

@@ -12,13 +12,16 @@ import pytest
 
 import streammix as sm
 
+# Each: an expression of (data, ckpt) giving the fitted model.
 FITS = {
     "gmm": "sm.GaussianMixture(3, n_init=2, tol=1e-6, random_state=0, chunk_size=60, "
-           "checkpoint=ckpt)",
+           "checkpoint=ckpt).fit(data)",
     "kmeans": "sm.KMeans(3, init='k-means||', n_init=2, tol=1e-6, random_state=0, "
-              "chunk_size=60, checkpoint=ckpt)",
+              "chunk_size=60, checkpoint=ckpt).fit(data)",
     "minibatch": "sm.MiniBatchKMeans(3, batch_size=40, max_no_improvement=None, max_iter=3, "
-                 "random_state=0, n_workers=2, checkpoint=ckpt)",
+                 "random_state=0, n_workers=2, checkpoint=ckpt).fit(data)",
+    "select": "sm.select(data, n_components=range(1, 4), covariance_types=['full', 'diag'], "
+              "chunk_size=60, random_state=0, checkpoint=ckpt).best_",
 }
 
 # Runs in a child process: counts checkpoint writes (each ends with os.replace) and
@@ -37,8 +40,7 @@ CHILD = textwrap.dedent("""
         if count[0] == kill_at and when == "after":
             os.kill(os.getpid(), signal.SIGKILL)
     os.replace = replace
-    model = eval(FITS[kind], {"sm": sm, "ckpt": ckpt})
-    model.fit(data)
+    eval(FITS[kind], {"sm": sm, "ckpt": ckpt, "data": data})
     print("finished", count[0])
 """)
 
@@ -49,8 +51,8 @@ def fit_in_child(kind, data, ckpt, kill_at, when):
                            str(kill_at), when], capture_output=True, text=True, timeout=300)
 
 
-def build(kind, ckpt):
-    return eval(FITS[kind], {"sm": sm, "ckpt": ckpt})
+def fit(kind, data, ckpt):
+    return eval(FITS[kind], {"sm": sm, "ckpt": ckpt, "data": data})
 
 
 def fitted(model):
@@ -61,7 +63,7 @@ def fitted(model):
 
 @pytest.mark.parametrize("kind", list(FITS))
 def test_killed_fits_resume_to_the_uninterrupted_model(tmp_path, blobs_parquet, kind):
-    uninterrupted = fitted(build(kind, None).fit(blobs_parquet))
+    uninterrupted = fitted(fit(kind, blobs_parquet, None))
     # How many checkpoint writes a whole fit makes (one per journaled pass or iteration).
     done = fit_in_child(kind, blobs_parquet, tmp_path / "count", 10**9, "never")
     assert done.returncode == 0, done.stderr
@@ -82,7 +84,7 @@ def test_killed_fits_resume_to_the_uninterrupted_model(tmp_path, blobs_parquet, 
         kills += 1
         assert kills < 40
     assert kills >= 3
-    resumed = fitted(build(kind, ckpt).fit(blobs_parquet))
+    resumed = fitted(fit(kind, blobs_parquet, ckpt))
     assert resumed.keys() == uninterrupted.keys()
     for name, value in uninterrupted.items():
         np.testing.assert_array_equal(resumed[name], value, err_msg=name)  # bit for bit

@@ -4,5 +4,6 @@ from .gaussian_mixture import GaussianMixture
 from .kmeans import KMeans
 from .minibatch import MiniBatchKMeans
 from .persistence import load
+from .selection import Selection, select
 
-__all__ = ["GaussianMixture", "KMeans", "MiniBatchKMeans", "load"]
+__all__ = ["GaussianMixture", "KMeans", "MiniBatchKMeans", "Selection", "load", "select"]

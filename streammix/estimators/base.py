@@ -101,7 +101,7 @@ class StreammixEstimator:
                            "restart", "compute_labels"})
 
     @contextlib.contextmanager
-    def _fit_engine(self, source):
+    def _fit_engine(self, source, extra=None):
         """The engine for a fit: with ``checkpoint=DIR``, one that journals and resumes."""
         if not getattr(self, "checkpoint", None):
             with self._engine() as engine:
@@ -110,7 +110,7 @@ class StreammixEstimator:
         params = {name: _fingerprint_value(value) for name, value in self.get_params().items()
                   if name not in self._RUN_ONLY}
         fingerprint = {"estimator": type(self).__name__, "data": source.fingerprint(),
-                       "params": params, "start": self._start_fingerprint()}
+                       "params": params, "start": self._start_fingerprint(), "extra": extra}
         with Checkpoint(self.checkpoint, fingerprint, restart=self.restart) as checkpoint, \
                 Engine(self.scheduler, self.n_workers, checkpoint=checkpoint) as engine:
             yield engine

@@ -68,6 +68,48 @@ def _log_lik_and_rows(params, block, start):
     return np.array([_score_samples(params, block, start).sum(dtype=np.float64), block.shape[0]])
 
 
+def best_run(runs, max_iter):
+    """The restart scikit-learn keeps: highest final lower bound, first on ties."""
+    best, best_bound = runs[-1], -np.inf
+    if max_iter > 0:
+        for run in runs:
+            if run.history[-1] > best_bound or best_bound == -np.inf:
+                best, best_bound = run, run.history[-1]
+    return best, best_bound
+
+
+def initial_gaussians(engine, source, candidates, seeds, init_params, reg_covar, n_rows):
+    """Initial (weights, means, covariances) for each (k, covariance type) and seed.
+
+    As scikit-learn initialises, from responsibilities, but for a whole batch
+    of candidates (restarts, or a model-selection grid) sharing the passes.
+    """
+    ks = [k for k, _ in candidates]
+    if init_params == "kmeans":
+        # One KMeans run (n_init=1) per candidate, then the statistics of the
+        # partition of all rows by nearest centre.
+        starts = initial_centers(engine, source, resolve_init("auto", source), ks, seeds)
+        runs = run_lloyd(engine, source, starts, max_iter=300, tol=1e-4, final_pass=False)
+        shifts = [run.params.centers for run in runs]
+        specs = [(centers, kind) for centers, (_, kind) in zip(shifts, candidates, strict=True)]
+        all_stats = batch_map_reduce(engine, source, _hard_assignment_stats, _merge, specs)
+    elif init_params == "random":
+        reference = read_row(engine, source, 0)
+        shifts = [np.tile(reference, (k, 1)) for k in ks]
+        specs = [(int(np.random.default_rng(seed).integers(2**63)), shift, kind)
+                 for seed, shift, (_, kind) in zip(seeds, shifts, candidates, strict=True)]
+        all_stats = batch_map_reduce(engine, source, _random_stats, _merge, specs)
+    else:  # k seed rows: by k-means++, or uniformly at random
+        how = "k-means++" if init_params == "k-means++" else "random"
+        shifts = initial_centers(engine, source, how, ks, seeds)
+        all_stats = [gm.resp_stats(np.eye(len(points)), points, points, kind)
+                     for points, (_, kind) in zip(shifts, candidates, strict=True)]
+        for stats in all_stats:
+            stats.n_rows = n_rows  # weights are N_k / n over all rows, as in scikit-learn
+    return [gm.estimate_parameters(stats, shift, reg_covar, kind, normalise_weights=False)
+            for stats, shift, (_, kind) in zip(all_stats, shifts, candidates, strict=True)]
+
+
 @register
 class GaussianMixture(StreammixEstimator):
     """Gaussian mixture model fitted out-of-core by map-reduce EM.
@@ -300,10 +342,11 @@ class GaussianMixture(StreammixEstimator):
     def _em_update(self, run, stats):
         """The M-step, and whether the lower bound has stopped moving."""
         lower_bound = stats.log_lik / stats.n_rows
+        kind = run.params.covariance_type  # a model-selection batch mixes types
         weights, means, covariances = gm.estimate_parameters(
-            stats, run.params.means, self.reg_covar, self.covariance_type)
-        chol = gm.precision_cholesky(covariances, self.covariance_type)
-        params = gm.GaussianParams(weights, means, chol, self.covariance_type, covariances)
+            stats, run.params.means, self.reg_covar, kind)
+        chol = gm.precision_cholesky(covariances, kind)
+        params = gm.GaussianParams(weights, means, chol, kind, covariances)
         return params, lower_bound, abs(lower_bound - run.previous) < self.tol
 
     def _report(self, runs):
@@ -316,11 +359,9 @@ class GaussianMixture(StreammixEstimator):
 
     def _keep_best(self, runs):
         """scikit-learn's choice: the highest final lower bound, first one on ties."""
-        best, best_bound = runs[-1], -np.inf
-        if self.max_iter > 0:
-            for run in runs:
-                if run.history[-1] > best_bound or best_bound == -np.inf:
-                    best, best_bound = run, run.history[-1]
+        self._set_fitted(*best_run(runs, self.max_iter))
+
+    def _set_fitted(self, best, best_bound):
         params = best.params
         self.weights_ = params.weights
         self.means_ = params.means
@@ -339,37 +380,13 @@ class GaussianMixture(StreammixEstimator):
 
     def _initial_params(self, engine, source, seeds, n_rows):
         """One GaussianParams per initialisation (sharing the data passes)."""
-        k, kind = self.n_components, self.covariance_type
         given = (self.weights_init, self.means_init, self.precisions_init)
         if all(v is not None for v in given):
             # Nothing left to estimate: every restart would start (and end) the same.
             return [self._override(None, None, None)]
-        if self.init_params == "kmeans":
-            # As scikit-learn: one KMeans run (n_init=1) per restart, then the
-            # statistics of the partition of all rows by nearest centre.
-            starts = initial_centers(engine, source, resolve_init("auto", source), k, seeds)
-            runs = run_lloyd(engine, source, starts, max_iter=300, tol=1e-4, final_pass=False)
-            shifts = [run.params.centers for run in runs]
-            specs = [(centers, kind) for centers in shifts]
-            all_stats = batch_map_reduce(engine, source, _hard_assignment_stats, _merge, specs)
-        elif self.init_params == "random":
-            reference = read_row(engine, source, 0)
-            shifts = [np.tile(reference, (k, 1)) for _ in seeds]
-            specs = [(int(np.random.default_rng(seed).integers(2**63)), shift, kind)
-                     for seed, shift in zip(seeds, shifts, strict=True)]
-            all_stats = batch_map_reduce(engine, source, _random_stats, _merge, specs)
-        else:  # k seed rows: by k-means++, or uniformly at random
-            how = "k-means++" if self.init_params == "k-means++" else "random"
-            shifts = initial_centers(engine, source, how, k, seeds)
-            all_stats = [gm.resp_stats(np.eye(k), points, points, kind) for points in shifts]
-            for stats in all_stats:
-                stats.n_rows = n_rows  # weights are N_k / n over all rows, as in scikit-learn
-        starts = []
-        for stats, shift in zip(all_stats, shifts, strict=True):
-            weights, means, covariances = gm.estimate_parameters(
-                stats, shift, self.reg_covar, kind, normalise_weights=False)
-            starts.append(self._override(weights, means, covariances))
-        return starts
+        candidates = [(self.n_components, self.covariance_type)] * len(seeds)
+        return [self._override(*start) for start in initial_gaussians(
+            engine, source, candidates, seeds, self.init_params, self.reg_covar, n_rows)]
 
     def _override(self, weights, means, covariances):
         """Initial parameters, with those given by the user taking precedence."""

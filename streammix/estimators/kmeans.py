@@ -58,6 +58,8 @@ def initial_centers(engine, source, init, n_clusters, seeds, *, oversampling_fac
                     rounds=5):
     """Starting centres for each seed (one restart per seed), sharing the data passes.
 
+    ``n_clusters`` is one number, or one per seed (a batch of different k).
+
     * array: used as given (one restart);
     * ``"k-means++"``: greedy k-means++ on the data if it is in memory, else on a
       uniform sample of at most ``INIT_SAMPLE_ROWS`` rows (one pass);
@@ -67,22 +69,24 @@ def initial_centers(engine, source, init, n_clusters, seeds, *, oversampling_fac
       plus one to weight the candidates (see :func:`kmeans_parallel`).
     """
     rngs = [np.random.default_rng(s) for s in seeds]
+    ks = [int(k) for k in np.broadcast_to(n_clusters, len(rngs))]
     if not isinstance(init, str) and not callable(init):
         return [np.array(init, dtype=np.float64)]
     if isinstance(init, str) and init == "k-means||":
-        return kmeans_parallel(engine, source, n_clusters, rngs,
+        return kmeans_parallel(engine, source, ks, rngs,
                                oversampling_factor=oversampling_factor, rounds=rounds)
     if source.in_memory and init != "random" and not callable(init):
         data = source.array
     else:
         data = sample_rows(engine, source, INIT_SAMPLE_ROWS, rngs[0].spawn(1)[0])
     if callable(init):
-        return [np.array(init(data, n_clusters, rng), dtype=np.float64) for rng in rngs]
+        return [np.array(init(data, k, rng), dtype=np.float64)
+                for k, rng in zip(ks, rngs, strict=True)]
     if init == "random":
-        return [np.array(data[rng.choice(len(data), n_clusters, replace=False)], dtype=np.float64)
-                for rng in rngs]
-    return [np.array(data[km.kmeans_plusplus(data, n_clusters, rng)], dtype=np.float64)
-            for rng in rngs]
+        return [np.array(data[rng.choice(len(data), k, replace=False)], dtype=np.float64)
+                for k, rng in zip(ks, rngs, strict=True)]
+    return [np.array(data[km.kmeans_plusplus(data, k, rng)], dtype=np.float64)
+            for k, rng in zip(ks, rngs, strict=True)]
 
 
 def read_row(engine, source, row: int) -> np.ndarray:
@@ -93,8 +97,8 @@ def read_row(engine, source, row: int) -> np.ndarray:
     return engine.map_reduce(_pick_row, row, source, _first_non_none, chunks=[chunk])
 
 
-def kmeans_parallel(engine, source, n_clusters, rngs, *, oversampling_factor=2.0, rounds=5):
-    """k-means|| seeding (Bahmani et al. 2012) for each generator, as one batch.
+def kmeans_parallel(engine, source, ks, rngs, *, oversampling_factor=2.0, rounds=5):
+    """k-means|| seeding (Bahmani et al. 2012) for each (k, generator), as one batch.
 
     The first centre is a uniformly random row (read from its chunk alone).
     Each of ``rounds`` passes selects every row independently with
@@ -106,21 +110,20 @@ def kmeans_parallel(engine, source, n_clusters, rngs, *, oversampling_factor=2.0
     """
     candidates = [read_row(engine, source, int(rng.integers(source.n_rows)))[None, :]
                   for rng in rngs]
-    oversampling = oversampling_factor * n_clusters
     for _ in range(rounds):
-        specs = [(c, int(rng.integers(2**63)), oversampling)
-                 for c, rng in zip(candidates, rngs, strict=True)]
+        specs = [(c, int(rng.integers(2**63)), oversampling_factor * k)
+                 for c, k, rng in zip(candidates, ks, rngs, strict=True)]
         found = batch_map_reduce(engine, source, km.oversample, _merge, specs)
         candidates = [np.concatenate([c, f.selected()]) for c, f in zip(candidates, found,
                                                                          strict=True)]
     weights = batch_map_reduce(engine, source, km.nearest_counts, _add, candidates)
     centers = []
-    for cand, weight, rng in zip(candidates, weights, rngs, strict=True):
-        if len(cand) < n_clusters:  # fewer distinct rows than clusters: repeat some
-            extra = rng.choice(len(cand), n_clusters - len(cand))
+    for cand, weight, k, rng in zip(candidates, weights, ks, rngs, strict=True):
+        if len(cand) < k:  # fewer distinct rows than clusters: repeat some
+            extra = rng.choice(len(cand), k - len(cand))
             cand, weight = np.concatenate([cand, cand[extra]]), np.concatenate(
                 [weight, np.zeros(len(extra))])
-        centers.append(_recluster(cand, weight + 1e-300, n_clusters, rng))
+        centers.append(_recluster(cand, weight + 1e-300, k, rng))
     return centers
 
 
