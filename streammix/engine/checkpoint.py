@@ -153,6 +153,8 @@ class Checkpoint:
         elif saved.get("data") != self.fingerprint.get("data"):
             difference = _difference(saved["data"], self.fingerprint["data"])
             why = f"it was made for different data ({difference})"
+        elif saved.get("start") != self.fingerprint.get("start"):
+            why = "it was made for a fit from another starting model (warm_start)"
         elif saved != self.fingerprint:
             names = sorted(k for k in set(saved.get("params", {})) | set(self.fingerprint["params"])
                            if saved.get("params", {}).get(k) != self.fingerprint["params"].get(k))

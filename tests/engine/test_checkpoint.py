@@ -99,3 +99,23 @@ def test_changed_data_is_refused(tmp_path, blobs_parquet):
     with pytest.raises(CheckpointError, match=r"different data \(changed.*a\.parquet\)"):
         sm.KMeans(3, random_state=0, checkpoint=tmp_path / "c").fit(blobs_parquet)
     sm.KMeans(3, random_state=0, checkpoint=tmp_path / "c", restart=True).fit(blobs_parquet)
+
+
+def test_warm_start_fits_checkpoint_and_resume(tmp_path, blobs_parquet):
+    def warm():
+        model = sm.GaussianMixture(3, warm_start=True, max_iter=3, tol=0, random_state=0,
+                                   chunk_size=60)
+        with pytest.warns(sm.ConvergenceWarning):
+            return model.fit(blobs_parquet)
+
+    plain, checkpointed = warm(), warm()
+    with pytest.warns(sm.ConvergenceWarning):
+        plain.fit(blobs_parquet)  # continues from the first fit
+        checkpointed.set_params(checkpoint=tmp_path / "c").fit(blobs_parquet)
+    np.testing.assert_array_equal(checkpointed.means_, plain.means_)
+    again = warm().set_params(checkpoint=tmp_path / "c")
+    with pytest.warns(sm.ConvergenceWarning):
+        again.fit(blobs_parquet)  # the same warm start: replayed from the checkpoint
+    np.testing.assert_array_equal(again.means_, plain.means_)
+    with pytest.raises(CheckpointError, match=r"another starting model \(warm_start\)"):
+        again.fit(blobs_parquet)  # it now starts from a different model
