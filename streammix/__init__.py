@@ -5,7 +5,15 @@
 >>> model.fit("data/*.parquet")  # doctest: +SKIP
 """
 
-from .estimators import GaussianMixture, KMeans, MiniBatchKMeans, Selection, load, select
+from .estimators import (
+    AnomalyScorer,
+    GaussianMixture,
+    KMeans,
+    MiniBatchKMeans,
+    Selection,
+    load,
+    select,
+)
 from .exceptions import (
     CollapsedComponentError,
     ConvergenceWarning,
@@ -19,6 +27,7 @@ from .io import as_source, read_parquet, read_zarr
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnomalyScorer",
     "CollapsedComponentError",
     "ConvergenceWarning",
     "DataError",

@@ -378,3 +378,32 @@ def sample(params: GaussianParams, covariances: np.ndarray, n_samples: int, rng)
         parts.append(mean + draw)
         labels.append(np.full(count, k))
     return np.concatenate(parts), np.concatenate(labels)
+
+
+def explain(params: GaussianParams, X: np.ndarray):
+    """Why each row scores as it does.
+
+    Returns ``(component, probability, distance, contributions)``: the most
+    likely component, its posterior probability, the Mahalanobis distance to
+    it, and per-feature contributions r_j (Lambda r)_j (r = x - mu, Lambda the
+    precision), which add up to the squared distance: the features with the
+    largest contributions are those that make the row unlikely.
+    """
+    _, log_resp = log_prob_resp(params, X)
+    component = log_resp.argmax(axis=1)
+    rows = np.arange(X.shape[0])
+    probability = np.exp(log_resp[rows, component])
+    residual = X - params.means[component]
+    precisions = precisions_from_cholesky(params.precisions_cholesky, params.covariance_type)
+    kind = params.covariance_type
+    if kind == "full":
+        weighted = np.einsum("nij,nj->ni", precisions[component], residual)
+    elif kind == "tied":
+        weighted = residual @ precisions
+    elif kind == "diag":
+        weighted = residual * precisions[component]
+    else:
+        weighted = residual * precisions[component][:, None]
+    contributions = residual * weighted
+    distance = np.sqrt(np.maximum(contributions.sum(axis=1), 0.0))
+    return component, probability, distance, contributions

@@ -313,3 +313,10 @@ def oversample(spec, X: np.ndarray, start: int) -> Oversample:
 def nearest_counts(centers: np.ndarray, X: np.ndarray, start: int) -> np.ndarray:
     """How many rows of ``X`` are nearest to each centre (float64)."""
     return np.bincount(nearest(X, centers)[0], minlength=centers.shape[0]).astype(np.float64)
+
+
+def explain(centers: np.ndarray, X: np.ndarray):
+    """Nearest centre, (no probability), distance, and squared residual per feature."""
+    component, dist = nearest(X, centers)
+    residual = X - centers[component].astype(X.dtype)
+    return component, np.full(X.shape[0], np.nan), np.sqrt(dist), residual * residual

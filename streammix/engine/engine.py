@@ -212,6 +212,18 @@ class Engine:
         """``fn(params, block, start)`` per chunk, as a list in chunk order (computed)."""
         return list(self._compute(*self._chunk_tasks(_map_task, fn, params, source)))
 
+    def iter_map(self, fn: Callable, params, source: Source, *, window: int | None = None):
+        """``fn`` per chunk, yielded in chunk order, computing ``window`` chunks at a time.
+
+        Memory holds one window of results, whatever the size of the data.
+        """
+        plan = source.plan()
+        window = window or 4 * self.parallelism
+        for first in range(0, len(plan), window):
+            chunks = plan[first : first + window]
+            tasks = self._chunk_tasks(_map_task, fn, params, source, chunks)
+            yield from zip(chunks, self._compute(*tasks), strict=True)
+
     def map_lazy(self, fn: Callable, params, source: Source, *, width: int | None, dtype):
         """``fn`` per chunk as one lazy Dask array of its results, concatenated by rows."""
         import dask.array as da

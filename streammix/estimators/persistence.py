@@ -21,6 +21,9 @@ FORMAT_VERSION = 1
 
 _REGISTRY: dict[str, type] = {}
 
+#: Saved with any model that has them: the anomaly threshold and how it was set.
+CALIBRATION_ATTRIBUTES = ("anomaly_threshold_", "anomaly_contamination_")
+
 
 def register(cls):
     """Class decorator: let :func:`load` rebuild this estimator."""
@@ -53,7 +56,7 @@ def save_model(estimator, path) -> None:
             meta["params"][name] = _jsonable(value)
         except TypeError:  # a Client or a Generator: not part of the model
             meta["dropped_params"].append(name)
-    for name in estimator._fitted_attributes:
+    for name in (*estimator._fitted_attributes, *CALIBRATION_ATTRIBUTES):
         if not hasattr(estimator, name):
             continue
         value = getattr(estimator, name)

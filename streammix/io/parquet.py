@@ -222,6 +222,19 @@ class ParquetSource(Source):
             raise DataError(f"cannot be read: damaged, or changed since planning ({exc})",
                             file=info.path, row_group=row_groups[0]) from None
 
+    def read_column(self, chunk, name):
+        """Column ``name`` (any type) of the rows of ``chunk``, as an Arrow array."""
+        file_index, row_groups = chunk.key
+        path = self.files[file_index].path
+        try:
+            table = pq.ParquetFile(path).read_row_groups(list(row_groups), columns=[name])
+        except (pa.ArrowException, OSError, KeyError) as exc:
+            raise DataError(f"cannot read column ({exc})", file=path, column=name) from None
+        return table.column(0).combine_chunks()
+
+    def has_column(self, name) -> bool:
+        return name in pq.read_schema(self.files[0].path).names
+
     def fingerprint(self):
         return {
             "source": "parquet",

@@ -1,0 +1,253 @@
+"""Anomaly scoring with a threshold calibrated on the training data."""
+
+from __future__ import annotations
+
+from operator import add
+
+import numpy as np
+
+from ..core import gaussian as gm
+from ..core import kmeans as km
+from ..core import quantile as qt
+from ..exceptions import NotFittedError
+from ..stream import RecordError, micro_batches, parse_record
+from .base import StreammixEstimator
+from .gaussian_mixture import GaussianMixture
+from .kmeans import CentersModel
+
+#: Scores kept in the first calibration pass; brackets the quantile tightly.
+CALIBRATION_SAMPLE = 100_000
+
+
+def _gmm_scores(params, block, start):
+    return gm.log_prob_resp(params, block)[0]
+
+
+def _center_scores(centers, block, start):
+    return -np.sqrt(km.nearest(block, centers)[1])
+
+
+def _sample_scores(spec, block, start):
+    score, params, size, seed = spec
+    return qt.sample_values(score(params, block, start), start, size, seed)
+
+
+def _bracket_scores(spec, block, start):
+    score, params, low, high = spec
+    return qt.bracket_values(score(params, block, start), low, high)
+
+
+def _merge(a, b):
+    return a.merge(b)
+
+
+def _count_below(spec, block, start):
+    score, params, offset = spec
+    return np.array([(score(params, block, start) < offset).sum(), block.shape[0]])
+
+
+class AnomalyScorer(StreammixEstimator):
+    """Flags records whose score under a fitted model is unusually low.
+
+    Follows scikit-learn's outlier-detector conventions. The score is the log
+    density for a :class:`GaussianMixture`, and minus the distance to the
+    nearest centre for :class:`KMeans` / :class:`MiniBatchKMeans`: higher is
+    more normal.
+
+    Parameters
+    ----------
+    model : GaussianMixture, KMeans or MiniBatchKMeans
+        A fitted model. If it carries a calibrated threshold (see
+        :meth:`save`, ``streammix calibrate``), ``offset_`` starts from it.
+    contamination : float, default=0.01
+        Fraction of the training data that ``fit`` puts below the threshold.
+    threshold : float, optional
+        An explicit threshold on the score; ``fit`` is then not needed.
+    top_features : int, default=3
+        Features named in each record's explanation.
+
+    Attributes
+    ----------
+    offset_ : float
+        The threshold: ``decision_function = score_samples - offset_``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import streammix as sm
+    >>> X = np.random.default_rng(0).normal(size=(1000, 2))
+    >>> scorer = sm.AnomalyScorer(sm.GaussianMixture(1).fit(X), contamination=0.05).fit(X)
+    >>> float((scorer.predict(X) == -1).mean())
+    0.05
+    >>> scorer.predict(np.array([[0.0, 0.0], [9.0, 9.0]])).tolist()
+    [1, -1]
+    """
+
+    def __init__(self, model, *, contamination=0.01, threshold=None, top_features=3):
+        self.model = model
+        self.contamination = contamination
+        self.threshold = threshold
+        self.top_features = top_features
+        if threshold is not None:
+            self.offset_ = float(threshold)
+        elif getattr(model, "anomaly_threshold_", None) is not None:
+            self.offset_ = float(model.anomaly_threshold_)
+
+    # -- the model's scores ---------------------------------------------------
+    def _scoring(self):
+        """(per-block score function, its parameters) for the wrapped model."""
+        if isinstance(self.model, GaussianMixture):
+            return _gmm_scores, self.model._gaussian()
+        if isinstance(self.model, CentersModel):
+            self.model._check_fitted("cluster_centers_")
+            return _center_scores, self.model.cluster_centers_
+        raise TypeError(f"AnomalyScorer needs a GaussianMixture, KMeans or MiniBatchKMeans, "
+                        f"got {type(self.model).__name__}")
+
+    def _offset(self):
+        if not hasattr(self, "offset_"):
+            raise NotFittedError("This AnomalyScorer has no threshold yet: call fit(X) on "
+                                 "training data, or give threshold=")
+        return self.offset_
+
+    def fit(self, X, y=None):
+        """Calibrate ``offset_``: the ``contamination`` quantile of the scores of ``X``.
+
+        Out-of-core in two passes (a sample of scores to bracket the quantile,
+        then the exact order statistics inside the bracket); the result equals
+        ``np.percentile(score_samples(X), 100 * contamination)``.
+        """
+        if self.threshold is not None:
+            self.offset_ = float(self.threshold)
+            return self
+        q = self.contamination
+        if not 0 < q < 0.5:
+            raise ValueError(f"contamination must be in (0, 0.5), got {q!r}")
+        score, params = self._scoring()
+        source = self.model._source(X, fitted=True)
+        n = source.n_rows
+        with self.model._engine() as engine:
+            sample = engine.map_reduce(_sample_scores, (score, params, CALIBRATION_SAMPLE, 0),
+                                       source, _merge)
+            if n <= CALIBRATION_SAMPLE:  # the sample is every score
+                self.offset_ = float(np.percentile(sample.values, 100 * q))
+                return self
+            low, high = qt.bracket_from_sample(sample, q)
+            while (offset := qt.quantile_from_bracket(engine.map_reduce(
+                    _bracket_scores, (score, params, low, high), source, _merge), q, n)) is None:
+                low, high = -np.inf, np.inf  # missed (vanishingly rare): take everything
+        self.offset_ = offset
+        return self
+
+    def score_samples(self, X):
+        """The model's score of each row (higher is more normal)."""
+        score, params = self._scoring()
+        source = self.model._source(X, fitted=True)
+        with self.model._engine() as engine:
+            if source.in_memory:
+                return np.concatenate(engine.map_blocks(score, params, source))
+            return engine.map_lazy(score, params, source, width=None, dtype=source.dtype)
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative means anomalous."""
+        return self.score_samples(X) - self._offset()
+
+    def predict(self, X):
+        """-1 for anomalies, +1 for normal rows."""
+        decision = self.decision_function(X)
+        return np.where(decision < 0, -1, 1) if isinstance(decision, np.ndarray) else \
+            (decision < 0).astype(np.int64) * -2 + 1
+
+    def fraction_below(self, X) -> float:
+        """Fraction of the rows of ``X`` below the threshold (one pass)."""
+        score, params = self._scoring()
+        source = self.model._source(X, fitted=True)
+        with self.model._engine() as engine:
+            below, n = engine.map_reduce(_count_below, (score, params, self._offset()), source,
+                                         add)
+        return below / n
+
+    # -- explanations and streams -------------------------------------------------
+    def _feature_names(self):
+        names = getattr(self.model, "feature_names_in_", None)
+        if names is not None:
+            return [str(n) for n in names]
+        return [f"x{j}" for j in range(self.model.n_features_in_)]
+
+    def explain(self, X) -> list[dict]:
+        """One explanation per row of in-memory ``X`` (see :meth:`score_records`)."""
+        X = np.asarray(X, dtype=np.float64)
+        score, params = self._scoring()
+        scores = score(params, X, 0)
+        if isinstance(self.model, GaussianMixture):
+            component, probability, distance, contributions = gm.explain(params, X)
+        else:
+            component, probability, distance, contributions = km.explain(params, X)
+        names = self._feature_names()
+        top = np.argsort(-contributions, axis=1, kind="stable")[:, : self.top_features]
+        offset = self._offset()
+        return [{
+            "score": float(s), "anomaly": bool(s < offset), "cluster": int(c),
+            "probability": None if np.isnan(p) else float(p), "distance": float(d),
+            "top_features": [names[j] for j in order],
+        } for s, c, p, d, order in zip(scores, component, probability, distance, top,
+                                       strict=True)]
+
+    def score_records(self, records, *, id_field="id", fields=None, batch_size=256,
+                      max_latency_ms=100.0):
+        """Score an iterable of records in micro-batches; one output dict per record, in order.
+
+        Records are dicts (``fields`` by name, default the model's feature
+        names), sequences of values, or JSON texts. Each output holds the
+        record's ``id_field`` value (``None`` when it has none), ``score``,
+        ``anomaly``, ``cluster``, ``probability``, ``distance`` and
+        ``top_features``; a malformed record gives ``{"id": ..., "error": ...}``
+        instead. A batch is scored when it is full or ``max_latency_ms`` after
+        its first record arrived, so a slow stream is scored as it comes.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import streammix as sm
+        >>> X = np.random.default_rng(0).normal(size=(500, 2))
+        >>> scorer = sm.AnomalyScorer(sm.GaussianMixture(1).fit(X), threshold=-6.0)
+        >>> stream = [{"id": 1, "x0": 0.1, "x1": 0.2}, {"id": 2, "x0": "oops", "x1": 0}]
+        >>> [("error" in out, out["id"]) for out in scorer.score_records(stream)]
+        [(False, 1), (True, 2)]
+        """
+        for batch in self.score_batches(records, id_field=id_field, fields=fields,
+                                        batch_size=batch_size, max_latency_ms=max_latency_ms):
+            yield from batch
+
+    def score_batches(self, records, *, id_field="id", fields=None, batch_size=256,
+                      max_latency_ms=100.0):
+        """As :meth:`score_records`, one list of outputs per micro-batch (to flush each)."""
+        fields = list(fields) if fields is not None else self._feature_names()
+        self._offset()
+        for batch in micro_batches(records, batch_size, max_latency_ms / 1000.0):
+            parsed, good = [], []
+            for record in batch:
+                try:
+                    if isinstance(record, RecordError):
+                        raise record
+                    record_id, row = parse_record(record, fields, id_field)
+                    parsed.append((record_id, None))
+                    good.append(row)
+                except RecordError as exc:
+                    parsed.append((exc.record_id, str(exc)))
+            explained = iter(self.explain(np.array(good)) if good else [])
+            outputs = []
+            for record_id, error in parsed:
+                out = {"id": record_id}
+                out.update({"error": error} if error else next(explained))
+                outputs.append(out)
+            yield outputs
+
+    # -- files ----------------------------------------------------------------
+    def save(self, path):
+        """Save the model with the threshold (read back by ``AnomalyScorer(sm.load(path))``)."""
+        self.model.anomaly_threshold_ = self._offset()
+        self.model.anomaly_contamination_ = None if self.threshold is not None else \
+            float(self.contamination)
+        self.model.save(path)
+

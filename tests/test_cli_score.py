@@ -1,0 +1,130 @@
+"""`streammix score` and `calibrate` as a user runs them: real processes and pipes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import streammix as sm
+from tests.conftest import make_blobs
+
+STREAMMIX = os.path.join(os.path.dirname(sys.executable), "streammix")
+X = make_blobs(2000, seed=9)
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "model.npz"
+    table = pa.table({"id": np.arange(len(X)), **{f"x{j}": X[:, j] for j in range(3)}})
+    pq.write_table(table, tmp_path / "train.parquet", row_group_size=300)
+    done = subprocess.run([STREAMMIX, "fit", tmp_path / "train.parquet", "-k", "3", "--seed",
+                           "0", "--columns", "x0,x1,x2", "--contamination", "0.02", "-o", path],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def test_fit_with_contamination_stores_the_calibrated_threshold(model_file):
+    scorer = sm.AnomalyScorer(sm.load(model_file))
+    np.testing.assert_allclose(scorer.fraction_below(X), 0.02, atol=1 / len(X))
+    info = subprocess.run([STREAMMIX, "info", model_file], capture_output=True, text=True)
+    assert "anomaly threshold" in info.stdout and "2.00%" in info.stdout
+
+
+def test_stdin_json_lines_and_csv(model_file):
+    lines = [json.dumps({"id": i, "x0": float(x[0]), "x1": float(x[1]), "x2": float(x[2])})
+             for i, x in enumerate(X[:20])]
+    lines[5] = "{broken"
+    lines[9] = json.dumps({"id": 9, "x0": 1.0, "x1": "NaN", "x2": 0})
+    lines.append(json.dumps({"id": "far", "x0": 90.0, "x1": 0.0, "x2": 0.0}))
+    done = subprocess.run([STREAMMIX, "score", model_file, "-"], input="\n".join(lines) + "\n",
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(out) == 21 and [o["id"] for o in out][-1] == "far"
+    assert "error" in out[5] and out[9]["id"] == 9 and "error" in out[9]
+    assert out[-1]["anomaly"] is True and out[-1]["top_features"][0] == "x0"
+    assert "21 records" in done.stderr and "2 errors" in done.stderr
+    csv_text = "id,x0,x1,x2\n" + "\n".join(f"r{i},{x[0]},{x[1]},{x[2]}"
+                                            for i, x in enumerate(X[:5])) + "\n"
+    done = subprocess.run([STREAMMIX, "score", model_file, "-"], input=csv_text,
+                          capture_output=True, text=True)
+    out = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [o["id"] for o in out] == [f"r{i}" for i in range(5)]
+    expected = sm.load(model_file).score_samples(X[:5])
+    np.testing.assert_allclose([o["score"] for o in out], expected, rtol=1e-12)
+
+
+def test_closed_stdout_ends_cleanly(model_file):
+    line = json.dumps({"id": 1, "x0": 0.0, "x1": 0.0, "x2": 0.0}) + "\n"
+    producer = subprocess.Popen([STREAMMIX, "score", model_file, "-", "--batch-size", "10"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+
+    def feed():
+        try:
+            producer.stdin.write(line.encode() * 20000)
+            producer.stdin.close()
+        except BrokenPipeError:  # the scorer has gone, as it should
+            pass
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    assert producer.stdout.readline()
+    producer.stdout.close()  # like `| head -1`
+    writer.join(timeout=60)
+    assert producer.wait(timeout=60) == 0
+    assert b"Traceback" not in producer.stderr.read()
+
+
+def test_batch_scores_to_parquet_with_ids(tmp_path, model_file):
+    done = subprocess.run([STREAMMIX, "score", model_file, tmp_path / "train.parquet", "-o",
+                           tmp_path / "scores.parquet"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    table = pq.read_table(tmp_path / "scores.parquet")
+    assert table.column_names == ["id", "score", "anomaly", "cluster"]
+    np.testing.assert_array_equal(table.column("id").to_numpy(), np.arange(len(X)))
+    model = sm.load(model_file)
+    np.testing.assert_allclose(table.column("score").to_numpy(), model.score_samples(X))
+    np.testing.assert_array_equal(table.column("cluster").to_numpy(), model.predict(X))
+    assert table.column("anomaly").to_numpy().sum() == 40  # 2 % of the training rows
+
+
+def test_watch_scores_new_files_once_across_restarts(tmp_path, model_file):
+    incoming, scored = tmp_path / "in", tmp_path / "out"
+    incoming.mkdir()
+
+    def land(name, rows):  # an atomic producer: hidden name, then rename
+        table = pa.table({"id": np.arange(len(rows)), **{f"x{j}": rows[:, j] for j in range(3)}})
+        pq.write_table(table, incoming / f".{name}.tmp")
+        os.rename(incoming / f".{name}.tmp", incoming / name)
+
+    land("a.parquet", X[:100])
+    land("b.parquet", X[100:300])
+    run = [STREAMMIX, "score", model_file, "--watch", incoming, "-o", scored, "--once"]
+    first = subprocess.run(run, capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert sorted(os.listdir(scored)) == [".streammix-watch.json", "a.scores.parquet",
+                                          "b.scores.parquet"]
+    before = os.stat(scored / "a.scores.parquet").st_mtime_ns
+    land("c.parquet", X[300:350])
+    second = subprocess.run(run, capture_output=True, text=True)  # a restart
+    assert "c.parquet" in second.stderr and "a.parquet" not in second.stderr
+    assert os.stat(scored / "a.scores.parquet").st_mtime_ns == before  # not repeated
+    assert pq.read_table(scored / "c.scores.parquet").num_rows == 50
+
+
+def test_stream_without_threshold_is_a_clear_error(tmp_path):
+    sm.GaussianMixture(2, random_state=0).fit(X).save(tmp_path / "plain.npz")
+    done = subprocess.run([STREAMMIX, "score", tmp_path / "plain.npz", "-"], input="",
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "no threshold" in done.stderr
+    assert "Traceback" not in done.stderr
