@@ -194,7 +194,7 @@ class AnomalyScorer(StreammixEstimator):
                                        strict=True)]
 
     def score_records(self, records, *, id_field="id", fields=None, batch_size=256,
-                      max_latency_ms=100.0):
+                      max_latency_ms=10.0):
         """Score an iterable of records in micro-batches; one output dict per record, in order.
 
         Records are dicts (``fields`` by name, default the model's feature
@@ -220,7 +220,7 @@ class AnomalyScorer(StreammixEstimator):
             yield from batch
 
     def score_batches(self, records, *, id_field="id", fields=None, batch_size=256,
-                      max_latency_ms=100.0):
+                      max_latency_ms=10.0):
         """As :meth:`score_records`, one list of outputs per micro-batch (to flush each)."""
         fields = list(fields) if fields is not None else self._feature_names()
         self._offset()
