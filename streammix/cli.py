@@ -178,7 +178,8 @@ def calibrate(model_path, data, contamination, output):
 @click.option("--format", "fmt", default="auto", show_default=True,
               type=click.Choice(["auto", "jsonl", "csv"]), help="Format of stdin records.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
-@click.option("--max-latency-ms", default=10.0, show_default=True, type=click.FloatRange(0),
+@click.option("--max-latency-ms", default=10.0, show_default=True,
+              type=click.FloatRange(0),
               help="Score a partial batch this long after its first record arrived.")
 @click.option("--top-features", default=3, show_default=True, type=click.IntRange(0))
 @click.option("--watch", type=click.Path(file_okay=False, exists=True),
