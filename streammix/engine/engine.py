@@ -18,7 +18,9 @@ timing.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import uuid
 from collections.abc import Callable
 from concurrent.futures import CancelledError
@@ -28,6 +30,7 @@ from operator import add
 import dask
 import numpy as np
 from dask import delayed
+from dask.callbacks import Callback
 from threadpoolctl import threadpool_limits
 
 from ..exceptions import ClusterError
@@ -87,12 +90,17 @@ class Engine:
     checkpoint : Checkpoint, optional
         Journal every pass outside iteration loops into it, and replay
         journaled passes instead of computing them again.
+    progress : bool
+        Show a progress bar on stderr for each data pass (chunks and rows/s).
 
     Use it as a context manager so that a client it connected is closed.
     """
 
-    def __init__(self, scheduler=None, n_workers: int | None = None, *, checkpoint=None):
+    def __init__(self, scheduler=None, n_workers: int | None = None, *, checkpoint=None,
+                 progress: bool = False):
         self.checkpoint = checkpoint
+        self.progress = progress
+        self.passes = 0
         self._owned_client = None
         self.n_workers = n_workers or os.cpu_count() or 1
         if scheduler is None:
@@ -190,10 +198,41 @@ class Engine:
             if recorded:
                 return result
         tasks = self._chunk_tasks(partial(_chunk_task, merge=merge), fn, params, source, chunks)
-        result = self._reduce(tasks, merge)
+        plan = source.plan() if chunks is None else chunks
+        with self._progress_bar(plan):
+            result = self._reduce(tasks, merge)
         if journal is not None:
             journal.record_pass(result)
         return result
+
+    @contextlib.contextmanager
+    def _progress_bar(self, chunks):
+        """A bar that advances as chunk tasks finish (whole pass at once on a cluster)."""
+        self.passes += 1
+        if not self.progress:
+            yield
+            return
+        from tqdm.auto import tqdm
+
+        rows = sum(c.n_rows for c in chunks)
+        bar = tqdm(total=rows, desc=f"pass {self.passes}", unit="row", unit_scale=True,
+                   leave=False, file=sys.stderr, dynamic_ncols=True,
+                   postfix=f"{len(chunks)} chunks")
+        sizes = {chunk.index: chunk.n_rows for chunk in chunks}
+
+        def finished(key, result, dsk, state, worker_id):
+            if isinstance(key, tuple) and str(key[0]).startswith("chunks-"):
+                bar.update(sizes.get(key[1], 0))
+
+        try:
+            if self.distributed:
+                yield
+                bar.update(rows - bar.n)
+            else:
+                with Callback(posttask=finished):
+                    yield
+        finally:
+            bar.close()
 
     def _reduce(self, level, merge):
         name = f"merge-{uuid.uuid4().hex}"

@@ -94,7 +94,11 @@ class StreammixEstimator:
 
     # -- execution ----------------------------------------------------------
     def _engine(self) -> Engine:
-        return Engine(self.scheduler, self.n_workers)
+        return Engine(self.scheduler, self.n_workers, progress=self._progress())
+
+    def _progress(self) -> bool:
+        """Progress bars per data pass when verbose (on stderr)."""
+        return bool(getattr(self, "verbose", 0))
 
     #: Parameters that do not change a fit's result (left out of checkpoint fingerprints).
     _RUN_ONLY = frozenset({"verbose", "verbose_interval", "scheduler", "n_workers", "checkpoint",
@@ -112,7 +116,8 @@ class StreammixEstimator:
         fingerprint = {"estimator": type(self).__name__, "data": source.fingerprint(),
                        "params": params, "start": self._start_fingerprint(), "extra": extra}
         with Checkpoint(self.checkpoint, fingerprint, restart=self.restart) as checkpoint, \
-                Engine(self.scheduler, self.n_workers, checkpoint=checkpoint) as engine:
+                Engine(self.scheduler, self.n_workers, checkpoint=checkpoint,
+                       progress=self._progress()) as engine:
             yield engine
 
     def _start_fingerprint(self):

@@ -354,8 +354,9 @@ class GaussianMixture(StreammixEstimator):
             if not run.history or (run.n_iter % self.verbose_interval and not run.done):
                 continue
             change = run.history[-1] - (run.history[-2] if len(run.history) > 1 else -np.inf)
+            done = " (converged)" if run.converged else ""
             print(f"  init {i} iteration {run.n_iter}: lower bound {run.history[-1]:.6f}, "
-                  f"change {change:.3g}" + (" (converged)" if run.converged else ""))
+                  f"change {change:.3g}{done}", file=sys.stderr)
 
     def _keep_best(self, runs):
         """scikit-learn's choice: the highest final lower bound, first one on ties."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
@@ -165,7 +166,8 @@ def run_lloyd(engine, source, starts, *, max_iter, tol, verbose=0, final_pass=Tr
         new, shift, _ = km.lloyd_update(run.params.centers, stats)
         run.extra["final_stats"] = stats if shift == 0 else None
         if verbose:
-            print(f"Iteration {run.n_iter}, inertia {stats.inertia}, centre shift {shift:.3g}")
+            print(f"Iteration {run.n_iter}, inertia {stats.inertia}, centre shift {shift:.3g}",
+                  file=sys.stderr)
         return km.LloydParams(new), stats.inertia, shift <= run.extra["tol"]
 
     # The first pass also measures the data's variance, for the tolerance.

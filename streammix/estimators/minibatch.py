@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from contextlib import nullcontext
 
 import numpy as np
@@ -175,7 +176,8 @@ class MiniBatchKMeans(CentersModel):
             self.cluster_centers_, self._counts, moved = mb.reassign_starving(
                 self.cluster_centers_, self._counts, stats, self.reassignment_ratio, rng)
             if moved and self.verbose:
-                print(f"[MiniBatchKMeans] Reassigning {moved} cluster centers.")
+                print(f"[MiniBatchKMeans] Reassigning {moved} cluster centers.",
+                      file=sys.stderr)
         self.n_steps_ += 1
         return stats, shift
 
@@ -247,7 +249,7 @@ class MiniBatchKMeans(CentersModel):
             batch_inertia * alpha
         if self.verbose:
             print(f"Minibatch step {self.n_steps_}: mean batch inertia {batch_inertia:.6g}, "
-                  f"ewa inertia {ewa:.6g}")
+                  f"ewa inertia {ewa:.6g}", file=sys.stderr)
         if ewa < cursor["best"]:
             cursor["best"], cursor["stale"] = ewa, 0
         else:
