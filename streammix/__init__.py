@@ -9,10 +9,12 @@ from .estimators import (
     AnomalyScorer,
     GaussianMixture,
     KMeans,
+    KMeansSelection,
     MiniBatchKMeans,
     Selection,
     load,
     select,
+    select_kmeans,
 )
 from .exceptions import (
     CollapsedComponentError,
@@ -33,6 +35,7 @@ __all__ = [
     "DataError",
     "GaussianMixture",
     "KMeans",
+    "KMeansSelection",
     "MiniBatchKMeans",
     "ModelFileError",
     "Selection",
@@ -44,4 +47,5 @@ __all__ = [
     "read_parquet",
     "read_zarr",
     "select",
+    "select_kmeans",
 ]

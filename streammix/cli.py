@@ -2,6 +2,8 @@
 
 User errors (bad data, a missing file, a bad model file, bad parameters) exit
 with code 2 and one line on stderr; ``--debug`` shows the traceback instead.
+Progress (a bar per data pass, a line per iteration) goes to stderr when it is
+a terminal, or with ``-v``; ``-q`` silences it.
 """
 
 from __future__ import annotations
@@ -14,8 +16,18 @@ import time
 import click
 import numpy as np
 
-from .estimators import AnomalyScorer, GaussianMixture, load
+from .estimators import (
+    AnomalyScorer,
+    GaussianMixture,
+    KMeans,
+    MiniBatchKMeans,
+    load,
+    select,
+    select_kmeans,
+)
 from .exceptions import StreammixError
+
+MODELS = {"gmm": GaussianMixture, "kmeans": KMeans, "minibatch-kmeans": MiniBatchKMeans}
 
 
 class _Group(click.Group):
@@ -24,7 +36,7 @@ class _Group(click.Group):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except (StreammixError, ValueError, OSError) as exc:
+        except (StreammixError, ValueError, OSError, TypeError) as exc:
             if ctx.params.get("debug"):
                 raise
             click.echo(f"Error: {exc}", err=True)
@@ -35,78 +47,275 @@ class _Group(click.Group):
 @click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
 @click.version_option(package_name="streammix")
 def main(debug):
-    """Cluster data larger than memory and score streams for anomalies."""
+    """Cluster data larger than memory and score streams for anomalies.
+
+    \b
+    A tour:
+      streammix make-data data/ --rows 1000000 --components 5
+      streammix fit data/ -k 5 -o model.npz --contamination 0.01
+      streammix select data/ -k 1..8 --covariance-type full,diag -o best.npz --plot bic.png
+      streammix plot model.npz data/ -o clusters.png
+      streammix score model.npz - < events.jsonl
+    """
 
 
-def _columns(value):
-    return [c.strip() for c in value.split(",") if c.strip()] if value else None
+# -- shared options ----------------------------------------------------------------
+def verbosity_options(command):
+    command = click.option("-q", "--quiet", is_flag=True, help="No progress output.")(command)
+    return click.option("-v", "--verbose", count=True,
+                        help="Progress even when stderr is not a terminal (-vv: more).")(command)
 
 
+def data_options(command):
+    command = click.option("--dtype", default="float64", show_default=True,
+                           type=click.Choice(["float64", "float32"]),
+                           help="Working dtype of the arithmetic.")(command)
+    command = click.option("--chunk-size", type=click.IntRange(1),
+                           help="Rows per chunk (default: about 8 MiB).")(command)
+    return click.option("--columns", help="Comma-separated columns to use (Parquet).")(command)
+
+
+def cluster_options(command):
+    command = click.option("--workers", type=click.IntRange(1),
+                           help="Threads of the in-process scheduler.")(command)
+    return click.option("--scheduler",
+                        help="Dask scheduler address, e.g. tcp://10.0.0.5:8786.")(command)
+
+
+def _verbosity(verbose, quiet) -> int:
+    if quiet:
+        return 0
+    return verbose or int(sys.stderr.isatty())
+
+
+def _source(data, columns, chunk_size=None, dtype="float64"):
+    from .io import as_source
+
+    names = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
+    return as_source(data, columns=names, chunk_size=chunk_size, dtype=dtype)
+
+
+def _integers(text) -> list[int]:
+    """``"1..10"``, ``"2,4,8"`` or ``"3"``."""
+    values = []
+    for part in text.split(","):
+        if ".." in part:
+            low, high = part.split("..")
+            values.extend(range(int(low), int(high) + 1))
+        elif part.strip():
+            values.append(int(part))
+    if not values:
+        raise click.BadParameter(f"no numbers in {text!r}")
+    return values
+
+
+def _say(message, quiet=False):
+    """A result line on stderr (stdout stays for data), unless --quiet."""
+    if not quiet:
+        click.echo(message, err=True)
+
+
+# -- fit -------------------------------------------------------------------------------
 @main.command()
 @click.argument("data")
 @click.option("-o", "--output", required=True, help="Model file to write (.npz).")
-@click.option("-k", "--n-components", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--model", "kind", default="gmm", show_default=True, type=click.Choice(MODELS))
+@click.option("-k", "--n-components", "k", default=8, show_default=True, type=click.IntRange(1),
+              help="Components (gmm) or clusters (k-means).")
 @click.option("--covariance-type", default="full", show_default=True,
               type=click.Choice(["full", "tied", "diag", "spherical"]))
-@click.option("--init", "init_params", default="kmeans", show_default=True,
-              type=click.Choice(["kmeans", "k-means++", "random", "random_from_data"]))
-@click.option("--n-init", default=1, show_default=True, type=click.IntRange(1))
-@click.option("--max-iter", default=100, show_default=True, type=click.IntRange(0))
-@click.option("--tol", default=1e-3, show_default=True, type=float)
-@click.option("--columns", help="Comma-separated columns to use (Parquet).")
-@click.option("--chunk-size", type=click.IntRange(1), help="Rows per chunk.")
-@click.option("--dtype", default="float64", type=click.Choice(["float64", "float32"]))
-@click.option("--scheduler", help="Dask scheduler address, e.g. tcp://127.0.0.1:8786.")
-@click.option("--workers", type=click.IntRange(1), help="Threads of the in-process scheduler.")
-@click.option("--seed", type=int, help="Random seed.")
+@click.option("--init", help="gmm: kmeans, k-means++, random, random_from_data; "
+                             "k-means: auto, k-means++, k-means||, random.")
+@click.option("--n-init", type=click.IntRange(1), help="Initialisations (restarts).")
+@click.option("--max-iter", type=click.IntRange(1), help="Iterations (gmm, kmeans) or epochs.")
+@click.option("--tol", type=click.FloatRange(0), help="Convergence tolerance.")
+@click.option("--reg-covar", type=click.FloatRange(0), help="gmm: added to the variances.")
+@click.option("--batch-size", type=click.IntRange(1), help="minibatch-kmeans: rows per batch.")
+@click.option("--seed", type=int, help="Random seed (random_state).")
 @click.option("--checkpoint", type=click.Path(file_okay=False),
               help="Checkpoint directory: resume a killed fit from its last iteration.")
 @click.option("--restart", is_flag=True, help="Discard what --checkpoint holds; start afresh.")
 @click.option("--contamination", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
               help="Also calibrate the anomaly threshold: flag this fraction of DATA.")
-@click.option("-v", "--verbose", count=True, help="Print the lower bound per iteration.")
-def fit(data, output, n_components, covariance_type, init_params, n_init, max_iter, tol, columns,
-        chunk_size, dtype, scheduler, workers, seed, checkpoint, restart, contamination,
-        verbose):
-    """Fit a Gaussian mixture on DATA (Parquet file/dir/glob or Zarr store), out-of-core.
+@data_options
+@cluster_options
+@verbosity_options
+def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg_covar,
+        batch_size, seed, checkpoint, restart, contamination, columns, chunk_size, dtype,
+        scheduler, workers, verbose, quiet):
+    """Fit a model on DATA (Parquet file, folder or glob; Zarr store), out-of-core.
+
+    \b
+    Examples:
+      streammix fit data/ -k 5 --covariance-type diag -o model.npz
+      streammix fit data/ --model kmeans -k 20 -o kmeans.npz
+      streammix fit data/ -k 5 --checkpoint ckpt/ -o model.npz        # resumable
+      streammix fit data/ -k 5 --scheduler tcp://10.0.0.5:8786 -o model.npz
+    """
+    level = _verbosity(verbose, quiet)
+    source = _source(data, columns, chunk_size, dtype)
+    params = {"random_state": seed, "checkpoint": checkpoint, "restart": restart,
+              "scheduler": scheduler, "n_workers": workers, "verbose": level, "dtype": dtype,
+              "chunk_size": chunk_size}
+    optional = {"n_init": n_init, "max_iter": max_iter, "tol": tol}
+    if kind == "gmm":
+        optional.update(init_params=init, reg_covar=reg_covar)
+        model = GaussianMixture(k, covariance_type=covariance_type, verbose_interval=1,
+                                **params, **{n: v for n, v in optional.items() if v is not None})
+    else:
+        optional.update(init=init, batch_size=batch_size if kind == "minibatch-kmeans" else None)
+        model = MODELS[kind](k, **params, **{n: v for n, v in optional.items() if v is not None})
+    began = time.perf_counter()
+    model.fit(source)
+    summary = (f"lower bound {model.lower_bound_:.6f}, converged={model.converged_}"
+               if kind == "gmm" else f"inertia {model.inertia_:.6g}")
+    if contamination is not None:
+        scorer = AnomalyScorer(model, contamination=contamination).fit(source)
+        scorer.save(output)
+        summary += f", anomaly threshold {scorer.offset_:.6g}"
+    else:
+        model.save(output)
+    _say(f"fitted {type(model).__name__}(k={k}) on {source.n_rows:,} rows x "
+         f"{source.n_features} features in {time.perf_counter() - began:.1f} s: "
+         f"{model.n_iter_} iterations, {summary}; wrote {output}", quiet)
+
+
+# -- predict ---------------------------------------------------------------------------
+@main.command()
+@click.argument("model_path", metavar="MODEL")
+@click.argument("data")
+@click.option("-o", "--output", required=True, help="Parquet file to write.")
+@click.option("--proba", is_flag=True, help="Also each component's probability (gmm).")
+@click.option("--id-field", default="id", show_default=True,
+              help="Column passed through to the output when DATA has it.")
+@verbosity_options
+def predict(model_path, data, output, proba, id_field, verbose, quiet):
+    """Write the cluster of every row of DATA (and probabilities) to Parquet.
 
     \b
     Example:
-      streammix fit data/ -k 5 --covariance-type diag -o model.npz
-      streammix fit data/ -k 5 --checkpoint ckpt/ -o model.npz   # resumable
+      streammix predict model.npz data/ -o labels.parquet --proba
     """
-    from .io import _is_zarr_path, read_parquet, read_zarr
+    from .scoring import predict_to_parquet
 
-    source = (read_zarr(data) if _is_zarr_path(data)
-              else read_parquet(data, columns=_columns(columns)))
-    model = GaussianMixture(
-        n_components, covariance_type=covariance_type, init_params=init_params, n_init=n_init,
-        max_iter=max_iter, tol=tol, chunk_size=chunk_size, dtype=dtype, scheduler=scheduler,
-        n_workers=workers, random_state=seed, verbose=verbose, verbose_interval=1,
-        checkpoint=checkpoint, restart=restart)
-    began = time.perf_counter()
-    model.fit(source)
-    if contamination is not None:
-        AnomalyScorer(model, contamination=contamination).fit(source).save(output)
+    model = load(model_path)
+    model.verbose = _verbosity(verbose, quiet)
+    rows = predict_to_parquet(model, data, output, proba=proba, id_field=id_field)
+    _say(f"{rows:,} rows; wrote {output}", quiet)
+
+
+# -- select ----------------------------------------------------------------------------
+@main.command(name="select")
+@click.argument("data")
+@click.option("-k", "--n-components", "ks", default="1..10", show_default=True,
+              help="Candidates: 1..10, 2,4,8 or 3.")
+@click.option("--covariance-type", "kinds", default="full,tied,diag,spherical",
+              show_default=True, help="Comma-separated covariance types (gmm).")
+@click.option("--criterion", default="bic", show_default=True, type=click.Choice(["bic", "aic"]))
+@click.option("--model", "kind", default="gmm", show_default=True,
+              type=click.Choice(["gmm", "kmeans"]))
+@click.option("-o", "--output", required=True, help="Write the best model here.")
+@click.option("--plot", "plot_path", help="PNG of the criterion curves.")
+@click.option("--max-iter", type=click.IntRange(1))
+@click.option("--n-init", type=click.IntRange(1))
+@click.option("--sample-size", default=2000, show_default=True, type=click.IntRange(10),
+              help="kmeans: rows of the silhouette sample.")
+@click.option("--seed", type=int)
+@click.option("--checkpoint", type=click.Path(file_okay=False))
+@click.option("--restart", is_flag=True)
+@data_options
+@cluster_options
+@verbosity_options
+def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter, n_init,
+                   sample_size, seed, checkpoint, restart, columns, chunk_size, dtype, scheduler,
+                   workers, verbose, quiet):
+    """Fit every candidate of a grid, sharing the data passes, and keep the best.
+
+    For Gaussian mixtures: BIC and AIC of every (k, covariance type); the
+    lowest --criterion wins. For k-means (--model kmeans): inertia (the elbow)
+    and the silhouette on a seeded sample; the highest silhouette wins.
+
+    \b
+    Examples:
+      streammix select data/ -k 1..10 --covariance-type full,diag -o best.npz --plot bic.png
+      streammix select data/ --model kmeans -k 2..12 -o best.npz --plot elbow.png
+    """
+    from . import plotting
+
+    source = _source(data, columns, chunk_size, dtype)
+    params = {"random_state": seed, "checkpoint": checkpoint, "restart": restart,
+              "scheduler": scheduler, "n_workers": workers, "chunk_size": chunk_size,
+              "dtype": dtype, "verbose": _verbosity(verbose, quiet)}
+    params.update({n: v for n, v in {"max_iter": max_iter, "n_init": n_init}.items()
+                   if v is not None})
+    if kind == "gmm":
+        result = select(source, n_components=_integers(ks),
+                        covariance_types=[t.strip() for t in kinds.split(",") if t.strip()],
+                        criterion=criterion, **params)
+        draw = plotting.plot_selection
     else:
-        model.save(output)
-    click.echo(f"fitted {n_components}-component {covariance_type} mixture on "
-               f"{source.n_rows:,} rows x {source.n_features} features in "
-               f"{time.perf_counter() - began:.1f} s: {model.n_iter_} iterations, "
-               f"converged={model.converged_}, lower bound {model.lower_bound_:.6f}; "
-               f"wrote {output}", err=True)
+        result = select_kmeans(source, n_clusters=_integers(ks), sample_size=sample_size,
+                               **params)
+        draw = plotting.plot_kmeans_selection
+    click.echo(str(result))
+    result.best_.save(output)
+    if plot_path:
+        draw(result, plot_path)
+    _say(f"best: {result.best_!r}; wrote {output}" + (f" and {plot_path}" if plot_path else ""),
+         quiet)
+
+
+# -- sample, info, plot, make-data ----------------------------------------------------------
+@main.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("-n", "--n-samples", required=True, type=click.IntRange(1))
+@click.option("-o", "--output", required=True, help="Parquet file to write.")
+@click.option("--seed", type=int, help="Random seed (default: the model's).")
+def sample(model_path, n_samples, output, seed):
+    """Draw rows from a Gaussian mixture model into Parquet (features and component).
+
+    \b
+    Example:
+      streammix sample model.npz -n 100000 -o synthetic.parquet
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ._atomic import atomic_write
+
+    model = load(model_path)
+    if not isinstance(model, GaussianMixture):
+        raise ValueError(f"{model_path}: sampling needs a Gaussian mixture model")
+    if seed is not None:
+        model.random_state = seed
+    X, y = model.sample(n_samples)
+    names = _feature_names(model)
+    with atomic_write(output) as handle:
+        pq.write_table(pa.table({**{n: X[:, j] for j, n in enumerate(names)}, "component": y}),
+                       handle)
+    _say(f"{n_samples:,} rows; wrote {output}")
+
+
+def _feature_names(model):
+    names = getattr(model, "feature_names_in_", None)
+    return [str(n) for n in names] if names is not None else \
+        [f"x{j}" for j in range(model.n_features_in_)]
 
 
 def _describe(model) -> dict:
-    info = {"model": type(model).__name__, "params": {}, "n_features": model.n_features_in_}
+    info = {"model": type(model).__name__, "params": {}, "n_features": model.n_features_in_,
+            "feature_names": _feature_names(model)}
     for name, value in model.get_params().items():
         info["params"][name] = value.tolist() if isinstance(value, np.ndarray) else value
-    names = getattr(model, "feature_names_in_", None)
-    info["feature_names"] = None if names is None else [str(n) for n in names]
-    info.update(n_components=int(model.means_.shape[0]), weights=model.weights_.tolist(),
-                means=model.means_.tolist(), converged=model.converged_,
-                n_iter=model.n_iter_, lower_bound=model.lower_bound_,
-                anomaly_threshold=getattr(model, "anomaly_threshold_", None),
+    if isinstance(model, GaussianMixture):
+        info.update(n_components=int(model.means_.shape[0]), weights=model.weights_.tolist(),
+                    means=model.means_.tolist(), converged=model.converged_,
+                    n_iter=model.n_iter_, lower_bound=model.lower_bound_)
+    else:
+        info.update(n_components=int(model.cluster_centers_.shape[0]),
+                    means=model.cluster_centers_.tolist(), inertia=model.inertia_,
+                    n_iter=model.n_iter_)
+    info.update(anomaly_threshold=getattr(model, "anomaly_threshold_", None),
                 anomaly_contamination=getattr(model, "anomaly_contamination_", None))
     return info
 
@@ -115,7 +324,7 @@ def _describe(model) -> dict:
 @click.argument("model_path", metavar="MODEL")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def info(model_path, as_json):
-    """Describe a saved model.
+    """Describe a saved model: type, parameters, features, k, weights, convergence, threshold.
 
     \b
     Example:
@@ -125,27 +334,109 @@ def info(model_path, as_json):
     if as_json:
         click.echo(json.dumps(info, default=str))
         return
-    click.echo(f"{info['model']}: {info['n_components']} components "
-               f"({info['params'].get('covariance_type')}), {info['n_features']} features")
-    if info["feature_names"]:
-        click.echo(f"features: {', '.join(info['feature_names'])}")
-    click.echo(f"converged: {info['converged']} after {info['n_iter']} iterations, "
-               f"lower bound {info['lower_bound']:.6f}")
+    kind = info["params"].get("covariance_type")
+    click.echo(f"{info['model']}: {info['n_components']} "
+               f"{'components (' + kind + ')' if kind else 'clusters'}, "
+               f"{info['n_features']} features")
+    click.echo(f"features: {', '.join(info['feature_names'])}")
+    if "lower_bound" in info:
+        click.echo(f"converged: {info['converged']} after {info['n_iter']} iterations, "
+                   f"lower bound {info['lower_bound']:.6f}")
+    else:
+        click.echo(f"{info['n_iter']} iterations, inertia {info['inertia']:.6g}")
     if info["anomaly_threshold"] is not None:
         how = info["anomaly_contamination"]
         click.echo(f"anomaly threshold: {info['anomaly_threshold']:.6g}"
                    + (f" (flags {how:.2%} of the training data)" if how else ""))
-    for k, (w, mean) in enumerate(zip(info["weights"], info["means"], strict=True)):
-        click.echo(f"  component {k}: weight {w:.4f}, mean "
-                   f"[{', '.join(f'{m:.3g}' for m in mean)}]")
+    weights = info.get("weights") or [None] * info["n_components"]
+    for k, (w, mean) in enumerate(zip(weights, info["means"], strict=True)):
+        weight = f"weight {w:.4f}, " if w is not None else ""
+        click.echo(f"  {k}: {weight}mean [{', '.join(f'{m:.3g}' for m in mean)}]")
 
 
-def _load_scorer(model_path, contamination, threshold, top_features):
+@main.command()
+@click.argument("model_path", metavar="MODEL")
+@click.argument("data")
+@click.option("-o", "--output", required=True, help="PNG file to write.")
+@click.option("--features", help="Two features to plot (default: first two principal axes).")
+@click.option("--sample", "sample_size", default=5000, show_default=True,
+              type=click.IntRange(10), help="Rows drawn from DATA to show.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def plot(model_path, data, output, features, sample_size, seed):
+    """Draw a sample of DATA coloured by cluster, with the model on top.
+
+    Gaussian mixtures get 1-3 sigma covariance ellipses and density contours;
+    anomalies are marked when the model has a threshold.
+
+    \b
+    Example:
+      streammix plot model.npz data/ -o clusters.png --features x0,x3
+    """
+    from .engine import Engine, sample_rows
+    from .plotting import plot_model
+
     model = load(model_path)
-    return AnomalyScorer(model, contamination=contamination or 0.01, threshold=threshold,
-                         top_features=top_features)
+    source = model._source(data, fitted=True)
+    with Engine() as engine:
+        rows = sample_rows(engine, source, sample_size, np.random.default_rng(seed))
+    anomalies = None
+    if getattr(model, "anomaly_threshold_", None) is not None:
+        anomalies = AnomalyScorer(model).predict(rows) == -1
+    names = [f.strip() for f in features.split(",")] if features else None
+    plot_model(model, rows, model.predict(rows), output, features=names, anomalies=anomalies)
+    _say(f"wrote {output}")
 
 
+@main.command(name="make-data")
+@click.argument("output")
+@click.option("--rows", default=1_000_000, show_default=True, type=click.IntRange(1))
+@click.option("--features", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--components", default=8, show_default=True, type=click.IntRange(1))
+@click.option("--format", "fmt", default="parquet", show_default=True,
+              type=click.Choice(["parquet", "zarr", "jsonl"]))
+@click.option("--row-group-rows", default=250_000, show_default=True, type=click.IntRange(1),
+              help="Rows per Parquet row group or Zarr chunk (generated one at a time).")
+@click.option("--files", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--anomalies", default=0.0, show_default=True, type=click.FloatRange(0, 1),
+              help="jsonl: fraction of records moved far from every component.")
+@click.option("--seed", default=0, show_default=True, type=int)
+def make_data(output, rows, features, components, fmt, row_group_rows, files, anomalies, seed):
+    """Write a seeded synthetic Gaussian mixture, block by block (never all in memory).
+
+    Parquet goes to a folder of files with row groups, Zarr to a store with
+    a `columns` attribute, JSON lines (records with an "id") to a file, or
+    to stdout with OUTPUT "-".
+
+    \b
+    Examples:
+      streammix make-data data/ --rows 20000000 --features 16 --files 8
+      streammix make-data events.jsonl --format jsonl --rows 1000 --anomalies 0.01 --seed 1
+    """
+    from . import datasets
+
+    began = time.perf_counter()
+    if fmt == "parquet":
+        paths = datasets.write_parquet(output, rows, features, components, seed=seed,
+                                       row_group_rows=row_group_rows, files=files)
+        where = f"{len(paths)} files in {output}"
+    elif fmt == "zarr":
+        datasets.write_zarr(output, rows, features, components, seed=seed,
+                            chunk_rows=row_group_rows)
+        where = output
+    else:
+        handle = sys.stdout if output == "-" else open(output, "w")
+        try:
+            datasets.write_jsonl(handle, rows, features, components, seed=seed,
+                                 anomalies=anomalies)
+        finally:
+            if handle is not sys.stdout:
+                handle.close()
+        where = output
+    _say(f"{rows:,} rows x {features} features ({components} components) in "
+         f"{time.perf_counter() - began:.1f} s: {where}")
+
+
+# -- anomaly scoring --------------------------------------------------------------------------
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.argument("data")
@@ -162,8 +453,8 @@ def calibrate(model_path, data, contamination, output):
     """
     scorer = AnomalyScorer(load(model_path), contamination=contamination).fit(data)
     scorer.save(output or model_path)
-    click.echo(f"threshold {scorer.offset_:.6g} (flags {contamination:.2%} of {data}); wrote "
-               f"{output or model_path}", err=True)
+    _say(f"threshold {scorer.offset_:.6g} (flags {contamination:.2%} of {data}); wrote "
+         f"{output or model_path}")
 
 
 @main.command()
@@ -178,16 +469,16 @@ def calibrate(model_path, data, contamination, output):
 @click.option("--format", "fmt", default="auto", show_default=True,
               type=click.Choice(["auto", "jsonl", "csv"]), help="Format of stdin records.")
 @click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
-@click.option("--max-latency-ms", default=10.0, show_default=True,
-              type=click.FloatRange(0),
+@click.option("--max-latency-ms", default=10.0, show_default=True, type=click.FloatRange(0),
               help="Score a partial batch this long after its first record arrived.")
 @click.option("--top-features", default=3, show_default=True, type=click.IntRange(0))
 @click.option("--watch", type=click.Path(file_okay=False, exists=True),
               help="Score each new Parquet file appearing in this folder into --output.")
 @click.option("--once", is_flag=True, help="With --watch: stop when no new file is left.")
 @click.option("--poll-interval", default=1.0, show_default=True, type=click.FloatRange(0))
+@verbosity_options
 def score(model_path, data, output, contamination, threshold, id_field, fmt, batch_size,
-          max_latency_ms, top_features, watch, once, poll_interval):
+          max_latency_ms, top_features, watch, once, poll_interval, verbose, quiet):
     """Score records for anomalies: a stream on stdin, a dataset, or a watched folder.
 
     \b
@@ -205,7 +496,10 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, bat
     from .scoring import score_to_parquet
     from .scoring import watch as watch_folder
 
-    scorer = _load_scorer(model_path, contamination, threshold, top_features)
+    model = load(model_path)
+    level = _verbosity(verbose, quiet)
+    scorer = AnomalyScorer(model, contamination=contamination or 0.01, threshold=threshold,
+                           top_features=top_features)
     if watch:
         if not output:
             raise click.UsageError("--watch needs -o OUTDIR")
@@ -220,15 +514,18 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, bat
     if data != "-":
         if not output:
             raise click.UsageError("scoring DATA needs -o OUT.parquet")
+        model.verbose = level
         if threshold is None and contamination is not None:
             scorer.fit(data)
         scorer._offset()
         counts = score_to_parquet(scorer, data, output, id_field=id_field)
-        click.echo(f"{counts['rows']} rows, {counts['anomalies']} anomalies; wrote {output}",
-                   err=True)
+        _say(f"{counts['rows']:,} rows, {counts['anomalies']:,} anomalies; wrote {output}", quiet)
         return
     if threshold is None and contamination is not None:
         raise click.UsageError("a stream cannot calibrate itself: calibrate the model first "
+                               "(streammix calibrate) or give --threshold")
+    if not hasattr(scorer, "offset_"):
+        raise click.UsageError("the model has no threshold: calibrate it first "
                                "(streammix calibrate) or give --threshold")
     _score_stdin(scorer, fmt, id_field, batch_size, max_latency_ms)
 

@@ -80,3 +80,28 @@ def write_zarr(path, n_rows: int, n_features: int = 16, n_components: int = 8, *
         array[start : start + X.shape[0]] = X.astype(dtype)
         start += X.shape[0]
     return array
+
+
+def write_jsonl(handle, n_rows: int, n_features: int = 16, n_components: int = 8, *,
+                seed: int = 0, anomalies: float = 0.0, block_rows: int = 100_000):
+    """Write records ``{"id", "x0", ..., "injected"}`` of a seeded mixture as JSON lines.
+
+    A fraction ``anomalies`` of the records is moved far from every component
+    (``"injected": true``), to try anomaly scoring on.
+    """
+    import json
+
+    _, means, _ = mixture_spec(n_components, n_features, seed)
+    spread = np.abs(means).max()
+    rng = np.random.default_rng([seed, 1])
+    names = [f"x{j}" for j in range(n_features)]
+    row_id = 0
+    for X, _ in mixture_blocks(n_rows, n_features, n_components, seed=seed,
+                               block_rows=block_rows):
+        injected = rng.random(len(X)) < anomalies
+        X[injected] += rng.choice([-1.0, 1.0], size=(injected.sum(), n_features)) * 3 * spread
+        for row, flag in zip(X, injected, strict=True):
+            record = {"id": row_id, **dict(zip(names, map(float, row), strict=True)),
+                      "injected": bool(flag)}
+            handle.write(json.dumps(record) + "\n")
+            row_id += 1

@@ -17,16 +17,40 @@ from .io import ParquetSource
 PROGRESS_FILE = ".streammix-watch.json"
 
 
+def write_rows(model, data, output, fn, params, to_columns, *, id_field="id") -> int:
+    """Apply ``fn`` to every chunk of ``data`` (out-of-core) and write Parquet, chunk by chunk.
+
+    ``to_columns(result)`` turns one chunk's result into named columns;
+    ``id_field`` is passed through first when the Parquet input has it. The
+    file appears atomically. Returns the number of rows.
+    """
+    source = model._source(data, fitted=True)
+    with_ids = isinstance(source, ParquetSource) and source.has_column(id_field)
+    rows = 0
+    with atomic_write(output) as handle, model._engine() as engine:
+        writer = None
+        for chunk, result in engine.iter_map(fn, params, source):
+            columns = {id_field: source.read_column(chunk, id_field)} if with_ids else {}
+            columns.update(to_columns(result))
+            table = pa.table(columns)
+            writer = writer or pq.ParquetWriter(handle, table.schema)
+            writer.write_table(table)
+            rows += len(table)
+        if writer is not None:
+            writer.close()
+    return rows
+
+
 def _scores_and_clusters(spec, block, start):
     score, params, labels = spec
     return np.column_stack([score(params, block, start), labels(params, block, start)])
 
 
 def score_to_parquet(scorer: AnomalyScorer, data, output, *, id_field="id") -> dict:
-    """Score every row of ``data`` out-of-core and write ``output`` (Parquet), chunk by chunk.
+    """Score every row of ``data`` out-of-core and write ``output`` (Parquet).
 
     Columns: ``id_field`` when the input has it, ``score``, ``anomaly``,
-    ``cluster``. The file appears atomically. Returns counts of rows and anomalies.
+    ``cluster``. Returns counts of rows and anomalies.
     """
     from .estimators.anomaly import _gmm_scores
     from .estimators.gaussian_mixture import _labels as gmm_labels
@@ -35,26 +59,44 @@ def score_to_parquet(scorer: AnomalyScorer, data, output, *, id_field="id") -> d
     score, params = scorer._scoring()
     labels = gmm_labels if score is _gmm_scores else center_labels
     offset = scorer._offset()
-    source = scorer.model._source(data, fitted=True)
-    with_ids = isinstance(source, ParquetSource) and source.has_column(id_field)
-    rows = anomalies = 0
-    with atomic_write(output) as handle, scorer.model._engine() as engine:
-        writer = None
-        for chunk, result in engine.iter_map(_scores_and_clusters, (score, params, labels),
-                                             source):
-            columns = {}
-            if with_ids:
-                columns[id_field] = source.read_column(chunk, id_field)
-            flagged = result[:, 0] < offset
-            columns.update(score=result[:, 0], anomaly=flagged, cluster=result[:, 1].astype(int))
-            table = pa.table(columns)
-            writer = writer or pq.ParquetWriter(handle, table.schema)
-            writer.write_table(table)
-            rows += len(result)
-            anomalies += int(flagged.sum())
-        if writer is not None:
-            writer.close()
-    return {"rows": rows, "anomalies": anomalies}
+    flagged = []
+
+    def columns(result):
+        anomaly = result[:, 0] < offset
+        flagged.append(int(anomaly.sum()))
+        return {"score": result[:, 0], "anomaly": anomaly, "cluster": result[:, 1].astype(int)}
+
+    rows = write_rows(scorer.model, data, output, _scores_and_clusters, (score, params, labels),
+                      columns, id_field=id_field)
+    return {"rows": rows, "anomalies": sum(flagged)}
+
+
+def _labels_and_proba(spec, block, start):
+    labels, proba, params = spec
+    columns = [labels(params, block, start)[:, None].astype(np.float64)]
+    if proba is not None:
+        columns.append(proba(params, block, start))
+    return np.hstack(columns)
+
+
+def predict_to_parquet(model, data, output, *, proba=False, id_field="id") -> int:
+    """Write each row's cluster (and with ``proba`` each component's probability) to Parquet."""
+    from .estimators import gaussian_mixture as gmm
+    from .estimators import kmeans
+
+    if isinstance(model, gmm.GaussianMixture):
+        spec = (gmm._labels, gmm._proba if proba else None, model._gaussian())
+    elif proba:
+        raise ValueError("--proba needs a Gaussian mixture; k-means has no probabilities")
+    else:
+        spec = (kmeans._labels, None, model.cluster_centers_)
+
+    def columns(result):
+        out = {"cluster": result[:, 0].astype(np.int64)}
+        out.update({f"p{k}": result[:, k + 1] for k in range(result.shape[1] - 1)})
+        return out
+
+    return write_rows(model, data, output, _labels_and_proba, spec, columns, id_field=id_field)
 
 
 def _load_progress(outdir):

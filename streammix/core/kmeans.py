@@ -320,3 +320,28 @@ def explain(centers: np.ndarray, X: np.ndarray):
     component, dist = nearest(X, centers)
     residual = X - centers[component].astype(X.dtype)
     return component, np.full(X.shape[0], np.nan), np.sqrt(dist), residual * residual
+
+
+def silhouette_score(X: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette coefficient (Rousseeuw 1987), as scikit-learn defines it.
+
+    For each row, a = mean distance to the other rows of its cluster, b = the
+    smallest mean distance to another cluster, s = (b - a) / max(a, b); rows
+    alone in their cluster count as 0. Quadratic in the rows: pass a sample.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    sq = np.einsum("nd,nd->n", X, X)
+    dist = np.sqrt(np.maximum(sq[:, None] - 2.0 * (X @ X.T) + sq[None, :], 0.0))
+    np.fill_diagonal(dist, 0.0)
+    clusters, labels = np.unique(labels, return_inverse=True)
+    if len(clusters) < 2:
+        raise ValueError("the silhouette needs at least two clusters")
+    counts = np.bincount(labels)
+    sums = np.stack([dist[:, labels == c].sum(axis=1) for c in range(len(clusters))], axis=1)
+    own = counts[labels]
+    a = sums[np.arange(len(X)), labels] / np.maximum(own - 1, 1)
+    means = sums / counts[None, :]
+    means[np.arange(len(X)), labels] = np.inf
+    b = means.min(axis=1)
+    s = np.where(own > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-300), 0.0)
+    return float(s.mean())

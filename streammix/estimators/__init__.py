@@ -5,7 +5,7 @@ from .gaussian_mixture import GaussianMixture
 from .kmeans import KMeans
 from .minibatch import MiniBatchKMeans
 from .persistence import load
-from .selection import Selection, select
+from .selection import KMeansSelection, Selection, select, select_kmeans
 
-__all__ = ["AnomalyScorer", "GaussianMixture", "KMeans", "MiniBatchKMeans", "Selection", "load",
-           "select"]
+__all__ = ["AnomalyScorer", "GaussianMixture", "KMeans", "KMeansSelection", "MiniBatchKMeans",
+           "Selection", "load", "select", "select_kmeans"]

@@ -10,7 +10,8 @@ from operator import add
 import numpy as np
 
 from ..core import gaussian as gm
-from ..engine import Run, iterate
+from ..core import kmeans as km
+from ..engine import Run, iterate, sample_rows
 from ..engine.iterate import batch_map_reduce
 from ..exceptions import ConvergenceWarning
 from .gaussian_mixture import (
@@ -21,6 +22,7 @@ from .gaussian_mixture import (
     best_run,
     initial_gaussians,
 )
+from .kmeans import KMeans, initial_centers, resolve_init, run_lloyd
 
 CRITERIA = ("bic", "aic")
 
@@ -142,3 +144,73 @@ def select(X, n_components=range(1, 11), covariance_types=gm.COVARIANCE_TYPES,
         models.append(model)
     best = int(np.argmin([row[criterion] for row in table]))
     return Selection(table, models, models[best], criterion)
+
+
+@dataclass
+class KMeansSelection:
+    """The result of :func:`select_kmeans`: inertia (the elbow) and silhouette per k.
+
+    ``table`` rows hold ``n_clusters``, ``inertia``, ``silhouette`` and
+    ``n_iter``; ``best_`` is the model with the highest silhouette.
+    """
+
+    table: list
+    models: list
+    best_: KMeans
+    sample_size: int
+
+    def __str__(self):
+        lines = [f"{'k':>4} {'inertia':>16} {'silhouette':>11} {'iter':>5}"]
+        for row in self.table:
+            mark = " *" if row["n_clusters"] == self.best_.n_clusters else ""
+            lines.append(f"{row['n_clusters']:>4} {row['inertia']:>16.6g} "
+                         f"{row['silhouette']:>11.4f} {row['n_iter']:>5}{mark}")
+        return "\n".join(lines)
+
+
+def select_kmeans(X, n_clusters=range(2, 11), *, sample_size=2000, **params) -> KMeansSelection:
+    """k-means for every k, sharing the passes; inertia per k and the silhouette of each.
+
+    The silhouette is quadratic in the rows, so it is computed on a uniform,
+    seeded sample of ``sample_size`` rows (``random_state`` seeds it). All k
+    run as one batch of Lloyd iterations.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import streammix as sm
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(c, 0.3, (200, 2)) for c in (0, 4, 8)])
+    >>> sm.select_kmeans(X, n_clusters=range(2, 6), random_state=0).best_.n_clusters
+    3
+    """
+    ks = sorted({int(k) for k in n_clusters})
+    if not ks or ks[0] < 2:
+        raise ValueError("n_clusters must hold integers >= 2 (the silhouette needs two)")
+    template = KMeans(**params)
+    source = template._source(X)
+    if source.n_rows < ks[-1]:
+        raise ValueError(f"n_samples={source.n_rows} should be >= n_clusters={ks[-1]}.")
+    init = template.init
+    with template._fit_engine(source, extra={"select_kmeans": ks}) as engine:
+        root = template._root_seed(engine)
+        sample_seed, *seeds = root.spawn(1 + len(ks))
+        starts = initial_centers(engine, source, resolve_init(init, source), ks, seeds,
+                                 oversampling_factor=template.oversampling_factor,
+                                 rounds=template.init_rounds)
+        runs = run_lloyd(engine, source, starts, max_iter=template.max_iter, tol=template.tol)
+        sample = sample_rows(engine, source, sample_size, np.random.default_rng(sample_seed))
+    table, models = [], []
+    for k, run in zip(ks, runs, strict=True):
+        model = KMeans(**params, n_clusters=k)
+        model.cluster_centers_ = run.params.centers
+        model.inertia_ = float(run.extra["final_stats"].inertia)
+        model.n_iter_ = run.n_iter
+        model._set_features(source)
+        labels = km.nearest(sample, model.cluster_centers_)[0]
+        silhouette = km.silhouette_score(sample, labels) if len(np.unique(labels)) > 1 else -1.0
+        table.append({"n_clusters": k, "inertia": model.inertia_, "silhouette": silhouette,
+                      "n_iter": run.n_iter})
+        models.append(model)
+    best = int(np.argmax([row["silhouette"] for row in table]))
+    return KMeansSelection(table, models, models[best], len(sample))

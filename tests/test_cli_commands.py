@@ -1,0 +1,139 @@
+"""The rest of the command line: help, make-data, fit, predict, select, sample, plot, info."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import streammix as sm
+from streammix.cli import main
+from tests.estimators.test_selection import textbook
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(main, [str(a) for a in args], input=input)
+
+
+def ok(*args, **kwargs):
+    result = run(*args, **kwargs)
+    assert result.exit_code == 0, result.output
+    return result
+
+
+@pytest.mark.parametrize("command", ["fit", "predict", "score", "calibrate", "select", "sample",
+                                     "info", "plot", "make-data"])
+def test_every_command_has_help_with_examples(command):
+    text = ok(command, "--help").output
+    assert "Example" in text and f"streammix {command}" in text
+
+
+def test_make_data_formats(tmp_path):
+    ok("make-data", tmp_path / "pq", "--rows", 5000, "--features", 3, "--components", 2,
+       "--row-group-rows", 1000, "--files", 2)
+    files = sorted((tmp_path / "pq").iterdir())
+    assert len(files) == 2 and sum(pq.ParquetFile(f).metadata.num_rows for f in files) == 5000
+    assert pq.ParquetFile(files[0]).metadata.num_row_groups == 3
+    ok("make-data", tmp_path / "z.zarr", "--format", "zarr", "--rows", 3000, "--features", 2,
+       "--row-group-rows", 700)
+    assert sm.read_zarr(str(tmp_path / "z.zarr")).feature_names == ("x0", "x1")
+    out = ok("make-data", "-", "--format", "jsonl", "--rows", 200, "--features", 2,
+             "--anomalies", 0.1, "--seed", 3).stdout
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["id"] for r in records] == list(range(200))
+    assert 5 <= sum(r["injected"] for r in records) <= 40
+
+
+@pytest.fixture
+def data(tmp_path):
+    X = textbook()
+    table = pa.table({"id": np.arange(len(X)) * 10, "a": X[:, 0], "b": X[:, 1]})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=300)
+    return tmp_path / "t.parquet", X
+
+
+@pytest.mark.parametrize("kind", ["gmm", "kmeans", "minibatch-kmeans"])
+def test_fit_each_model_then_info_and_predict(tmp_path, data, kind):
+    path, X = data
+    ok("fit", path, "--model", kind, "-k", 3, "--columns", "a,b", "--seed", 0,
+       "-o", tmp_path / "m.npz")
+    model = sm.load(tmp_path / "m.npz")
+    assert model.n_features_in_ == 2
+    info = json.loads(ok("info", tmp_path / "m.npz", "--json").stdout)
+    assert info["model"] == type(model).__name__ and info["feature_names"] == ["a", "b"]
+    assert "features: a, b" in ok("info", tmp_path / "m.npz").stdout
+    args = ["predict", tmp_path / "m.npz", path, "-o", tmp_path / "p.parquet"]
+    ok(*args, *(["--proba"] if kind == "gmm" else []))
+    table = pq.read_table(tmp_path / "p.parquet")
+    np.testing.assert_array_equal(table.column("id").to_numpy(), np.arange(len(X)) * 10)
+    np.testing.assert_array_equal(table.column("cluster").to_numpy(), model.predict(X))
+    if kind == "gmm":
+        proba = np.column_stack([table.column(f"p{k}").to_numpy() for k in range(3)])
+        np.testing.assert_allclose(proba, model.predict_proba(X), atol=1e-12)
+
+
+def test_select_gmm_picks_textbook_answer_and_plots(tmp_path, data):
+    path, _ = data
+    result = ok("select", path, "--columns", "a,b", "-k", "1..6", "--seed", 0, "-o",
+                tmp_path / "best.npz", "--plot", tmp_path / "bic.png")
+    assert "full" in result.stdout and result.stdout.count("\n") == 1 + 6 * 4
+    best = sm.load(tmp_path / "best.npz")
+    assert (best.n_components, best.covariance_type) == (3, "full")
+    assert (tmp_path / "bic.png").read_bytes()[:8] == PNG
+
+
+def test_select_kmeans_silhouette_on_five_blobs(tmp_path):
+    rng = np.random.default_rng(0)
+    centers = [(0.2, 2.3), (-1.5, 2.3), (-2.8, 1.8), (-2.8, 2.8), (-2.8, 1.3)]
+    stds = [0.4, 0.3, 0.1, 0.1, 0.1]
+    X = np.concatenate([rng.normal(c, s, (400, 2)) for c, s in zip(centers, stds, strict=True)])
+    pq.write_table(pa.table({"a": X[:, 0], "b": X[:, 1]}), tmp_path / "f.parquet")
+    ok("select", tmp_path / "f.parquet", "--model", "kmeans", "-k", "2..8", "--seed", 0,
+       "-o", tmp_path / "k.npz", "--plot", tmp_path / "elbow.png")
+    assert sm.load(tmp_path / "k.npz").n_clusters in (4, 5)
+    assert (tmp_path / "elbow.png").read_bytes()[:8] == PNG
+
+
+def test_sample_and_plot(tmp_path, data):
+    path, _ = data
+    ok("fit", path, "-k", 3, "--columns", "a,b", "--seed", 0, "--contamination", 0.02,
+       "-o", tmp_path / "m.npz")
+    ok("sample", tmp_path / "m.npz", "-n", 500, "-o", tmp_path / "s.parquet")
+    table = pq.read_table(tmp_path / "s.parquet")
+    assert table.num_rows == 500 and table.column_names == ["a", "b", "component"]
+    ok("plot", tmp_path / "m.npz", path, "-o", tmp_path / "fig.png", "--sample", 800)
+    ok("plot", tmp_path / "m.npz", path, "-o", tmp_path / "ab.png", "--features", "b,a")
+    assert (tmp_path / "fig.png").read_bytes()[:8] == PNG
+    assert (tmp_path / "fig.png").stat().st_size > 20_000  # an actual picture
+
+
+def test_progress_is_quiet_in_pipes_unless_verbose(tmp_path, data):
+    path, _ = data
+    quiet = ok("fit", path, "-k", 2, "--columns", "a,b", "-o", tmp_path / "a.npz")
+    loud = ok("fit", path, "-k", 2, "--columns", "a,b", "-o", tmp_path / "b.npz", "-v")
+    assert "iteration 1:" not in quiet.stderr and "pass 1" not in quiet.stderr
+    assert "fitted GaussianMixture" in quiet.stderr  # the summary stays
+    assert "iteration 1: lower bound" in loud.stderr
+    silent = ok("fit", path, "-k", 2, "--columns", "a,b", "-o", tmp_path / "c.npz", "-v", "-q")
+    assert silent.stderr == ""
+
+
+def test_damaged_input_and_bad_options_exit_2_with_one_line(tmp_path, data):
+    path, _ = data
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(path.read_bytes()[:-30])
+    cases = [("fit", broken, "-o", tmp_path / "m.npz"),
+             ("fit", path, "--model", "spectral", "-o", tmp_path / "m.npz"),
+             ("plot", tmp_path / "absent.npz", path, "-o", tmp_path / "x.png"),
+             ("select", path, "-k", "x..y", "-o", tmp_path / "m.npz")]
+    for args in cases:
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output
+    assert "broken.parquet: is not a readable Parquet file" in run(*cases[0]).output
