@@ -164,6 +164,12 @@ class StreammixEstimator:
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
 
+    def _check_integer(self, name, low):
+        """Raise a ValueError unless parameter ``name`` is an integer >= ``low``."""
+        value = getattr(self, name)
+        if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
     def _check_fitted(self, attribute):
         if not hasattr(self, attribute):
             raise NotFittedError(

@@ -259,14 +259,9 @@ class GaussianMixture(StreammixEstimator):
 
     # -- validation -----------------------------------------------------
     def _check_parameters(self, n_features):
-        def integer(name, low):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-        integer("n_components", 1)
-        integer("max_iter", 0)
-        integer("n_init", 1)
+        self._check_integer("n_components", 1)
+        self._check_integer("max_iter", 0)
+        self._check_integer("n_init", 1)
         if self.covariance_type not in gm.COVARIANCE_TYPES:
             raise ValueError(f"covariance_type must be one of {gm.COVARIANCE_TYPES}, "
                              f"got {self.covariance_type!r}")

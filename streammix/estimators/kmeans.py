@@ -313,13 +313,11 @@ class KMeans(CentersModel):
         self.restart = restart
 
     def _check(self, source):
+        self._check_integer("n_clusters", 1)
+        self._check_integer("max_iter", 1)
         k = self.n_clusters
-        if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"n_clusters must be an integer >= 1, got {k!r}")
         if source.n_rows < k:
             raise ValueError(f"n_samples={source.n_rows} should be >= n_clusters={k}.")
-        if not isinstance(self.max_iter, int | np.integer) or self.max_iter < 1:
-            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
         if not np.isfinite(self.tol) or self.tol < 0:
             raise ValueError(f"tol must be a non-negative number, got {self.tol!r}")
         if self.algorithm != "lloyd":

@@ -120,10 +120,8 @@ class MiniBatchKMeans(CentersModel):
     # -- checks and initialisation ---------------------------------------
     def _check(self):
         """Validate the parameters; returns the number of initialisations."""
-        for name, low in (("n_clusters", 1), ("batch_size", 1), ("max_iter", 1)):
-            value = getattr(self, name)
-            if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
-                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name in ("n_clusters", "batch_size", "max_iter"):
+            self._check_integer(name, 1)
         if isinstance(self.init, str) and self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, a callable or an array")
         if not np.isfinite(self.tol) or self.tol < 0:
