@@ -78,7 +78,8 @@ def plot_model(model, X, labels, path, *, features=None, anomalies=None, title=N
                    label="cluster centres")
     if anomalies is not None and anomalies.any():
         ax.scatter(points[anomalies, 0], points[anomalies, 1], marker="x", s=30, c="red",
-                   linewidths=1.2, label=f"anomalies ({anomalies.sum()} of {len(X)})")
+                   linewidths=1.2, label=f"anomalies in all {X.shape[1]} features "
+                                         f"({anomalies.sum()} of {len(X)})")
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
     ax.set_title(title or f"{type(model).__name__}: {len(np.unique(labels))} clusters, "
