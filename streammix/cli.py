@@ -271,7 +271,8 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
 @click.option("-n", "--n-samples", required=True, type=click.IntRange(1))
 @click.option("-o", "--output", required=True, help="Parquet file to write.")
 @click.option("--seed", type=int, help="Random seed (default: the model's).")
-def sample(model_path, n_samples, output, seed):
+@verbosity_options
+def sample(model_path, n_samples, output, seed, verbose, quiet):
     """Draw rows from a Gaussian mixture model into Parquet (features and component).
 
     \b
@@ -293,7 +294,7 @@ def sample(model_path, n_samples, output, seed):
     with atomic_write(output) as handle:
         pq.write_table(pa.table({**{n: X[:, j] for j, n in enumerate(names)}, "component": y}),
                        handle)
-    _say(f"{n_samples:,} rows; wrote {output}")
+    _say(f"{n_samples:,} rows; wrote {output}", quiet)
 
 
 def _feature_names(model):
@@ -323,7 +324,8 @@ def _describe(model) -> dict:
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def info(model_path, as_json):
+@verbosity_options
+def info(model_path, as_json, verbose, quiet):
     """Describe a saved model: type, parameters, features, k, weights, convergence, threshold.
 
     \b
@@ -362,7 +364,8 @@ def info(model_path, as_json):
 @click.option("--sample", "sample_size", default=5000, show_default=True,
               type=click.IntRange(10), help="Rows drawn from DATA to show.")
 @click.option("--seed", default=0, show_default=True, type=int)
-def plot(model_path, data, output, features, sample_size, seed):
+@verbosity_options
+def plot(model_path, data, output, features, sample_size, seed, verbose, quiet):
     """Draw a sample of DATA coloured by cluster, with the model on top.
 
     Gaussian mixtures get 1-3 sigma covariance ellipses and density contours;
@@ -377,14 +380,14 @@ def plot(model_path, data, output, features, sample_size, seed):
 
     model = load(model_path)
     source = model._source(data, fitted=True)
-    with Engine() as engine:
+    with Engine(progress=bool(_verbosity(verbose, quiet))) as engine:
         rows = sample_rows(engine, source, sample_size, np.random.default_rng(seed))
     anomalies = None
     if getattr(model, "anomaly_threshold_", None) is not None:
         anomalies = AnomalyScorer(model).predict(rows) == -1
     names = [f.strip() for f in features.split(",")] if features else None
     plot_model(model, rows, model.predict(rows), output, features=names, anomalies=anomalies)
-    _say(f"wrote {output}")
+    _say(f"wrote {output}", quiet)
 
 
 @main.command(name="make-data")
@@ -400,7 +403,9 @@ def plot(model_path, data, output, features, sample_size, seed):
 @click.option("--anomalies", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="jsonl: fraction of records moved far from every component.")
 @click.option("--seed", default=0, show_default=True, type=int)
-def make_data(output, rows, features, components, fmt, row_group_rows, files, anomalies, seed):
+@verbosity_options
+def make_data(output, rows, features, components, fmt, row_group_rows, files, anomalies, seed,
+              verbose, quiet):
     """Write a seeded synthetic Gaussian mixture, block by block (never all in memory).
 
     Parquet goes to a folder of files with row groups, Zarr to a store with
@@ -433,7 +438,7 @@ def make_data(output, rows, features, components, fmt, row_group_rows, files, an
                 handle.close()
         where = output
     _say(f"{rows:,} rows x {features} features ({components} components) in "
-         f"{time.perf_counter() - began:.1f} s: {where}")
+         f"{time.perf_counter() - began:.1f} s: {where}", quiet)
 
 
 # -- anomaly scoring --------------------------------------------------------------------------
@@ -444,17 +449,21 @@ def make_data(output, rows, features, components, fmt, row_group_rows, files, an
               type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
               help="Fraction of DATA to put below the threshold.")
 @click.option("-o", "--output", help="Write the calibrated model here (default: MODEL).")
-def calibrate(model_path, data, contamination, output):
+@verbosity_options
+def calibrate(model_path, data, contamination, output, verbose, quiet):
     """Calibrate MODEL's anomaly threshold on DATA and save it with the model.
 
     \b
     Example:
       streammix calibrate model.npz data/ --contamination 0.01
     """
-    scorer = AnomalyScorer(load(model_path), contamination=contamination).fit(data)
+    model = load(model_path)
+    model.verbose = _verbosity(verbose, quiet)
+    scorer = AnomalyScorer(model, contamination=contamination).fit(data)
+    model.verbose = 0  # not part of the saved model's meaning
     scorer.save(output or model_path)
     _say(f"threshold {scorer.offset_:.6g} (flags {contamination:.2%} of {data}); wrote "
-         f"{output or model_path}")
+         f"{output or model_path}", quiet)
 
 
 @main.command()

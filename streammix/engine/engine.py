@@ -217,11 +217,14 @@ class Engine:
         rows = sum(c.n_rows for c in chunks)
         bar = tqdm(total=rows, desc=f"pass {self.passes}", unit="row", unit_scale=True,
                    leave=False, file=sys.stderr, dynamic_ncols=True,
-                   postfix=f"{len(chunks)} chunks")
+                   postfix=f"chunks 0/{len(chunks)}")
         sizes = {chunk.index: chunk.n_rows for chunk in chunks}
+        done = [0]
 
         def finished(key, result, dsk, state, worker_id):
             if isinstance(key, tuple) and str(key[0]).startswith("chunks-"):
+                done[0] += 1
+                bar.set_postfix_str(f"chunks {done[0]}/{len(chunks)}", refresh=False)
                 bar.update(sizes.get(key[1], 0))
 
         try:
