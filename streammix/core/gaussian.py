@@ -46,6 +46,9 @@ class GaussianParams:
     covariance_type: str
     covariances: np.ndarray | None = None
     log_det: np.ndarray = field(init=False, repr=False)
+    #: Where the E-step centres the rows: the weighted mean of the means.
+    reference: np.ndarray = field(init=False, repr=False)
+    _kernels: dict = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(
@@ -53,22 +56,34 @@ class GaussianParams:
             "log_det",
             log_det_cholesky(self.precisions_cholesky, self.covariance_type, self.means.shape[1]),
         )
+        weights = np.asarray(self.weights, dtype=np.float64)
+        share = weights / weights.sum() if weights.sum() > 0 else np.full(len(weights),
+                                                                            1 / len(weights))
+        object.__setattr__(self, "reference", share @ np.asarray(self.means, dtype=np.float64))
+        object.__setattr__(self, "_kernels", {})
+
+    def shift(self) -> np.ndarray:
+        """The per-component shift of this pass's statistics (all the reference)."""
+        return np.broadcast_to(self.reference, self.means.shape)
+
+    def kernel(self, dtype) -> dict:
+        """Matrices of the E-step in ``dtype``, computed once per parameters and dtype."""
+        key = np.dtype(dtype).str
+        if key not in self._kernels:
+            self._kernels[key] = _make_kernel(self, np.dtype(dtype))
+        return self._kernels[key]
 
     @property
     def n_components(self) -> int:
         return self.means.shape[0]
 
-    def astype(self, dtype) -> GaussianParams:
-        """The same parameters in the working dtype of the E-step."""
-        if self.means.dtype == dtype:
-            return self
-        return GaussianParams(
-            self.weights.astype(dtype),
-            self.means.astype(dtype),
-            self.precisions_cholesky.astype(dtype),
-            self.covariance_type,
-            self.covariances,
-        )
+    def __getstate__(self):  # the kernels are rebuilt where they are used
+        state = dict(self.__dict__)
+        state["_kernels"] = {}
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
 
 
 @serializable
@@ -130,34 +145,16 @@ def log_det_cholesky(precisions_cholesky, covariance_type, n_features):
     return n_features * np.log(precisions_cholesky)
 
 
-def _tile_rows(n_components, n_features):
-    return max(64, _TILE_ELEMENTS // max(1, n_components * n_features))
+def _tile_rows(n_components, n_features, covariance_type="full"):
+    """Rows per tile: the work arrays of a tile stay near ``_TILE_ELEMENTS`` elements."""
+    per_row = n_components * n_features if covariance_type in ("full", "tied") else \
+        2 * (n_components + n_features)
+    return max(64, _TILE_ELEMENTS // max(1, per_row))
 
 
 def _centred(X, means):
     """x_i - mu_k for every component: shape (K, n, d)."""
     return X[None, :, :] - means[:, None, :]
-
-
-def _squared_mahalanobis(diff, params):
-    """Squared whitened distance of every row to every component, shape (n, K)."""
-    prec = params.precisions_cholesky
-    kind = params.covariance_type
-    if kind in ("full", "tied"):
-        y = np.matmul(diff, prec)
-        return np.einsum("knd,knd->nk", y, y)
-    if kind == "diag":
-        return np.einsum("knd,kd->nk", diff * diff, prec * prec)
-    return np.einsum("knd,knd->nk", diff, diff) * (prec * prec)
-
-
-def _weighted_log_prob(diff, params):
-    """log(w_k) + log N(x_i | mu_k, Sigma_k), shape (n, K)."""
-    n_features = diff.shape[2]
-    maha = _squared_mahalanobis(diff, params)
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(params.weights)
-    return -0.5 * (n_features * _LOG_2PI + maha) + params.log_det + log_weights
 
 
 def _log_normalise(weighted):
@@ -188,25 +185,96 @@ def _tiles(n_rows, tile):
         yield slice(start, min(start + tile, n_rows))
 
 
+def _make_kernel(params: GaussianParams, dtype) -> dict:
+    """Matrices that turn the E-step into a few GEMMs on rows centred on the reference.
+
+    With m_k = mu_k - g and rows x - g, the squared Mahalanobis distances are:
+    full, ||(x-g) P_k - m_k P_k||^2 from one (t x d) @ (d x K d) product; tied,
+    the expansion of ||(x-g) P - m_k P||^2; diag and spherical, expansions
+    into (t x d) @ (d x K) products. Centring on g keeps the expansions
+    precise for data far from the origin.
+    """
+    kind = params.covariance_type
+    K, d = params.means.shape
+    m = params.means - params.reference
+    prec = params.precisions_cholesky
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(params.weights)
+    kernel = {"g": params.reference, "const": -0.5 * d * _LOG_2PI + params.log_det + log_weights}
+    if kind == "full":
+        kernel["W"] = prec.transpose(1, 0, 2).reshape(d, K * d)
+        kernel["b"] = np.einsum("kd,kde->ke", m, prec).reshape(K * d)
+    elif kind == "tied":
+        projected = m @ prec
+        kernel.update(W=prec, M=projected.T, M_sq=np.einsum("kd,kd->k", projected, projected))
+    elif kind == "diag":  # [x^2, x] @ [[prec], [-2 m prec]] in one GEMM
+        precisions = prec * prec
+        kernel.update(AB=np.vstack([precisions.T, -2.0 * (m * precisions).T]),
+                      c0=np.einsum("kd,kd->k", m * m, precisions))
+    else:
+        kernel.update(precisions=prec * prec, B=m.T, c0=np.einsum("kd,kd->k", m, m))
+    return {name: np.asarray(value, dtype=dtype) for name, value in kernel.items()}
+
+
+def _squared_distances(centred, kernel, kind):
+    """Squared Mahalanobis distances of rows (already minus g) to every component, (t, K)."""
+    if kind == "full":
+        y = centred @ kernel["W"]
+        y -= kernel["b"]
+        y *= y
+        return y.reshape(len(centred), len(kernel["const"]), -1).sum(axis=2)
+    if kind == "tied":
+        y = centred @ kernel["W"]
+        y_sq = np.einsum("nd,nd->n", y, y)
+        return np.maximum(y_sq[:, None] - 2.0 * (y @ kernel["M"]) + kernel["M_sq"], 0.0)
+    if kind == "diag":
+        stacked = np.concatenate([centred * centred, centred], axis=1)
+        dist = stacked @ kernel["AB"]
+        dist += kernel["c0"]
+        return np.maximum(dist, 0.0, out=dist)
+    x_sq = np.einsum("nd,nd->n", centred, centred)
+    dist = (x_sq[:, None] - 2.0 * (centred @ kernel["B"]) + kernel["c0"]) * kernel["precisions"]
+    return np.maximum(dist, 0.0)
+
+
 def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
     """E-step over a block of rows: statistics for the M-step, and the log-likelihood.
 
-    The arithmetic runs in ``X``'s dtype; each tile's results are added up in
-    float64. Statistics are centred on ``params.means``.
+    The arithmetic runs in ``X``'s dtype as GEMMs on row tiles; each tile's
+    results are added up in float64. Statistics are centred on
+    ``params.reference`` (see :meth:`GaussianParams.shift`).
     """
-    n_components, n_features = params.means.shape
-    work = params.astype(X.dtype)
-    total = GaussianStats.zero(n_components, n_features, params.covariance_type)
-    for rows in _tiles(X.shape[0], _tile_rows(n_components, n_features)):
-        diff = _centred(X[rows], work.means)
-        log_norm, log_resp = _log_normalise(_weighted_log_prob(diff, work))
-        resp = np.exp(log_resp)
-        first, second = _moments(diff, resp, params.covariance_type)
+    kind = params.covariance_type
+    K, d = params.means.shape
+    kernel = params.kernel(X.dtype)
+    total = GaussianStats.zero(K, d, kind)
+    upper = np.triu_indices(d)
+    packed = np.zeros((K, len(upper[0]))) if kind == "full" else None
+    for rows in _tiles(X.shape[0], _tile_rows(K, d, kind)):
+        # Column-major tiles: the M-step gathers columns (feature products).
+        centred = np.subtract(X[rows], kernel["g"], order="F")
+        weighted = kernel["const"] - 0.5 * _squared_distances(centred, kernel, kind)
+        # log-sum-exp and the responsibilities with a single exp
+        top = weighted.max(axis=1, keepdims=True)
+        top[~np.isfinite(top)] = 0.0
+        resp = np.exp(np.subtract(weighted, top, out=weighted), out=weighted)
+        norm = resp.sum(axis=1, keepdims=True)
+        resp /= norm
         total.n_rows += rows.stop - rows.start
-        total.log_lik += float(log_norm.sum(dtype=np.float64))
+        with np.errstate(divide="ignore"):
+            total.log_lik += float((np.log(norm) + top).sum(dtype=np.float64))
         total.resp_sum += resp.sum(axis=0, dtype=np.float64)
-        total.first += first
-        total.second += second
+        total.first += resp.T @ centred
+        if kind == "full":
+            # Only the d(d+1)/2 distinct products: half the work of all d^2.
+            packed += resp.T @ (centred[:, upper[0]] * centred[:, upper[1]])
+        elif kind == "tied":
+            total.second += centred.T @ centred
+        else:
+            total.second += resp.T @ (centred * centred)
+    if kind == "full":
+        total.second[:, upper[0], upper[1]] = packed
+        total.second[:, upper[1], upper[0]] = packed
     return total
 
 
@@ -227,11 +295,11 @@ def resp_stats(resp: np.ndarray, X: np.ndarray, shift: np.ndarray, covariance_ty
 
 def weighted_log_prob(params: GaussianParams, X: np.ndarray) -> np.ndarray:
     """log(w_k) + log N(x | mu_k, Sigma_k) for every row and component, shape (n, K)."""
-    work = params.astype(X.dtype)
-    tile = _tile_rows(*params.means.shape)
+    kernel = params.kernel(X.dtype)
     out = np.empty((X.shape[0], params.n_components), dtype=X.dtype)
-    for rows in _tiles(X.shape[0], tile):
-        out[rows] = _weighted_log_prob(_centred(X[rows], work.means), work)
+    for rows in _tiles(X.shape[0], _tile_rows(*params.means.shape, params.covariance_type)):
+        distances = _squared_distances(X[rows] - kernel["g"], kernel, params.covariance_type)
+        out[rows] = kernel["const"] - 0.5 * distances
     return out
 
 

@@ -94,7 +94,8 @@ class StreammixEstimator:
 
     # -- execution ----------------------------------------------------------
     def _engine(self) -> Engine:
-        return Engine(self.scheduler, self.n_workers, progress=self._progress())
+        return Engine(self.scheduler, self.n_workers, progress=self._progress(),
+                      cache=getattr(self, "cache", "auto"))
 
     def _progress(self) -> bool:
         """Progress bars per data pass when verbose (on stderr)."""
@@ -102,7 +103,7 @@ class StreammixEstimator:
 
     #: Parameters that do not change a fit's result (left out of checkpoint fingerprints).
     _RUN_ONLY = frozenset({"verbose", "verbose_interval", "scheduler", "n_workers", "checkpoint",
-                           "restart", "compute_labels"})
+                           "restart", "compute_labels", "cache"})
 
     @contextlib.contextmanager
     def _fit_engine(self, source, extra=None):
@@ -117,7 +118,7 @@ class StreammixEstimator:
                        "params": params, "start": self._start_fingerprint(), "extra": extra}
         with Checkpoint(self.checkpoint, fingerprint, restart=self.restart) as checkpoint, \
                 Engine(self.scheduler, self.n_workers, checkpoint=checkpoint,
-                       progress=self._progress()) as engine:
+                       progress=self._progress(), cache=getattr(self, "cache", "auto")) as engine:
             yield engine
 
     def _start_fingerprint(self):

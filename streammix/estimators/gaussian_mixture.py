@@ -173,6 +173,9 @@ class GaussianMixture(StreammixEstimator):
         data or parameters is refused. See docs/checkpoints.md.
     restart : bool, default=False
         Discard what ``checkpoint`` holds and start afresh.
+    cache : "auto" or bool, default="auto"
+        Keep decoded chunks of files in memory across passes (in-process
+        scheduler); ``"auto"`` when they take less than half the available memory.
 
     Attributes
     ----------
@@ -235,6 +238,7 @@ class GaussianMixture(StreammixEstimator):
         n_workers=None,
         checkpoint=None,
         restart=False,
+        cache="auto",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -256,6 +260,7 @@ class GaussianMixture(StreammixEstimator):
         self.n_workers = n_workers
         self.checkpoint = checkpoint
         self.restart = restart
+        self.cache = cache
 
     # -- validation -----------------------------------------------------
     def _check_parameters(self, n_features):
@@ -340,7 +345,7 @@ class GaussianMixture(StreammixEstimator):
         lower_bound = stats.log_lik / stats.n_rows
         kind = run.params.covariance_type  # a model-selection batch mixes types
         weights, means, covariances = gm.estimate_parameters(
-            stats, run.params.means, self.reg_covar, kind)
+            stats, run.params.shift(), self.reg_covar, kind)
         chol = gm.precision_cholesky(covariances, kind)
         params = gm.GaussianParams(weights, means, chol, kind, covariances)
         return params, lower_bound, abs(lower_bound - run.previous) < self.tol

@@ -261,7 +261,7 @@ class KMeans(CentersModel):
         k-means|| selects about ``oversampling_factor * n_clusters`` rows per round.
     init_rounds : int, default=5
         Rounds (data passes) of k-means||.
-    chunk_size, dtype, scheduler, n_workers, checkpoint, restart
+    chunk_size, dtype, scheduler, n_workers, checkpoint, restart, cache
         As for :class:`streammix.GaussianMixture`; the checkpoint covers the
         seeding (k-means|| rounds included) and every Lloyd iteration.
 
@@ -293,7 +293,7 @@ class KMeans(CentersModel):
     def __init__(self, n_clusters=8, *, init="auto", n_init="auto", max_iter=300, tol=1e-4,
                  verbose=0, random_state=None, copy_x=True, algorithm="lloyd",
                  oversampling_factor=2.0, init_rounds=5, chunk_size=None, dtype="float64",
-                 scheduler=None, n_workers=None, checkpoint=None, restart=False):
+                 scheduler=None, n_workers=None, checkpoint=None, restart=False, cache="auto"):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -311,6 +311,7 @@ class KMeans(CentersModel):
         self.n_workers = n_workers
         self.checkpoint = checkpoint
         self.restart = restart
+        self.cache = cache
 
     def _check(self, source):
         self._check_integer("n_clusters", 1)

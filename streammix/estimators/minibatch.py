@@ -60,7 +60,7 @@ class MiniBatchKMeans(CentersModel):
         A centre whose count is below this fraction of the largest is re-seeded.
     chunk_size : int, optional
         Rows per chunk; default ``batch_size``, so that a step is one batch per worker.
-    dtype, scheduler, n_workers, checkpoint, restart
+    dtype, scheduler, n_workers, checkpoint, restart, cache
         As for :class:`streammix.GaussianMixture`. The checkpoint of ``fit``
         is written after every step and holds the centres, counts, the epoch's
         chunk order and the cursor in it; ``partial_fit`` keeps its state in
@@ -92,7 +92,7 @@ class MiniBatchKMeans(CentersModel):
                  compute_labels=True, random_state=None, tol=0.0, max_no_improvement=10,
                  init_size=None, n_init="auto", reassignment_ratio=0.01, chunk_size=None,
                  dtype="float64", scheduler=None, n_workers=None, checkpoint=None,
-                 restart=False):
+                 restart=False, cache="auto"):
         self.n_clusters = n_clusters
         self.init = init
         self.max_iter = max_iter
@@ -111,6 +111,7 @@ class MiniBatchKMeans(CentersModel):
         self.n_workers = n_workers
         self.checkpoint = checkpoint
         self.restart = restart
+        self.cache = cache
 
     def _chunk_rows(self):
         # A chunk is one mini-batch unless chunk_size says otherwise, so that a

@@ -38,7 +38,7 @@ def test_map_blocks_and_lazy_map_keep_row_order(blobs_parquet, blobs):
 
 def test_each_chunk_read_once_per_pass(blobs_parquet, read_counter):
     source = sm.read_parquet(blobs_parquet, chunk_size=60)
-    with Engine() as engine:
+    with Engine(cache=False) as engine:
         for _ in range(3):
             engine.map_reduce(lambda p, b, s: b.sum(0), None, source)
     assert sorted(read_counter) == [c.index for c in source.plan()]

@@ -103,10 +103,16 @@ def test_offset_by_1e6_keeps_precision(kind):
 
 
 def test_each_chunk_read_once_per_iteration(blobs, blobs_parquet, read_counter):
-    model = sm.GaussianMixture(3, chunk_size=60, tol=1e-6, **start_for(blobs, "full"))
+    model = sm.GaussianMixture(3, chunk_size=60, tol=1e-6, cache=False,
+                               **start_for(blobs, "full"))
     model.fit(blobs_parquet)
     assert model.n_iter_ > 3
     assert set(read_counter.values()) == {model.n_iter_}
+    read_counter.clear()
+    cached = sm.GaussianMixture(3, chunk_size=60, tol=1e-6, cache=True,
+                                **start_for(blobs, "full")).fit(blobs_parquet)
+    assert set(read_counter.values()) == {1}  # iterations 2..n read memory
+    np.testing.assert_array_equal(cached.means_, model.means_)
 
 
 @pytest.mark.parametrize(("init_params", "init_passes"), [("random", 1), ("k-means++", 1)])
@@ -117,7 +123,7 @@ def test_n_init_restarts_share_the_passes(blobs_parquet, read_counter, init_para
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             sm.GaussianMixture(3, n_init=n_init, tol=0.0, max_iter=5, init_params=init_params,
-                               random_state=0, chunk_size=60).fit(blobs_parquet)
+                               random_state=0, chunk_size=60, cache=False).fit(blobs_parquet)
         reads[n_init] = dict(read_counter)
     # The same reads for 1 or 4 restarts: initialisation, then one pass per iteration.
     assert reads[1] == reads[4]

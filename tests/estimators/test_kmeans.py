@@ -73,7 +73,8 @@ def test_kmeans_parallel_quality_from_parquet(tmp_path, read_counter):
     pq.write_table(pa.table({f"x{i}": data[:, i] for i in range(5)}), tmp_path / "b.parquet",
                    row_group_size=1000)
     reference = SkKMeans(20, n_init=5, random_state=0).fit(data).inertia_
-    ours = sm.KMeans(20, init="k-means||", max_iter=1, tol=0, random_state=0, chunk_size=2000)
+    ours = sm.KMeans(20, init="k-means||", max_iter=1, tol=0, random_state=0, chunk_size=2000,
+                     cache=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         ours.fit(tmp_path / "b.parquet")
@@ -123,7 +124,7 @@ def test_n_init_restarts_share_the_passes(tmp_path, read_counter):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             sm.KMeans(5, init="random", n_init=n_init, max_iter=4, tol=0, random_state=0,
-                      chunk_size=400).fit(path)
+                      chunk_size=400, cache=False).fit(path)
         reads[n_init] = dict(read_counter)
     # one sampling pass, 4 Lloyd passes, one pass for the final inertia
     assert reads[1] == reads[4] and set(reads[4].values()) == {6}

@@ -26,7 +26,7 @@ def test_partial_fit_in_300_row_calls_recovers_three_blobs():
 def test_fit_streams_parquet_chunks_once_per_epoch(tmp_path, read_counter):
     path = write_table(tmp_path / "x.parquet", X, 500)
     model = sm.MiniBatchKMeans(3, batch_size=1000, max_iter=3, max_no_improvement=None,
-                               random_state=0, n_workers=2)
+                               random_state=0, n_workers=2, cache=False)
     model.fit(path)
     assert model.n_iter_ == 3 and not hasattr(model, "labels_")
     # a sampling pass, 3 epochs, and one pass for the final inertia

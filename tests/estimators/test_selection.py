@@ -48,7 +48,7 @@ def test_the_grid_shares_every_pass(tmp_path, read_counter):
 
     path = write_table(tmp_path / "t.parquet", textbook(2), 250)
     result = sm.select(path, n_components=range(1, 5), covariance_types=["full", "diag"],
-                       init_params="k-means++", random_state=0, chunk_size=250)
+                       init_params="k-means++", random_state=0, chunk_size=250, cache=False)
     longest = max(row["n_iter"] for row in result.table)
     # one sampling pass, one pass per iteration of the longest run, one criterion pass
     assert set(read_counter.values()) == {1 + longest + 1}
