@@ -3,12 +3,14 @@
 Pure NumPy: no IO, no Dask. The formulas follow scikit-learn's
 ``sklearn.mixture._gaussian_mixture`` so that, from the same start, the fitted
 numbers agree; where scikit-learn uses raw second moments (tied, diag,
-spherical), these use moments centred on each component's current mean, which
-keeps full precision for data far from the origin.
+spherical), these use moments centred on a reference point near the data (the
+weighted mean of the current means), which keeps precision for data far from
+the origin.
 
-Statistics of one pass are centred on a fixed *shift* per component (the means
-the E-step used), so merging two chunks' statistics is plain addition:
-associative, with zeros as the identity, and independent of the chunking.
+Statistics of one pass are centred on that fixed reference (the *shift*), so
+merging two chunks' statistics is plain addition: associative, with zeros as
+the identity, and independent of the chunking. Initialisation statistics
+(``resp_stats``) may use any per-component shift.
 """
 
 from __future__ import annotations

@@ -189,7 +189,7 @@ class GaussianMixture(StreammixEstimator):
 
     Notes
     -----
-    Second moments are centred on each component's current mean, so data far
+    Second moments are centred on a reference point near the data, so data far
     from the origin (offset by 1e6, say) keeps full precision, where
     scikit-learn's tied/diag/spherical estimates lose about 1e-3. A component
     whose covariance collapses (a singleton, duplicate points) raises
