@@ -240,8 +240,10 @@ class Engine:
         source_in = self._source_input(source)
         cache = self._cache_for(source)
         return [
-            delayed(task, pure=True)(fn, params_in, source_in, chunk, source.dask_input(chunk),
-                                     cache, dask_key_name=(name, chunk.index))
+            # Named: otherwise Dask hashes the (partial) function on every pass.
+            delayed(task, pure=True, name="chunk-task")(
+                fn, params_in, source_in, chunk, source.dask_input(chunk), cache,
+                dask_key_name=(name, chunk.index))
             for chunk in (source.plan() if chunks is None else chunks)
         ]
 
@@ -320,8 +322,8 @@ class Engine:
         depth = 0
         while len(level) > 1:
             level = [
-                delayed(_merge_all, pure=True)(merge, *level[i : i + FAN_IN],
-                                               dask_key_name=(name, depth, i))
+                delayed(_merge_all, pure=True, name="merge-task")(
+                    merge, *level[i : i + FAN_IN], dask_key_name=(name, depth, i))
                 for i in range(0, len(level), FAN_IN)
             ]
             depth += 1
