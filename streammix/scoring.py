@@ -52,12 +52,7 @@ def score_to_parquet(scorer: AnomalyScorer, data, output, *, id_field="id") -> d
     Columns: ``id_field`` when the input has it, ``score``, ``anomaly``,
     ``cluster``. Returns counts of rows and anomalies.
     """
-    from .estimators.anomaly import _gmm_scores
-    from .estimators.gaussian_mixture import _labels as gmm_labels
-    from .estimators.kmeans import _labels as center_labels
-
-    score, params = scorer._scoring()
-    labels = gmm_labels if score is _gmm_scores else center_labels
+    score, params, labels = scorer._scoring()
     offset = scorer._offset()
     flagged = []
 

@@ -45,6 +45,23 @@ def nearest(X: np.ndarray, centers: np.ndarray, reference: np.ndarray | None = N
     return labels, dist
 
 
+def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Euclidean distance of every row to every centre, shape (n, k), tile by tile.
+
+    The same centred expansion as :func:`nearest`, so memory is a tile, never
+    an (n, k, d) array of differences.
+    """
+    reference = centers[0].astype(X.dtype)
+    shifted = (centers - centers[0]).astype(X.dtype)
+    c_sq = np.einsum("kd,kd->k", shifted, shifted)
+    out = np.empty((X.shape[0], centers.shape[0]), dtype=np.float64)
+    for rows in _tiles(X.shape[0]):
+        tile = X[rows] - reference
+        d2 = c_sq - 2.0 * (tile @ shifted.T) + np.einsum("nd,nd->n", tile, tile)[:, None]
+        out[rows] = np.sqrt(np.maximum(d2, 0.0))
+    return out
+
+
 def min_sq_distances(X: np.ndarray, centers: np.ndarray, reference=None) -> np.ndarray:
     """Squared distance of each row to its nearest centre."""
     return nearest(X, centers, reference)[1]

@@ -69,7 +69,6 @@ class Checkpoint:
         self._passes = 0
         self._loops = 0
         self._in_loop = 0
-        self.replayed_passes = 0
         self.entropy = None
 
     # -- lifetime -----------------------------------------------------------
@@ -179,7 +178,6 @@ class Checkpoint:
         if not os.path.exists(path):
             return False, None
         self._passes += 1
-        self.replayed_passes += 1
         return True, _read(path)
 
     def record_pass(self, result):

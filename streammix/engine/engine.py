@@ -346,6 +346,12 @@ class Engine:
             tasks = self._chunk_tasks(_map_task, fn, params, source, chunks)
             yield from zip(chunks, self._compute(*tasks), strict=True)
 
+    def per_row(self, fn: Callable, params, source: Source, *, width=None, dtype=None):
+        """``fn``'s per-row results over ``source``: NumPy for in-memory input, else lazy Dask."""
+        if source.in_memory:
+            return np.concatenate(self.map_blocks(fn, params, source))
+        return self.map_lazy(fn, params, source, width=width, dtype=dtype or source.dtype)
+
     def map_lazy(self, fn: Callable, params, source: Source, *, width: int | None, dtype):
         """``fn`` per chunk as one lazy Dask array of its results, concatenated by rows."""
         import dask.array as da

@@ -13,7 +13,9 @@ from ..exceptions import NotFittedError
 from ..stream import RecordError, micro_batches, parse_record
 from .base import StreammixEstimator
 from .gaussian_mixture import GaussianMixture
+from .gaussian_mixture import _labels as gmm_labels
 from .kmeans import CentersModel
+from .kmeans import _labels as center_labels
 
 #: Scores kept in the first calibration pass; brackets the quantile tightly.
 CALIBRATION_SAMPLE = 100_000
@@ -88,19 +90,31 @@ class AnomalyScorer(StreammixEstimator):
         self.contamination = contamination
         self.threshold = threshold
         self.top_features = top_features
-        if threshold is not None:
-            self.offset_ = float(threshold)
-        elif getattr(model, "anomaly_threshold_", None) is not None:
-            self.offset_ = float(model.anomaly_threshold_)
+
+    @property
+    def offset_(self) -> float:
+        """The threshold: calibrated by ``fit``, else ``threshold``, else the model's saved one."""
+        if getattr(self, "_calibrated", None) is not None:
+            return self._calibrated
+        if self.threshold is not None:
+            return float(self.threshold)
+        saved = getattr(self.model, "anomaly_threshold_", None)
+        if saved is None:
+            raise AttributeError("offset_")
+        return float(saved)
+
+    @offset_.setter
+    def offset_(self, value):
+        self._calibrated = float(value)
 
     # -- the model's scores ---------------------------------------------------
     def _scoring(self):
-        """(per-block score function, its parameters) for the wrapped model."""
+        """(score function, its parameters, label function) for the wrapped model's chunks."""
         if isinstance(self.model, GaussianMixture):
-            return _gmm_scores, self.model._gaussian()
+            return _gmm_scores, self.model._gaussian(), gmm_labels
         if isinstance(self.model, CentersModel):
             self.model._check_fitted("cluster_centers_")
-            return _center_scores, self.model.cluster_centers_
+            return _center_scores, self.model.cluster_centers_, center_labels
         raise TypeError(f"AnomalyScorer needs a GaussianMixture, KMeans or MiniBatchKMeans, "
                         f"got {type(self.model).__name__}")
 
@@ -123,7 +137,7 @@ class AnomalyScorer(StreammixEstimator):
         q = self.contamination
         if not 0 < q < 0.5:
             raise ValueError(f"contamination must be in (0, 0.5), got {q!r}")
-        score, params = self._scoring()
+        score, params, _ = self._scoring()
         source = self.model._source(X, fitted=True)
         n = source.n_rows
         with self.model._engine() as engine:
@@ -141,12 +155,8 @@ class AnomalyScorer(StreammixEstimator):
 
     def score_samples(self, X):
         """The model's score of each row (higher is more normal)."""
-        score, params = self._scoring()
-        source = self.model._source(X, fitted=True)
-        with self.model._engine() as engine:
-            if source.in_memory:
-                return np.concatenate(engine.map_blocks(score, params, source))
-            return engine.map_lazy(score, params, source, width=None, dtype=source.dtype)
+        score, params, _ = self._scoring()
+        return self.model._apply(score, params, X)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative means anomalous."""
@@ -160,7 +170,7 @@ class AnomalyScorer(StreammixEstimator):
 
     def fraction_below(self, X) -> float:
         """Fraction of the rows of ``X`` below the threshold (one pass)."""
-        score, params = self._scoring()
+        score, params, _ = self._scoring()
         source = self.model._source(X, fitted=True)
         with self.model._engine() as engine:
             below, n = engine.map_reduce(_count_below, (score, params, self._offset()), source,
@@ -177,7 +187,7 @@ class AnomalyScorer(StreammixEstimator):
     def explain(self, X) -> list[dict]:
         """One explanation per row of in-memory ``X`` (see :meth:`score_records`)."""
         X = np.asarray(X, dtype=np.float64)
-        score, params = self._scoring()
+        score, params, _ = self._scoring()
         scores = score(params, X, 0)
         if isinstance(self.model, GaussianMixture):
             component, probability, distance, contributions = gm.explain(params, X)

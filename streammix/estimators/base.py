@@ -165,6 +165,12 @@ class StreammixEstimator:
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
 
+    def _apply(self, fn, params, X, *, width=None, dtype=None):
+        """``fn(params, block, start)`` on every row of ``X`` (checked against the fit)."""
+        source = self._source(X, fitted=True)
+        with self._engine() as engine:
+            return engine.per_row(fn, params, source, width=width, dtype=dtype)
+
     def _check_integer(self, name, low):
         """Raise a ValueError unless parameter ``name`` is an integer >= ``low``."""
         value = getattr(self, name)

@@ -412,14 +412,8 @@ class GaussianMixture(StreammixEstimator):
                                  self.covariance_type, self.covariances_)
 
     def _per_row(self, fn, X, width=None):
-        """``fn`` over every row of ``X``: NumPy for in-memory input, else a lazy Dask array."""
-        params = self._gaussian()
-        source = self._source(X, fitted=True)
-        with self._engine() as engine:
-            if source.in_memory:
-                return np.concatenate(engine.map_blocks(fn, params, source))
-            dtype = np.int64 if fn is _labels else source.dtype
-            return engine.map_lazy(fn, params, source, width=width, dtype=dtype)
+        dtype = np.int64 if fn is _labels else None
+        return self._apply(fn, self._gaussian(), X, width=width, dtype=dtype)
 
     def predict(self, X):
         """Most likely component of each row.

@@ -30,9 +30,7 @@ def _labels(centers, block, start):
 
 
 def _distances(centers, block, start):
-    # Exact per-centre differences: (n, k) Euclidean distances like scikit-learn's transform.
-    diff = block[:, None, :] - centers[None, :, :].astype(block.dtype)
-    return np.sqrt(np.einsum("nkd,nkd->nk", diff, diff))
+    return km.distances(block, centers)
 
 
 def _pick_row(index, block, start):
@@ -188,12 +186,7 @@ class CentersModel(StreammixEstimator):
 
     def _per_row(self, fn, X, width=None, dtype=None):
         self._check_fitted("cluster_centers_")
-        source = self._source(X, fitted=True)
-        with self._engine() as engine:
-            if source.in_memory:
-                return np.concatenate(engine.map_blocks(fn, self.cluster_centers_, source))
-            return engine.map_lazy(fn, self.cluster_centers_, source, width=width,
-                                   dtype=dtype or source.dtype)
+        return self._apply(fn, self.cluster_centers_, X, width=width, dtype=dtype)
 
     def predict(self, X):
         """Index of the nearest centre for each row (lazy Dask array out-of-core)."""

@@ -21,9 +21,6 @@ from ..exceptions import DataError
 #: overhead (about 1 ms) stays well under the compute per chunk.
 DEFAULT_CHUNK_BYTES = 8 * 2**20
 
-DTYPES = {"float64": np.float64, "float32": np.float32}
-
-
 def resolve_dtype(dtype) -> np.dtype:
     """``float64`` or ``float32``, from a name or a NumPy dtype."""
     resolved = np.dtype(dtype)

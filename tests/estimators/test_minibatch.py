@@ -38,7 +38,8 @@ def test_fit_streams_parquet_chunks_once_per_epoch(tmp_path, read_counter):
     assert v_measure_score(Y, model.predict(path).compute()) > 0.95
 
 
-def test_one_worker_is_sequential_minibatch_and_workers_do_not_change_quality():
+def test_worker_count_keeps_quality_and_fits_are_deterministic():
+    # (That one worker is exactly sequential mini-batch is tested in tests/core.)
     one = sm.MiniBatchKMeans(3, random_state=1, scheduler="synchronous").fit(X)
     two = sm.MiniBatchKMeans(3, random_state=1, n_workers=2).fit(X)
     again = sm.MiniBatchKMeans(3, random_state=1, n_workers=2).fit(X)
