@@ -15,14 +15,51 @@ from typing import NamedTuple
 import numpy as np
 
 from .._serial import serializable
+from . import kernels
 from .random import row_uniforms
 
-_TILE_ROWS = 4096
+_TILE_ROWS = 2048
 
 
 def _tiles(n_rows):
     for start in range(0, n_rows, _TILE_ROWS):
         yield slice(start, min(start + _TILE_ROWS, n_rows))
+
+
+class _Tiles:
+    """Row tiles of ``X`` with their GEMM against the centres minus a reference.
+
+    Yields ``(rows, tile, products)``; ``tile - self.reference`` are the rows
+    relative to the reference. In float64 the GEMM runs on the rows as they
+    are, and the reference enters through ``self.scores`` (||c||^2 + 2 r.c):
+    the error of x.c is then eps |x| |c|, far below the gaps between
+    distances, and the data is read once. In lower precision the tile is
+    first copied minus the reference, so data far from the origin keeps its
+    digits.
+    """
+
+    def __init__(self, X, centers, reference):
+        self.X = X
+        reference = np.asarray(reference, dtype=np.float64)
+        self.centers = np.ascontiguousarray(centers - reference, dtype=X.dtype)
+        self._shift = X.dtype != np.float64
+        self.reference = np.zeros_like(reference) if self._shift else reference
+        self._offset = reference.astype(X.dtype)
+        self.scores = np.einsum("kd,kd->k", self.centers, self.centers) + 2.0 * (
+            self.centers @ self.reference)
+        self._centers_t = np.ascontiguousarray(self.centers.T)
+
+    def __iter__(self):
+        n, d = self.X.shape
+        size = min(_TILE_ROWS, n)
+        rows_buf = np.empty((size, d), dtype=self.X.dtype)
+        products_buf = np.empty((size, self.centers.shape[0]), dtype=self.X.dtype)
+        for rows in _tiles(n):
+            m = rows.stop - rows.start
+            tile = np.ascontiguousarray(self.X[rows])
+            if self._shift:
+                tile = np.subtract(tile, self._offset, out=rows_buf[:m])
+            yield rows, tile, np.matmul(tile, self._centers_t, out=products_buf[:m])
 
 
 def nearest(X: np.ndarray, centers: np.ndarray, reference: np.ndarray | None = None):
@@ -32,16 +69,12 @@ def nearest(X: np.ndarray, centers: np.ndarray, reference: np.ndarray | None = N
     the first centre) is subtracted from rows and centres before the GEMM.
     """
     reference = centers[0] if reference is None else reference
-    shifted = (centers - reference).astype(X.dtype, copy=False)
-    c_sq = np.einsum("kd,kd->k", shifted, shifted)
     labels = np.empty(X.shape[0], dtype=np.int64)
     dist = np.empty(X.shape[0], dtype=np.float64)
-    for rows in _tiles(X.shape[0]):
-        tile = X[rows] - reference.astype(X.dtype, copy=False)
-        lab = (c_sq - 2.0 * (tile @ shifted.T)).argmin(axis=1)
-        diff = tile - shifted[lab]
-        labels[rows] = lab
-        dist[rows] = np.einsum("nd,nd->n", diff, diff)
+    tiles = _Tiles(X, centers, reference)
+    for rows, tile, products in tiles:
+        kernels.nearest_rows(products, tile, tiles.reference, tiles.centers, tiles.scores,
+                             labels[rows], dist[rows])
     return labels, dist
 
 
@@ -182,12 +215,6 @@ class LloydStats:
         )
 
 
-# Fingerprint of row i: frac(i * golden ratio), a Weyl sequence: distinct rows
-# get distinct, well-spread values, so moving any row changes the sums. Float
-# sums are reproducible because the chunking and the reduction tree are fixed.
-_GOLDEN = 0.6180339887498949
-
-
 def _top_far(dist, index, keep):
     """Positions of the ``keep`` largest distances, largest first, earlier rows on ties."""
     if len(dist) > keep:
@@ -203,45 +230,38 @@ def sum_by_label(labels: np.ndarray, values: np.ndarray, n_labels: int, weights=
     """Row sums of ``values`` grouped by label, shape (n_labels, d), in float64."""
     if weights is not None:
         values = values * weights[:, None]
-    return np.stack([np.bincount(labels, weights=values[:, j], minlength=n_labels)
-                     for j in range(values.shape[1])], axis=1)
+    sums = np.zeros((n_labels, values.shape[1]))
+    kernels.add_by_label(np.ascontiguousarray(values), np.zeros(values.shape[1]), labels, sums,
+                         np.zeros(n_labels))
+    return sums
 
 
 def lloyd_stats(params: LloydParams, X: np.ndarray, start: int) -> LloydStats:
     """Assign the rows of ``X`` (global rows ``start...``) to the nearest centre; sum up.
 
-    Per tile, one GEMM finds the nearest centres and one more sums the rows
-    (with their fingerprints) per centre, on rows shifted by the first centre.
+    Per tile, one GEMM against the centres and one compiled loop that picks
+    the nearest centre and adds the row (and its fingerprint) to its sums, on
+    rows shifted by the first centre.
     """
-    centers = params.centers
-    k, d = centers.shape
-    reference = centers[0].astype(X.dtype)
-    shifted = (centers - centers[0]).astype(X.dtype)
-    c_sq = np.einsum("kd,kd->k", shifted, shifted)
-    sums = np.zeros((k, d))
-    membership = np.zeros(k)
-    counts = np.zeros(k)
+    k, d = params.centers.shape
+    sums, counts, membership = np.zeros((k, d)), np.zeros(k), np.zeros(k)
     data_sq = np.zeros(d)
     dist = np.empty(X.shape[0])
     labels = np.empty(X.shape[0], dtype=np.int64)
-    x = np.empty((min(_TILE_ROWS, X.shape[0]), d), dtype=X.dtype)
-    for rows in _tiles(X.shape[0]):
-        n = rows.stop - rows.start
-        tile = np.subtract(X[rows], reference, out=x[:n])
-        d2 = c_sq - 2.0 * (tile @ shifted.T)
-        lab = labels[rows] = d2.argmin(axis=1)
-        dist[rows] = d2[np.arange(n), lab] + np.einsum("nd,nd->n", tile, tile)
-        one_hot = np.zeros((n, k), dtype=X.dtype)
-        one_hot[np.arange(n), lab] = 1
-        sums += one_hot.T @ tile
-        membership += one_hot.T @ np.modf((start + rows.start + np.arange(n)) * _GOLDEN)[0]
+    tiles = _Tiles(X, params.centers, params.centers[0])
+    for rows, tile, products in tiles:
+        kernels.nearest_rows(products, tile, tiles.reference, tiles.centers, tiles.scores,
+                             labels[rows], dist[rows])
+        kernels.add_by_label(tile, tiles.reference, labels[rows], sums, counts)
         if params.moments:
-            data_sq += np.einsum("nd,nd->d", tile, tile, dtype=np.float64)
-    np.maximum(dist, 0.0, out=dist)
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
-    far = _top_far(dist, np.arange(X.shape[0]), k)
+            centred = tile - tiles.reference
+            data_sq += np.einsum("nd,nd->d", centred, centred, dtype=np.float64)
+    kernels.add_fingerprints(labels, start, membership)
+    far = kernels.largest(dist, k)
+    far = far[np.lexsort((far, -dist[far]))]
+    offsets = sums - counts[:, None] * (params.centers - params.centers[0])
     return LloydStats(
-        X.shape[0], counts, sums - counts[:, None] * shifted, float(dist.sum()),
+        X.shape[0], counts, offsets, float(dist.sum()),
         dist[far], np.asarray(X[far], dtype=np.float64), labels[far], far + start,
         membership, sums.sum(axis=0), data_sq,
     )
