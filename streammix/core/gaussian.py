@@ -23,12 +23,13 @@ from scipy import linalg
 
 from .._serial import serializable
 from ..exceptions import CollapsedComponentError
+from . import kernels
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 # Work arrays of shape (n_components, tile_rows, n_features) stay near this many
 # elements, so the E-step's temporaries live in cache rather than main memory.
-_TILE_ELEMENTS = 1 << 18
+_TILE_ELEMENTS = 1 << 16
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -149,9 +150,9 @@ def log_det_cholesky(precisions_cholesky, covariance_type, n_features):
 
 def _tile_rows(n_components, n_features, covariance_type="full"):
     """Rows per tile: the work arrays of a tile stay near ``_TILE_ELEMENTS`` elements."""
-    per_row = n_components * n_features if covariance_type in ("full", "tied") else \
-        2 * (n_components + n_features)
-    return max(64, _TILE_ELEMENTS // max(1, per_row))
+    width = {"full": n_features * (n_features + 3) // 2, "tied": 2 * n_features}.get(
+        covariance_type, 2 * n_features)
+    return max(64, _TILE_ELEMENTS // (width + n_components))
 
 
 def _centred(X, means):
@@ -190,53 +191,84 @@ def _tiles(n_rows, tile):
 def _make_kernel(params: GaussianParams, dtype) -> dict:
     """Matrices that turn the E-step into a few GEMMs on rows centred on the reference.
 
-    With m_k = mu_k - g and rows x - g, the squared Mahalanobis distances are:
-    full, ||(x-g) P_k - m_k P_k||^2 from one (t x d) @ (d x K d) product; tied,
-    the expansion of ||(x-g) P - m_k P||^2; diag and spherical, expansions
-    into (t x d) @ (d x K) products. Centring on g keeps the expansions
-    precise for data far from the origin.
+    With m_k = mu_k - g and rows c = x - g, the squared Mahalanobis distances
+    are: full, ||c P_k - m_k P_k||^2 from one (t x d) @ (d x K d) product;
+    tied, the expansion of ||c P - m_k P||^2; diag and spherical (a diag with
+    equal precisions), [c^2, c] @ [[prec], [-2 m prec]] + sum m^2 prec in one
+    GEMM. Centring on g keeps the expansions precise for data far from the
+    origin.
     """
     kind = params.covariance_type
-    K, d = params.means.shape
+    d = params.means.shape[1]
     m = params.means - params.reference
     prec = params.precisions_cholesky
     with np.errstate(divide="ignore"):
         log_weights = np.log(params.weights)
     kernel = {"g": params.reference, "const": -0.5 * d * _LOG_2PI + params.log_det + log_weights}
-    if kind == "full":
-        kernel["W"] = prec.transpose(1, 0, 2).reshape(d, K * d)
-        kernel["b"] = np.einsum("kd,kde->ke", m, prec).reshape(K * d)
+    if kind == "full":  # [c_a c_b (a <= b), c] @ [[Lambda_ab (x2 off the diagonal)], [-2 Lambda m]]
+        precisions = np.matmul(prec, prec.transpose(0, 2, 1))
+        first, second = np.triu_indices(d)
+        pair_weights = np.where(first == second, 1.0, 2.0)
+        kernel.update(
+            AB=np.vstack([(precisions[:, first, second] * pair_weights).T,
+                          -2.0 * np.einsum("kde,ke->dk", precisions, m)]),
+            c0=np.einsum("kd,kde,ke->k", m, precisions, m))
     elif kind == "tied":
         projected = m @ prec
         kernel.update(W=prec, M=projected.T, M_sq=np.einsum("kd,kd->k", projected, projected))
-    elif kind == "diag":  # [x^2, x] @ [[prec], [-2 m prec]] in one GEMM
-        precisions = prec * prec
+    else:
+        precisions = prec * prec if kind == "diag" else np.repeat((prec * prec)[:, None], d, 1)
         kernel.update(AB=np.vstack([precisions.T, -2.0 * (m * precisions).T]),
                       c0=np.einsum("kd,kd->k", m * m, precisions))
-    else:
-        kernel.update(precisions=prec * prec, B=m.T, c0=np.einsum("kd,kd->k", m, m))
     return {name: np.asarray(value, dtype=dtype) for name, value in kernel.items()}
 
 
-def _squared_distances(centred, kernel, kind):
-    """Squared Mahalanobis distances of rows (already minus g) to every component, (t, K)."""
-    if kind == "full":
-        y = centred @ kernel["W"]
-        y -= kernel["b"]
-        y *= y
-        return y.reshape(len(centred), len(kernel["const"]), -1).sum(axis=2)
-    if kind == "tied":
-        y = centred @ kernel["W"]
-        y_sq = np.einsum("nd,nd->n", y, y)
-        return np.maximum(y_sq[:, None] - 2.0 * (y @ kernel["M"]) + kernel["M_sq"], 0.0)
-    if kind == "diag":
-        stacked = np.concatenate([centred * centred, centred], axis=1)
-        dist = stacked @ kernel["AB"]
-        dist += kernel["c0"]
-        return np.maximum(dist, 0.0, out=dist)
-    x_sq = np.einsum("nd,nd->n", centred, centred)
-    dist = (x_sq[:, None] - 2.0 * (centred @ kernel["B"]) + kernel["c0"]) * kernel["precisions"]
-    return np.maximum(dist, 0.0)
+class _Tile:
+    """One row tile centred on the reference, and what the E- and M-steps share.
+
+    ``features`` is the E-step's GEMM input, in which the squared distances
+    are linear: [c^2, c] for diag and spherical, [c_a c_b (a <= b), c] for
+    full; multiplied by the responsibilities, it also gives both M-step
+    moments in one GEMM. Tied keeps c = x - g (its distances are one GEMM
+    through the shared precision factor).
+    """
+
+    def __init__(self, X, rows, kernel, kind, upper):
+        block = np.ascontiguousarray(X[rows])
+        if kind == "tied":
+            self.centred = block - kernel["g"]
+            return
+        width = 2 * X.shape[1] if upper is None else len(upper[0]) + X.shape[1]
+        self.features = np.empty((len(block), width), dtype=X.dtype)
+        if upper is None:
+            kernels.diagonal_features(block, kernel["g"], self.features)
+        else:
+            kernels.pair_features(block, kernel["g"], upper[0], upper[1], self.features)
+
+    def log_weights(self, kernel, kind):
+        """log(w_k) + log N(x | mu_k, Sigma_k) for the tile's rows, (t, K).
+
+        The expansions are clamped at 0, which undoes what cancellation can do
+        to a row very close to a mean.
+        """
+        if kind == "tied":
+            y = self.centred @ kernel["W"]
+            dist = y @ kernel["M"]
+            dist *= -2.0
+            dist += np.einsum("nd,nd->n", y, y)[:, None]
+            kernels.log_weights_from_expansion(dist, kernel["M_sq"], kernel["const"])
+        else:
+            dist = self.features @ kernel["AB"]
+            kernels.log_weights_from_expansion(dist, kernel["c0"], kernel["const"])
+        return dist
+
+
+def _pairs(n_features, covariance_type):
+    """Index pairs (a <= b) of the distinct feature products, for full covariance."""
+    if covariance_type != "full":
+        return None
+    first, second = np.triu_indices(n_features)
+    return first.astype(np.int64), second.astype(np.int64)
 
 
 def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
@@ -250,33 +282,26 @@ def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
     K, d = params.means.shape
     kernel = params.kernel(X.dtype)
     total = GaussianStats.zero(K, d, kind)
-    upper = np.triu_indices(d)
-    packed = np.zeros((K, len(upper[0]))) if kind == "full" else None
+    upper = _pairs(d, kind)
+    moments = np.zeros((K, d + len(upper[0]) if upper else 2 * d))
     for rows in _tiles(X.shape[0], _tile_rows(K, d, kind)):
-        # Column-major tiles: the M-step gathers columns (feature products).
-        centred = np.subtract(X[rows], kernel["g"], order="F")
-        weighted = kernel["const"] - 0.5 * _squared_distances(centred, kernel, kind)
-        # log-sum-exp and the responsibilities with a single exp
-        top = weighted.max(axis=1, keepdims=True)
-        top[~np.isfinite(top)] = 0.0
-        resp = np.exp(np.subtract(weighted, top, out=weighted), out=weighted)
-        norm = resp.sum(axis=1, keepdims=True)
-        resp /= norm
+        tile = _Tile(X, rows, kernel, kind, upper)
+        resp = tile.log_weights(kernel, kind)  # log-sum-exp and the responsibilities in place
+        total.log_lik += kernels.normalise_rows(resp, total.resp_sum)
         total.n_rows += rows.stop - rows.start
-        with np.errstate(divide="ignore"):
-            total.log_lik += float((np.log(norm) + top).sum(dtype=np.float64))
-        total.resp_sum += resp.sum(axis=0, dtype=np.float64)
-        total.first += resp.T @ centred
-        if kind == "full":
-            # Only the d(d+1)/2 distinct products: half the work of all d^2.
-            packed += resp.T @ (centred[:, upper[0]] * centred[:, upper[1]])
-        elif kind == "tied":
-            total.second += centred.T @ centred
+        if kind == "tied":
+            total.first += resp.T @ tile.centred
+            total.second += tile.centred.T @ tile.centred
         else:
-            total.second += resp.T @ (centred * centred)
-    if kind == "full":
-        total.second[:, upper[0], upper[1]] = packed
-        total.second[:, upper[1], upper[0]] = packed
+            moments += resp.T @ tile.features
+    if kind != "tied":
+        total.first = moments[:, -d:]
+        second = moments[:, :-d]
+        if kind == "full":
+            total.second[:, upper[0], upper[1]] = second
+            total.second[:, upper[1], upper[0]] = second
+        else:
+            total.second = second
     return total
 
 
@@ -298,10 +323,11 @@ def resp_stats(resp: np.ndarray, X: np.ndarray, shift: np.ndarray, covariance_ty
 def weighted_log_prob(params: GaussianParams, X: np.ndarray) -> np.ndarray:
     """log(w_k) + log N(x | mu_k, Sigma_k) for every row and component, shape (n, K)."""
     kernel = params.kernel(X.dtype)
+    kind = params.covariance_type
     out = np.empty((X.shape[0], params.n_components), dtype=X.dtype)
-    for rows in _tiles(X.shape[0], _tile_rows(*params.means.shape, params.covariance_type)):
-        distances = _squared_distances(X[rows] - kernel["g"], kernel, params.covariance_type)
-        out[rows] = kernel["const"] - 0.5 * distances
+    for rows in _tiles(X.shape[0], _tile_rows(*params.means.shape, kind)):
+        out[rows] = _Tile(X, rows, kernel, kind, _pairs(X.shape[1], kind)).log_weights(kernel,
+                                                                                      kind)
     return out
 
 

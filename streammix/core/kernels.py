@@ -28,31 +28,55 @@ _jit = njit(nogil=True, cache=True, error_model="numpy")
 
 
 @_jit
-def nearest_rows(products, rows, reference, centers, scores, labels, dist):
-    """Nearest centre of each row, and the exact squared distance to it.
+def assign(X, reference, centers, scores, shift, tile_rows, labels, dist, sums, counts):
+    """Nearest centre of each row of ``X`` and the exact squared distance to it.
 
-    ``products = rows @ centers.T`` (centres already minus ``reference``), and
-    ``scores[c] = ||c||^2 + 2 reference.c``, so ``scores - 2 products`` is the
-    squared distance to each centre up to a per-row constant. The arg-min takes
-    the lowest index on ties (as ``np.argmin``); ``dist`` gets
-    ||(x - reference) - c||^2, computed directly so that it does not cancel.
+    ``centers`` are the centres minus ``reference``; ``scores[c]`` is
+    ||c||^2 + 2 reference.c, so that ``scores - 2 x.c`` is the squared distance
+    up to a per-row constant. With ``shift`` each tile is first copied minus
+    ``reference`` (for float32, whose digits would be lost far from the origin;
+    ``scores`` is then just ||c||^2). Per tile of ``tile_rows``: one GEMM (BLAS,
+    through ``np.dot``), then one loop for the arg-min (lowest index on ties,
+    as ``np.argmin``), ||(x - reference) - c||^2 computed directly so that it
+    does not cancel, and, when ``sums`` has rows, ``sums[l] += x - reference``
+    and ``counts[l] += 1`` for the chosen label l.
     """
-    n, d = rows.shape
+    n, d = X.shape
     k = centers.shape[0]
-    for i in range(n):
-        best = 0
-        best_value = scores[0] - 2.0 * products[i, 0]
-        for c in range(1, k):
-            value = scores[c] - 2.0 * products[i, c]
-            if value < best_value:
-                best_value = value
-                best = c
-        total = 0.0
-        for j in range(d):
-            diff = (rows[i, j] - reference[j]) - centers[best, j]
-            total += diff * diff
-        labels[i] = best
-        dist[i] = total
+    centers_t = np.ascontiguousarray(centers.T)
+    products = np.empty((tile_rows, k), dtype=X.dtype)
+    shifted = np.empty((tile_rows if shift else 0, d), dtype=X.dtype)
+    accumulate = sums.shape[0] > 0
+    for start in range(0, n, tile_rows):
+        m = min(tile_rows, n - start)
+        if shift:
+            for i in range(m):
+                for j in range(d):
+                    shifted[i, j] = X[start + i, j] - reference[j]
+            tile = shifted[:m]
+            offset = np.zeros(d, dtype=X.dtype)
+        else:
+            tile = X[start : start + m]
+            offset = reference
+        np.dot(tile, centers_t, products[:m])
+        for i in range(m):
+            best = 0
+            best_value = scores[0] - 2.0 * products[i, 0]
+            for c in range(1, k):
+                value = scores[c] - 2.0 * products[i, c]
+                if value < best_value:
+                    best_value = value
+                    best = c
+            total = 0.0
+            for j in range(d):
+                diff = (tile[i, j] - offset[j]) - centers[best, j]
+                total += diff * diff
+            labels[start + i] = best
+            dist[start + i] = total
+            if accumulate:
+                counts[best] += 1.0
+                for j in range(d):
+                    sums[best, j] += tile[i, j] - offset[j]
 
 
 @_jit
@@ -74,65 +98,86 @@ def add_fingerprints(labels, start, membership):
         membership[labels[i]] += value - math.floor(value)
 
 
-@_jit
-def normalise_rows(weighted):
+def normalise_rows(weighted, resp_sum):
     """Turn log-weights into responsibilities in place; returns sum_i log sum_k exp.
 
-    Per row: the maximum, one ``exp`` per entry, the sum and the division, in
-    one pass. Rows whose maximum is not finite use 0 as the shift (as
-    scikit-learn's log-sum-exp does), so all-``-inf`` rows give ``-inf``.
+    Log-sum-exp per row with the row maximum as the shift; rows whose maximum
+    is not finite use 0 (as scikit-learn), so all-``-inf`` rows give ``-inf``.
+    Adds each column's responsibilities to ``resp_sum`` (float64). The ``exp``
+    is NumPy's (vectorised); the passes around it are compiled.
     """
+    top = np.empty(weighted.shape[0], dtype=weighted.dtype)
+    _subtract_row_max(weighted, top)
+    np.exp(weighted, out=weighted)
+    return _divide_row_sums(weighted, top, resp_sum)
+
+
+@_jit
+def _subtract_row_max(weighted, top):
     n, k = weighted.shape
+    for i in range(n):
+        best = weighted[i, 0]
+        for c in range(1, k):
+            best = max(best, weighted[i, c])
+        if not math.isfinite(best):
+            best = 0.0
+        top[i] = best
+        for c in range(k):
+            weighted[i, c] -= best
+
+
+@_jit
+def _divide_row_sums(resp, top, resp_sum):
+    n, k = resp.shape
     log_lik = 0.0
     for i in range(n):
-        top = weighted[i, 0]
-        for c in range(1, k):
-            if weighted[i, c] > top:
-                top = weighted[i, c]
-        if not math.isfinite(top):
-            top = 0.0
         total = 0.0
         for c in range(k):
-            value = math.exp(weighted[i, c] - top)
-            weighted[i, c] = value
-            total += value
+            total += resp[i, c]
         for c in range(k):
-            weighted[i, c] /= total
-        log_lik += math.log(total) + top if total > 0 else -math.inf
+            resp[i, c] /= total
+            resp_sum[c] += resp[i, c]
+        log_lik += math.log(total) + top[i] if total > 0 else -math.inf
     return log_lik
 
 
 @_jit
-def grouped_square_distance(projected, offsets, const, out):
-    """``out[i, k] = const[k] - 0.5 * sum_j (projected[i, k d + j] - offsets[k d + j])^2``.
-
-    The full-covariance E-step: ``projected`` is (x - g) @ [P_1 ... P_K].
-    """
-    n = projected.shape[0]
-    k = const.shape[0]
-    d = projected.shape[1] // k
+def diagonal_features(X, reference, out):
+    """``out = [c^2, c]`` with c = x - reference: the diag E-step's GEMM input."""
+    n, d = X.shape
     for i in range(n):
-        for c in range(k):
-            total = 0.0
-            for j in range(c * d, c * d + d):
-                diff = projected[i, j] - offsets[j]
-                total += diff * diff
-            out[i, c] = const[c] - 0.5 * total
+        for j in range(d):
+            value = X[i, j] - reference[j]
+            out[i, j] = value * value
+            out[i, d + j] = value
 
 
 @_jit
-def pair_products(rows, first, second, out):
-    """``out[:, p] = rows[:, first[p]] * rows[:, second[p]]``: the distinct feature products.
+def log_weights_from_expansion(dist, c0, const):
+    """In place: ``const - 0.5 * max(dist + c0, 0)`` (the clamp undoes cancellation)."""
+    n, k = dist.shape
+    for i in range(n):
+        for c in range(k):
+            dist[i, c] = const[c] - 0.5 * max(dist[i, c] + c0[c], 0.0)
 
-    ``out`` is column-major, so each column is written contiguously.
+
+@_jit
+def pair_features(X, reference, first, second, out):
+    """``out = [c_a c_b for each pair (a, b), c]`` with c = x - reference.
+
+    The pairs are the d(d+1)/2 distinct feature products: the full-covariance
+    E-step's GEMM input (a quadratic form is linear in them) and, multiplied by
+    the responsibilities, both M-step moments at once.
     """
-    n = rows.shape[0]
-    for p in range(first.shape[0]):
-        a = first[p]
-        b = second[p]
-        for i in range(n):
-            out[i, p] = rows[i, a] * rows[i, b]
-
+    n, d = X.shape
+    n_pairs = first.shape[0]
+    c = np.empty(d, dtype=X.dtype)
+    for i in range(n):
+        for j in range(d):
+            c[j] = X[i, j] - reference[j]
+            out[i, n_pairs + j] = c[j]
+        for p in range(n_pairs):
+            out[i, p] = c[first[p]] * c[second[p]]
 
 
 @_jit

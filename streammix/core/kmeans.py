@@ -26,40 +26,30 @@ def _tiles(n_rows):
         yield slice(start, min(start + _TILE_ROWS, n_rows))
 
 
-class _Tiles:
-    """Row tiles of ``X`` with their GEMM against the centres minus a reference.
+def _assign(X, centers, reference, sums=None, counts=None):
+    """Labels and exact squared distances of the rows of ``X``; adds to ``sums``/``counts``.
 
-    Yields ``(rows, tile, products)``; ``tile - self.reference`` are the rows
-    relative to the reference. In float64 the GEMM runs on the rows as they
-    are, and the reference enters through ``self.scores`` (||c||^2 + 2 r.c):
-    the error of x.c is then eps |x| |c|, far below the gaps between
-    distances, and the data is read once. In lower precision the tile is
+    The GEMM runs against the centres minus ``reference``. In float64 it runs
+    on the rows as they are, with the reference folded into the per-centre
+    scores: the error of x.c is then eps |x| |c|, far below the gaps between
+    distances, and the rows are read once. In lower precision each tile is
     first copied minus the reference, so data far from the origin keeps its
-    digits.
+    digits. ``sums`` are of ``x - reference``.
     """
-
-    def __init__(self, X, centers, reference):
-        self.X = X
-        reference = np.asarray(reference, dtype=np.float64)
-        self.centers = np.ascontiguousarray(centers - reference, dtype=X.dtype)
-        self._shift = X.dtype != np.float64
-        self.reference = np.zeros_like(reference) if self._shift else reference
-        self._offset = reference.astype(X.dtype)
-        self.scores = np.einsum("kd,kd->k", self.centers, self.centers) + 2.0 * (
-            self.centers @ self.reference)
-        self._centers_t = np.ascontiguousarray(self.centers.T)
-
-    def __iter__(self):
-        n, d = self.X.shape
-        size = min(_TILE_ROWS, n)
-        rows_buf = np.empty((size, d), dtype=self.X.dtype)
-        products_buf = np.empty((size, self.centers.shape[0]), dtype=self.X.dtype)
-        for rows in _tiles(n):
-            m = rows.stop - rows.start
-            tile = np.ascontiguousarray(self.X[rows])
-            if self._shift:
-                tile = np.subtract(tile, self._offset, out=rows_buf[:m])
-            yield rows, tile, np.matmul(tile, self._centers_t, out=products_buf[:m])
+    X = np.ascontiguousarray(X)
+    reference = np.asarray(reference, dtype=np.float64)
+    shifted = np.ascontiguousarray(centers - reference, dtype=X.dtype)
+    shift = X.dtype != np.float64
+    scores = np.einsum("kd,kd->k", shifted, shifted)
+    if not shift:
+        scores = scores + 2.0 * (shifted @ reference)
+    labels = np.empty(X.shape[0], dtype=np.int64)
+    dist = np.empty(X.shape[0], dtype=np.float64)
+    if sums is None:
+        sums, counts = np.zeros((0, X.shape[1])), np.zeros(0)
+    kernels.assign(X, reference.astype(X.dtype), shifted, scores.astype(X.dtype), shift,
+                   _TILE_ROWS, labels, dist, sums, counts)
+    return labels, dist
 
 
 def nearest(X: np.ndarray, centers: np.ndarray, reference: np.ndarray | None = None):
@@ -68,14 +58,7 @@ def nearest(X: np.ndarray, centers: np.ndarray, reference: np.ndarray | None = N
     Ties go to the lowest index, as in scikit-learn. ``reference`` (default:
     the first centre) is subtracted from rows and centres before the GEMM.
     """
-    reference = centers[0] if reference is None else reference
-    labels = np.empty(X.shape[0], dtype=np.int64)
-    dist = np.empty(X.shape[0], dtype=np.float64)
-    tiles = _Tiles(X, centers, reference)
-    for rows, tile, products in tiles:
-        kernels.nearest_rows(products, tile, tiles.reference, tiles.centers, tiles.scores,
-                             labels[rows], dist[rows])
-    return labels, dist
+    return _assign(X, centers, centers[0] if reference is None else reference)
 
 
 def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -245,16 +228,12 @@ def lloyd_stats(params: LloydParams, X: np.ndarray, start: int) -> LloydStats:
     """
     k, d = params.centers.shape
     sums, counts, membership = np.zeros((k, d)), np.zeros(k), np.zeros(k)
+    reference = params.centers[0]
+    labels, dist = _assign(X, params.centers, reference, sums, counts)
     data_sq = np.zeros(d)
-    dist = np.empty(X.shape[0])
-    labels = np.empty(X.shape[0], dtype=np.int64)
-    tiles = _Tiles(X, params.centers, params.centers[0])
-    for rows, tile, products in tiles:
-        kernels.nearest_rows(products, tile, tiles.reference, tiles.centers, tiles.scores,
-                             labels[rows], dist[rows])
-        kernels.add_by_label(tile, tiles.reference, labels[rows], sums, counts)
-        if params.moments:
-            centred = tile - tiles.reference
+    if params.moments:
+        for rows in _tiles(X.shape[0]):
+            centred = X[rows] - reference.astype(X.dtype)
             data_sq += np.einsum("nd,nd->d", centred, centred, dtype=np.float64)
     kernels.add_fingerprints(labels, start, membership)
     far = kernels.largest(dist, k)
