@@ -27,8 +27,8 @@ from . import kernels
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
-# Work arrays of shape (n_components, tile_rows, n_features) stay near this many
-# elements, so the E-step's temporaries live in cache rather than main memory.
+# A tile's work arrays (its features and its (rows x K) responsibilities) stay
+# near this many elements, so they live in the core's L2 cache.
 _TILE_ELEMENTS = 1 << 16
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -211,14 +211,15 @@ def _make_kernel(params: GaussianParams, dtype) -> dict:
         pair_weights = np.where(first == second, 1.0, 2.0)
         kernel.update(
             AB=np.vstack([(precisions[:, first, second] * pair_weights).T,
-                          -2.0 * np.einsum("kde,ke->dk", precisions, m)]),
+                          -2.0 * np.einsum("kde,ke->dk", precisions, m), np.zeros((1, len(m)))]),
             c0=np.einsum("kd,kde,ke->k", m, precisions, m))
     elif kind == "tied":
         projected = m @ prec
         kernel.update(W=prec, M=projected.T, M_sq=np.einsum("kd,kd->k", projected, projected))
     else:
         precisions = prec * prec if kind == "diag" else np.repeat((prec * prec)[:, None], d, 1)
-        kernel.update(AB=np.vstack([precisions.T, -2.0 * (m * precisions).T]),
+        kernel.update(AB=np.vstack([precisions.T, -2.0 * (m * precisions).T,
+                                    np.zeros((1, len(m)))]),
                       c0=np.einsum("kd,kd->k", m * m, precisions))
     return {name: np.asarray(value, dtype=dtype) for name, value in kernel.items()}
 
@@ -238,12 +239,13 @@ class _Tile:
         if kind == "tied":
             self.centred = block - kernel["g"]
             return
-        width = 2 * X.shape[1] if upper is None else len(upper[0]) + X.shape[1]
-        self.features = np.empty((len(block), width), dtype=X.dtype)
         if upper is None:
+            self.features = np.empty((len(block), 2 * X.shape[1] + 1), dtype=X.dtype)
             kernels.diagonal_features(block, kernel["g"], self.features)
-        else:
-            kernels.pair_features(block, kernel["g"], upper[0], upper[1], self.features)
+        else:  # built transposed (feature-major), used through the transpose
+            transposed = np.empty((len(upper[0]) + X.shape[1] + 1, len(block)), dtype=X.dtype)
+            kernels.pair_features(block, kernel["g"], transposed)
+            self.features = transposed.T
 
     def log_weights(self, kernel, kind):
         """log(w_k) + log N(x | mu_k, Sigma_k) for the tile's rows, (t, K).
@@ -283,20 +285,23 @@ def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
     kernel = params.kernel(X.dtype)
     total = GaussianStats.zero(K, d, kind)
     upper = _pairs(d, kind)
-    moments = np.zeros((K, d + len(upper[0]) if upper else 2 * d))
+    width = len(upper[0]) if upper else d  # of the second-moment features
+    moments = np.zeros((K, width + d + 1))
     for rows in _tiles(X.shape[0], _tile_rows(K, d, kind)):
         tile = _Tile(X, rows, kernel, kind, upper)
-        resp = tile.log_weights(kernel, kind)  # log-sum-exp and the responsibilities in place
-        total.log_lik += kernels.normalise_rows(resp, total.resp_sum)
+        resp = tile.log_weights(kernel, kind)
+        total.log_lik += kernels.normalise_rows(resp)  # now the responsibilities
         total.n_rows += rows.stop - rows.start
         if kind == "tied":
+            total.resp_sum += resp.sum(axis=0, dtype=np.float64)
             total.first += resp.T @ tile.centred
             total.second += tile.centred.T @ tile.centred
-        else:
+        else:  # [second moments, first moments, N_k] in one GEMM
             moments += resp.T @ tile.features
     if kind != "tied":
-        total.first = moments[:, -d:]
-        second = moments[:, :-d]
+        total.resp_sum = moments[:, -1]
+        total.first = moments[:, width:-1]
+        second = moments[:, :width]
         if kind == "full":
             total.second[:, upper[0], upper[1]] = second
             total.second[:, upper[1], upper[0]] = second

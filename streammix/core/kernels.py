@@ -13,6 +13,7 @@ this file (``cache=True``): that is the compiler's own cache, not data.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -98,22 +99,33 @@ def add_fingerprints(labels, start, membership):
         membership[labels[i]] += value - math.floor(value)
 
 
-def normalise_rows(weighted, resp_sum):
+def normalise_rows(weighted):
     """Turn log-weights into responsibilities in place; returns sum_i log sum_k exp.
 
     Log-sum-exp per row with the row maximum as the shift; rows whose maximum
     is not finite use 0 (as scikit-learn), so all-``-inf`` rows give ``-inf``.
-    Adds each column's responsibilities to ``resp_sum`` (float64). The ``exp``
-    is NumPy's (vectorised); the passes around it are compiled.
+    The ``exp`` is NumPy's (vectorised); the passes around it are compiled.
     """
+    floor, cut = _floor(weighted.dtype)
     top = np.empty(weighted.shape[0], dtype=weighted.dtype)
-    _subtract_row_max(weighted, top)
+    _subtract_row_max(weighted, top, floor)
     np.exp(weighted, out=weighted)
-    return _divide_row_sums(weighted, top, resp_sum)
+    return _divide_row_sums(weighted, top, cut, np.empty(1, dtype=weighted.dtype))
+
+
+@functools.cache
+def _floor(dtype):
+    """Terms more than |floor| below their row's maximum are clamped to the floor
+    before the exp and zeroed after it (at or below ``cut``): next to the row's
+    largest term (1) they are far below rounding, and NumPy's vectorised exp is
+    several times slower on -inf, as every later product would be on
+    subnormal numbers."""
+    floor = 0.5 * np.log(np.finfo(dtype).tiny)
+    return floor, np.exp(np.asarray(floor, dtype))
 
 
 @_jit
-def _subtract_row_max(weighted, top):
+def _subtract_row_max(weighted, top, floor):
     n, k = weighted.shape
     for i in range(n):
         best = weighted[i, 0]
@@ -123,33 +135,39 @@ def _subtract_row_max(weighted, top):
             best = 0.0
         top[i] = best
         for c in range(k):
-            weighted[i, c] -= best
+            weighted[i, c] = max(weighted[i, c] - best, floor)
 
 
 @_jit
-def _divide_row_sums(resp, top, resp_sum):
+def _divide_row_sums(resp, top, cut, scratch):
+    # ``scratch`` (one element of resp's dtype) makes 1/total that dtype, so
+    # the scaling loop stays in one precision and vectorises.
     n, k = resp.shape
     log_lik = 0.0
     for i in range(n):
         total = 0.0
         for c in range(k):
+            if resp[i, c] <= cut:
+                resp[i, c] = 0.0
             total += resp[i, c]
+        scratch[0] = 1.0 / total
+        inverse = scratch[0]
         for c in range(k):
-            resp[i, c] /= total
-            resp_sum[c] += resp[i, c]
+            resp[i, c] *= inverse
         log_lik += math.log(total) + top[i] if total > 0 else -math.inf
     return log_lik
 
 
 @_jit
 def diagonal_features(X, reference, out):
-    """``out = [c^2, c]`` with c = x - reference: the diag E-step's GEMM input."""
+    """``out = [c^2, c, 1]`` with c = x - reference: the diag E-step's GEMM input."""
     n, d = X.shape
     for i in range(n):
         for j in range(d):
             value = X[i, j] - reference[j]
             out[i, j] = value * value
             out[i, d + j] = value
+        out[i, 2 * d] = 1.0
 
 
 @_jit
@@ -162,22 +180,28 @@ def log_weights_from_expansion(dist, c0, const):
 
 
 @_jit
-def pair_features(X, reference, first, second, out):
-    """``out = [c_a c_b for each pair (a, b), c]`` with c = x - reference.
+def pair_features(X, reference, out):
+    """``out.T = [c_a c_b for a <= b, c, 1]`` with c = x - reference; ``out`` is (width, n).
 
-    The pairs are the d(d+1)/2 distinct feature products: the full-covariance
-    E-step's GEMM input (a quadratic form is linear in them) and, multiplied by
-    the responsibilities, both M-step moments at once.
+    These d(d+1)/2 distinct feature products (upper triangle, row by row) are
+    the full-covariance E-step's GEMM input (a quadratic form is linear in
+    them) and, multiplied by the responsibilities, both M-step moments at
+    once. Written feature by feature, so each inner loop runs over
+    contiguous rows and vectorises.
     """
     n, d = X.shape
-    n_pairs = first.shape[0]
-    c = np.empty(d, dtype=X.dtype)
+    n_pairs = d * (d + 1) // 2
+    centred = out[n_pairs : n_pairs + d]
     for i in range(n):
         for j in range(d):
-            c[j] = X[i, j] - reference[j]
-            out[i, n_pairs + j] = c[j]
-        for p in range(n_pairs):
-            out[i, p] = c[first[p]] * c[second[p]]
+            centred[j, i] = X[i, j] - reference[j]
+        out[n_pairs + d, i] = 1.0
+    p = 0
+    for a in range(d):
+        for b in range(a, d):
+            for i in range(n):
+                out[p, i] = centred[a, i] * centred[b, i]
+            p += 1
 
 
 @_jit
