@@ -6,9 +6,13 @@ label, products of feature pairs) would otherwise be three to six NumPy passes
 over (tile x K) arrays, each taking the GIL. The loops release the GIL
 (``nogil``), so Dask's threads run them on every core at once.
 
-They keep NumPy's semantics (no ``fastmath``): results do not depend on the
-tile size or on which thread runs them. Numba caches the machine code next to
-this file (``cache=True``): that is the compiler's own cache, not data.
+Floating point: the only relaxation is that a sum *within one row* (over
+features or components) may be reassociated and use fused multiply-adds
+(``fastmath={"reassoc", "contract"}``), which lets it vectorise instead of
+waiting on one long chain of dependent additions. Results stay deterministic
+and do not depend on the tile size or on which thread runs them; infinities
+and NaNs keep their IEEE meaning. Numba caches the machine code next to this
+file (``cache=True``): that is the compiler's own cache, not data.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ from numba import njit
 _GOLDEN = 0.6180339887498949
 
 # error_model="numpy": a division by zero gives inf/nan as in NumPy, not an exception.
-_jit = njit(nogil=True, cache=True, error_model="numpy")
+_jit = njit(nogil=True, cache=True, error_model="numpy",
+            fastmath={"reassoc", "contract"})
 
 
 @_jit
