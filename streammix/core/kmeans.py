@@ -26,7 +26,7 @@ def _tiles(n_rows):
         yield slice(start, min(start + _TILE_ROWS, n_rows))
 
 
-def _assign(X, centers, reference, sums=None, counts=None):
+def assign(X, centers, reference, sums=None, counts=None):
     """Labels and exact squared distances of the rows of ``X``; adds to ``sums``/``counts``.
 
     The GEMM runs against the centres minus ``reference``. In float64 it runs
@@ -58,7 +58,7 @@ def nearest(X: np.ndarray, centers: np.ndarray, reference: np.ndarray | None = N
     Ties go to the lowest index, as in scikit-learn. ``reference`` (default:
     the first centre) is subtracted from rows and centres before the GEMM.
     """
-    return _assign(X, centers, centers[0] if reference is None else reference)
+    return assign(X, centers, centers[0] if reference is None else reference)
 
 
 def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -229,7 +229,7 @@ def lloyd_stats(params: LloydParams, X: np.ndarray, start: int) -> LloydStats:
     k, d = params.centers.shape
     sums, counts, membership = np.zeros((k, d)), np.zeros(k), np.zeros(k)
     reference = params.centers[0]
-    labels, dist = _assign(X, params.centers, reference, sums, counts)
+    labels, dist = assign(X, params.centers, reference, sums, counts)
     data_sq = np.zeros(d)
     if params.moments:
         for rows in _tiles(X.shape[0]):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._serial import serializable
-from .kmeans import nearest, sum_by_label
+from .kmeans import assign
 from .random import row_uniforms
 
 
@@ -60,15 +60,20 @@ def run_batches(spec, X: np.ndarray, start: int) -> StepStats:
     k = centers.shape[0]
     local, local_counts = centers.copy(), counts.astype(np.float64).copy()
     keys = row_uniforms(seed, start, X.shape[0])[:, 0]
-    order = np.argsort(keys, kind="stable")
+    if X.shape[0] <= batch_size:  # one batch: its row order does not matter, only the sample's
+        nearest_keys = np.argpartition(keys, k - 1)[:k] if len(keys) > k else np.arange(len(keys))
+        order = nearest_keys[np.argsort(keys[nearest_keys], kind="stable")]
+        batches = [X]
+    else:
+        order = np.argsort(keys, kind="stable")
+        batches = (X[np.sort(order[b : b + batch_size])] for b in range(0, len(order), batch_size))
     total_counts = np.zeros(k)
     inertia = 0.0
-    for begin in range(0, len(order), batch_size):
-        batch = X[np.sort(order[begin : begin + batch_size])]
-        labels, dist = nearest(batch, local)
-        n = np.bincount(labels, minlength=k).astype(np.float64)
+    for batch in batches:
+        sums, n = np.zeros_like(local), np.zeros(k)
+        _, dist = assign(batch, local, local[0], sums, n)
         moved = n > 0
-        offsets = sum_by_label(labels, batch - local[labels].astype(batch.dtype), k)
+        offsets = sums - n[:, None] * (local - local[0])  # sum (x - c_j) per centre
         local[moved] += offsets[moved] / (local_counts[moved] + n[moved])[:, None]
         local_counts += n
         total_counts += n
