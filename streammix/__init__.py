@@ -22,6 +22,7 @@ from .exceptions import (
     DataError,
     ModelFileError,
     NotFittedError,
+    PrecisionWarning,
     StreammixError,
 )
 from .io import as_source, read_parquet, read_zarr
@@ -40,6 +41,7 @@ __all__ = [
     "ModelFileError",
     "Selection",
     "NotFittedError",
+    "PrecisionWarning",
     "StreammixError",
     "__version__",
     "as_source",

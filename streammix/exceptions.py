@@ -78,3 +78,7 @@ class ClusterError(StreammixError):
 
 class ConvergenceWarning(UserWarning):
     """An iterative fit stopped at ``max_iter`` before meeting ``tol``."""
+
+
+class PrecisionWarning(UserWarning):
+    """Reduced-precision arithmetic (``dtype="float32"``) has lost digits the result needs."""

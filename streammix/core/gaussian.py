@@ -386,6 +386,25 @@ def estimate_parameters(
     return weights, means, covariances
 
 
+def digits_cancelled(stats: GaussianStats, covariances: np.ndarray, covariance_type: str):
+    """How many decimal digits the M-step cancelled: log10 of the largest ratio of a
+    second moment about the pass's reference to the variance left after removing
+    the mean. Arithmetic with p digits leaves about p minus this many correct.
+    """
+    nk = stats.resp_sum + 10 * np.finfo(np.float64).eps
+    if covariance_type == "full":
+        raw, var = np.diagonal(stats.second, axis1=1, axis2=2) / nk[:, None], \
+            np.diagonal(covariances, axis1=1, axis2=2)
+    elif covariance_type == "tied":
+        raw, var = np.diagonal(stats.second) / nk.sum(), np.diagonal(covariances)
+    else:
+        raw = stats.second / nk[:, None]
+        var = covariances if covariance_type == "diag" else covariances[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.nanmax(np.where(var > 0, raw / var, np.nan), initial=1.0)
+    return float(np.log10(max(ratio, 1.0)))
+
+
 _COLLAPSE_HINT = (
     "its covariance is not positive definite (collapsed onto a single point or "
     "duplicate points). Increase reg_covar, use fewer components, remove duplicate "

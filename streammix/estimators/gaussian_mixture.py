@@ -13,7 +13,7 @@ from ..core.kmeans import nearest
 from ..core.random import row_uniforms
 from ..engine import Run, iterate
 from ..engine.iterate import batch_map_reduce
-from ..exceptions import ConvergenceWarning
+from ..exceptions import ConvergenceWarning, PrecisionWarning
 from .base import StreammixEstimator, check_random_state
 from .kmeans import initial_centers, read_row, resolve_init, run_lloyd
 from .persistence import register, save_model
@@ -346,9 +346,22 @@ class GaussianMixture(StreammixEstimator):
         kind = run.params.covariance_type  # a model-selection batch mixes types
         weights, means, covariances = gm.estimate_parameters(
             stats, run.params.shift(), self.reg_covar, kind)
+        self._check_precision(stats, covariances, kind)
         chol = gm.precision_cholesky(covariances, kind)
         params = gm.GaussianParams(weights, means, chol, kind, covariances)
         return params, lower_bound, abs(lower_bound - run.previous) < self.tol
+
+    def _check_precision(self, stats, covariances, kind):
+        """Warn when float32 arithmetic leaves fewer than 4 good digits in the covariances."""
+        if np.dtype(self.dtype) != np.float32:
+            return
+        lost = gm.digits_cancelled(stats, covariances, kind)
+        if lost > 3:
+            warnings.warn(
+                f"dtype='float32': the covariance estimate cancelled {lost:.1f} of float32's "
+                f"~7 significant digits (clusters lie far apart relative to their spread), "
+                "so covariances may be off by more than 1e-4 relative. Use dtype='float64' "
+                "for this data.", PrecisionWarning, stacklevel=2)
 
     def _report(self, runs):
         for i, run in enumerate(runs):

@@ -171,6 +171,24 @@ def test_float32_stays_close_to_float64(blobs):
     assert single.means_.dtype == np.float64
 
 
+def test_float32_warns_when_clusters_are_far_apart_for_its_digits():
+    """Centred on one reference, float32 moments cancel log10(separation^2) digits."""
+    rng = np.random.default_rng(0)
+    for separation, expect_warning in ((3, False), (100, True)):
+        centers = rng.standard_normal((4, 8)) * separation
+        X = centers[rng.integers(0, 4, 4000)] + rng.standard_normal((4000, 8))
+        start = {"means_init": centers, "weights_init": np.full(4, 0.25), "max_iter": 5}
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            single = sm.GaussianMixture(4, dtype="float32", **start).fit(X)
+            double = sm.GaussianMixture(4, **start).fit(X)
+        precision = [w for w in caught if issubclass(w.category, sm.PrecisionWarning)]
+        assert len(precision) > 0 if expect_warning else not precision, separation
+        error = np.abs(single.covariances_ - double.covariances_).max()
+        # silent where float32 keeps within 1e-4 of float64; a warning where it misses
+        assert (error > 1e-4) == expect_warning, (separation, error)
+
+
 def test_collapsing_component_gives_a_clear_error():
     X = np.concatenate([np.random.default_rng(0).normal(size=(50, 2)), np.full((5, 2), 9.0)])
     for seed in range(3):  # whichever index the duplicates' component gets
