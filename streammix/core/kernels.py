@@ -34,18 +34,20 @@ _jit = njit(nogil=True, cache=True, error_model="numpy",
 
 
 @_jit
-def assign(X, reference, centers, scores, shift, tile_rows, labels, dist, sums, counts):
-    """Nearest centre of each row of ``X`` and the exact squared distance to it.
+def assign(X, reference, centers, scores, shift, tile_rows, start, labels, dist, sums, counts,
+           membership):
+    """Nearest centre of each row of ``X`` and the squared distance to it.
 
     ``centers`` are the centres minus ``reference``; ``scores[c]`` is
     ||c||^2 + 2 reference.c, so that ``scores - 2 x.c`` is the squared distance
-    up to a per-row constant. With ``shift`` each tile is first copied minus
+    minus ||x - reference||^2. With ``shift`` each tile is first copied minus
     ``reference`` (for float32, whose digits would be lost far from the origin;
     ``scores`` is then just ||c||^2). Per tile of ``tile_rows``: one GEMM (BLAS,
-    through ``np.dot``), then one loop for the arg-min (lowest index on ties,
-    as ``np.argmin``), ||(x - reference) - c||^2 computed directly so that it
-    does not cancel, and, when ``sums`` has rows, ``sums[l] += x - reference``
-    and ``counts[l] += 1`` for the chosen label l.
+    through ``np.dot``), then one loop over the rows for the arg-min (lowest
+    index on ties, as ``np.argmin``) and ||x - reference||^2, which completes
+    the distance (clamped at 0). When ``sums`` has rows, the same loop adds
+    x - reference to ``sums[l]``, 1 to ``counts[l]`` and the fingerprint of
+    global row ``start + i`` to ``membership[l]`` for the chosen label l.
     """
     n, d = X.shape
     k = centers.shape[0]
@@ -53,16 +55,16 @@ def assign(X, reference, centers, scores, shift, tile_rows, labels, dist, sums, 
     products = np.empty((tile_rows, k), dtype=X.dtype)
     shifted = np.empty((tile_rows if shift else 0, d), dtype=X.dtype)
     accumulate = sums.shape[0] > 0
-    for start in range(0, n, tile_rows):
-        m = min(tile_rows, n - start)
+    for first in range(0, n, tile_rows):
+        m = min(tile_rows, n - first)
         if shift:
             for i in range(m):
                 for j in range(d):
-                    shifted[i, j] = X[start + i, j] - reference[j]
+                    shifted[i, j] = X[first + i, j] - reference[j]
             tile = shifted[:m]
             offset = np.zeros(d, dtype=X.dtype)
         else:
-            tile = X[start : start + m]
+            tile = X[first : first + m]
             offset = reference
         np.dot(tile, centers_t, products[:m])
         for i in range(m):
@@ -73,16 +75,21 @@ def assign(X, reference, centers, scores, shift, tile_rows, labels, dist, sums, 
                 if value < best_value:
                     best_value = value
                     best = c
-            total = 0.0
-            for j in range(d):
-                diff = (tile[i, j] - offset[j]) - centers[best, j]
-                total += diff * diff
-            labels[start + i] = best
-            dist[start + i] = total
+            norm = 0.0
             if accumulate:
-                counts[best] += 1.0
                 for j in range(d):
-                    sums[best, j] += tile[i, j] - offset[j]
+                    value = tile[i, j] - offset[j]
+                    sums[best, j] += value
+                    norm += value * value
+                counts[best] += 1.0
+                weyl = (start + first + i) * _GOLDEN
+                membership[best] += weyl - math.floor(weyl)
+            else:
+                for j in range(d):
+                    value = tile[i, j] - offset[j]
+                    norm += value * value
+            labels[first + i] = best
+            dist[first + i] = max(best_value + norm, 0.0)
 
 
 @_jit
@@ -94,14 +101,6 @@ def add_by_label(rows, reference, labels, sums, counts):
         counts[label] += 1.0
         for j in range(d):
             sums[label, j] += rows[i, j] - reference[j]
-
-
-@_jit
-def add_fingerprints(labels, start, membership):
-    """``membership[l] += frac((start + i) * golden)`` for row i with label l."""
-    for i in range(labels.shape[0]):
-        value = (start + i) * _GOLDEN
-        membership[labels[i]] += value - math.floor(value)
 
 
 def normalise_rows(weighted):

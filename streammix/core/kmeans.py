@@ -1,9 +1,9 @@
-"""k-means maths in pure NumPy: distances, seeding, per-chunk Lloyd statistics.
+"""k-means maths: distances, seeding, per-chunk Lloyd statistics.
 
-Squared distances use ||x||^2 - 2 x.c + ||c||^2 as a GEMM on row tiles, after
-subtracting a common reference point from rows and centres, so the expansion
-does not cancel for data far from the origin. The distance a row contributes to
-the inertia is then recomputed exactly as ||x - c||^2 for its chosen centre.
+Squared distances use ||x - r||^2 - 2 (x - r).c + ||c||^2 with a GEMM on row
+tiles, the rows and centres taken relative to a common reference point r (a
+centre), so the expansion does not cancel for data far from the origin. The
+assignment loop is compiled (``kernels.assign``); the rest is NumPy.
 """
 
 from __future__ import annotations
@@ -26,15 +26,16 @@ def _tiles(n_rows):
         yield slice(start, min(start + _TILE_ROWS, n_rows))
 
 
-def assign(X, centers, reference, sums=None, counts=None):
-    """Labels and exact squared distances of the rows of ``X``; adds to ``sums``/``counts``.
+def assign(X, centers, reference, sums=None, counts=None, membership=None, start=0):
+    """Labels and squared distances of the rows of ``X``; adds to the per-centre sums.
 
     The GEMM runs against the centres minus ``reference``. In float64 it runs
     on the rows as they are, with the reference folded into the per-centre
     scores: the error of x.c is then eps |x| |c|, far below the gaps between
     distances, and the rows are read once. In lower precision each tile is
     first copied minus the reference, so data far from the origin keeps its
-    digits. ``sums`` are of ``x - reference``.
+    digits. When given, ``sums`` get x - reference, ``counts`` 1 and
+    ``membership`` the fingerprint of global row ``start + i``, per label.
     """
     X = np.ascontiguousarray(X)
     reference = np.asarray(reference, dtype=np.float64)
@@ -46,14 +47,14 @@ def assign(X, centers, reference, sums=None, counts=None):
     labels = np.empty(X.shape[0], dtype=np.int64)
     dist = np.empty(X.shape[0], dtype=np.float64)
     if sums is None:
-        sums, counts = np.zeros((0, X.shape[1])), np.zeros(0)
+        sums, counts, membership = np.zeros((0, X.shape[1])), np.zeros(0), np.zeros(0)
     kernels.assign(X, reference.astype(X.dtype), shifted, scores.astype(X.dtype), shift,
-                   _TILE_ROWS, labels, dist, sums, counts)
+                   _TILE_ROWS, start, labels, dist, sums, counts, membership)
     return labels, dist
 
 
 def nearest(X: np.ndarray, centers: np.ndarray, reference: np.ndarray | None = None):
-    """Index of, and exact squared distance to, the nearest centre of each row.
+    """Index of, and squared distance to, the nearest centre of each row.
 
     Ties go to the lowest index, as in scikit-learn. ``reference`` (default:
     the first centre) is subtracted from rows and centres before the GEMM.
@@ -229,13 +230,12 @@ def lloyd_stats(params: LloydParams, X: np.ndarray, start: int) -> LloydStats:
     k, d = params.centers.shape
     sums, counts, membership = np.zeros((k, d)), np.zeros(k), np.zeros(k)
     reference = params.centers[0]
-    labels, dist = assign(X, params.centers, reference, sums, counts)
+    labels, dist = assign(X, params.centers, reference, sums, counts, membership, start)
     data_sq = np.zeros(d)
     if params.moments:
         for rows in _tiles(X.shape[0]):
             centred = X[rows] - reference.astype(X.dtype)
             data_sq += np.einsum("nd,nd->d", centred, centred, dtype=np.float64)
-    kernels.add_fingerprints(labels, start, membership)
     far = kernels.largest(dist, k)
     far = far[np.lexsort((far, -dist[far]))]
     offsets = sums - counts[:, None] * (params.centers - params.centers[0])

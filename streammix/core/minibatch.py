@@ -71,7 +71,7 @@ def run_batches(spec, X: np.ndarray, start: int) -> StepStats:
     inertia = 0.0
     for batch in batches:
         sums, n = np.zeros_like(local), np.zeros(k)
-        _, dist = assign(batch, local, local[0], sums, n)
+        _, dist = assign(batch, local, local[0], sums, n, np.zeros(k))
         moved = n > 0
         offsets = sums - n[:, None] * (local - local[0])  # sum (x - c_j) per centre
         local[moved] += offsets[moved] / (local_counts[moved] + n[moved])[:, None]
