@@ -72,8 +72,9 @@ class BlockCache:
     """
 
     def __init__(self, source):
-        # (features, rows) so that row ranges are column-major, as decoded Parquet is.
-        self.buffer = np.empty((source.n_features, source.n_rows), dtype=source.dtype).T
+        # Row-major, as the compiled loops read rows: the transposing copy from
+        # decoded (column-major) Parquet is paid once, in the first pass.
+        self.buffer = np.empty((source.n_rows, source.n_features), dtype=source.dtype)
         self.blocks: dict = {}
 
     def read(self, source, chunk, payload):
