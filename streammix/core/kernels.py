@@ -124,8 +124,8 @@ def _floor(dtype):
     largest term (1) they are far below rounding, and NumPy's vectorised exp is
     several times slower on -inf, as every later product would be on
     subnormal numbers."""
-    floor = 0.5 * np.log(np.finfo(dtype).tiny)
-    return floor, np.exp(np.asarray(floor, dtype))
+    floor = np.dtype(dtype).type(0.5 * np.log(np.finfo(dtype).tiny))  # typed: no float64 mixing
+    return floor, np.exp(floor)
 
 
 @_jit
