@@ -224,53 +224,26 @@ def _make_kernel(params: GaussianParams, dtype) -> dict:
     return {name: np.asarray(value, dtype=dtype) for name, value in kernel.items()}
 
 
-class _Tile:
-    """One row tile centred on the reference, and what the E- and M-steps share.
-
-    ``features`` is the E-step's GEMM input, in which the squared distances
-    are linear: [c^2, c] for diag and spherical, [c_a c_b (a <= b), c] for
-    full; multiplied by the responsibilities, it also gives both M-step
-    moments in one GEMM. Tied keeps c = x - g (its distances are one GEMM
-    through the shared precision factor).
-    """
-
-    def __init__(self, X, rows, kernel, kind, upper):
-        block = np.ascontiguousarray(X[rows])
-        if kind == "tied":
-            self.centred = block - kernel["g"]
-            return
-        if upper is None:
-            self.features = np.empty((len(block), 2 * X.shape[1] + 1), dtype=X.dtype)
-            kernels.diagonal_features(block, kernel["g"], self.features)
-        else:  # built transposed (feature-major), used through the transpose
-            transposed = np.empty((len(upper[0]) + X.shape[1] + 1, len(block)), dtype=X.dtype)
-            kernels.pair_features(block, kernel["g"], transposed)
-            self.features = transposed.T
-
-    def log_weights(self, kernel, kind):
-        """log(w_k) + log N(x | mu_k, Sigma_k) for the tile's rows, (t, K).
-
-        The expansions are clamped at 0, which undoes what cancellation can do
-        to a row very close to a mean.
-        """
-        if kind == "tied":
-            y = self.centred @ kernel["W"]
-            dist = y @ kernel["M"]
-            dist *= -2.0
-            dist += np.einsum("nd,nd->n", y, y)[:, None]
-            kernels.log_weights_from_expansion(dist, kernel["M_sq"], kernel["const"])
-        else:
-            dist = self.features @ kernel["AB"]
-            kernels.log_weights_from_expansion(dist, kernel["c0"], kernel["const"])
-        return dist
+def _tied_log_weights(centred, kernel):
+    """log(w_k) + log N(x | mu_k, Sigma) for tied covariance, from c = x - g: (t, K)."""
+    y = centred @ kernel["W"]
+    dist = y @ kernel["M"]
+    dist *= -2.0
+    dist += np.einsum("nd,nd->n", y, y)[:, None]
+    kernels.log_weights_from_expansion(dist, kernel["M_sq"], kernel["const"])
+    return dist
 
 
 def _pairs(n_features, covariance_type):
-    """Index pairs (a <= b) of the distinct feature products, for full covariance."""
+    """(a, b) for a <= b: the distinct feature products of full covariance; else none."""
     if covariance_type != "full":
-        return None
-    first, second = np.triu_indices(n_features)
-    return first.astype(np.int64), second.astype(np.int64)
+        return np.zeros((0, 2), dtype=np.int64)
+    return np.stack(np.triu_indices(n_features), axis=1).astype(np.int64)
+
+
+def _n_features_of(pairs, n_features):
+    """Rows of the E-step features: second-moment features, c, and a row of ones."""
+    return (len(pairs) or n_features) + n_features + 1
 
 
 def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
@@ -278,35 +251,47 @@ def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
 
     The arithmetic runs in ``X``'s dtype as GEMMs on row tiles; each tile's
     results are added up in float64. Statistics are centred on
-    ``params.reference`` (see :meth:`GaussianParams.shift`).
+    ``params.reference`` (see :meth:`GaussianParams.shift`). Except for tied
+    covariance, a tile is three compiled calls around NumPy's vectorised exp:
+    the features, the log-weights (one GEMM), the responsibilities and
+    moments (one GEMM).
     """
     kind = params.covariance_type
     K, d = params.means.shape
     kernel = params.kernel(X.dtype)
     total = GaussianStats.zero(K, d, kind)
-    upper = _pairs(d, kind)
-    width = len(upper[0]) if upper else d  # of the second-moment features
-    moments = np.zeros((K, width + d + 1))
-    for rows in _tiles(X.shape[0], _tile_rows(K, d, kind)):
-        tile = _Tile(X, rows, kernel, kind, upper)
-        resp = tile.log_weights(kernel, kind)
-        total.log_lik += kernels.normalise_rows(resp)  # now the responsibilities
-        total.n_rows += rows.stop - rows.start
-        if kind == "tied":
+    if kind == "tied":
+        for rows in _tiles(X.shape[0], _tile_rows(K, d, kind)):
+            centred = X[rows] - kernel["g"]
+            resp = _tied_log_weights(centred, kernel)
+            total.log_lik += kernels.normalise_rows(resp)
+            total.n_rows += rows.stop - rows.start
             total.resp_sum += resp.sum(axis=0, dtype=np.float64)
-            total.first += resp.T @ tile.centred
-            total.second += tile.centred.T @ tile.centred
-        else:  # [second moments, first moments, N_k] in one GEMM
-            moments += resp.T @ tile.features
-    if kind != "tied":
-        total.resp_sum = moments[:, -1]
-        total.first = moments[:, width:-1]
-        second = moments[:, :width]
-        if kind == "full":
-            total.second[:, upper[0], upper[1]] = second
-            total.second[:, upper[1], upper[0]] = second
-        else:
-            total.second = second
+            total.first += resp.T @ centred
+            total.second += centred.T @ centred
+        return total
+    pairs = _pairs(d, kind)
+    width = _n_features_of(pairs, d)
+    moments = np.zeros((width, K))  # [second moments, first moments, N_k] by component
+    floor, cut = kernels.exp_floor(X.dtype)
+    for rows in _tiles(X.shape[0], _tile_rows(K, d, kind)):
+        n = rows.stop - rows.start
+        features = np.empty((width, n), dtype=X.dtype)
+        kernels.features(np.ascontiguousarray(X[rows]), kernel["g"], pairs, features)
+        resp, top = np.empty((n, K), dtype=X.dtype), np.empty(n, dtype=X.dtype)
+        kernels.expansion_log_weights(features, kernel["AB"], kernel["c0"], kernel["const"],
+                                      floor, resp, top)
+        np.exp(resp, out=resp)
+        total.log_lik += kernels.responsibilities_and_moments(resp, top, cut, features, moments)
+        total.n_rows += n
+    second = moments[: width - d - 1].T
+    total.first = moments[width - d - 1 : -1].T
+    total.resp_sum = moments[-1].copy()
+    if kind == "full":
+        total.second[:, pairs[:, 0], pairs[:, 1]] = second
+        total.second[:, pairs[:, 1], pairs[:, 0]] = second
+    else:
+        total.second = np.ascontiguousarray(second)
     return total
 
 
@@ -329,10 +314,18 @@ def weighted_log_prob(params: GaussianParams, X: np.ndarray) -> np.ndarray:
     """log(w_k) + log N(x | mu_k, Sigma_k) for every row and component, shape (n, K)."""
     kernel = params.kernel(X.dtype)
     kind = params.covariance_type
-    out = np.empty((X.shape[0], params.n_components), dtype=X.dtype)
-    for rows in _tiles(X.shape[0], _tile_rows(*params.means.shape, kind)):
-        out[rows] = _Tile(X, rows, kernel, kind, _pairs(X.shape[1], kind)).log_weights(kernel,
-                                                                                      kind)
+    K, d = params.means.shape
+    pairs = _pairs(d, kind)
+    out = np.empty((X.shape[0], K), dtype=X.dtype)
+    no_shift = np.empty(0, dtype=X.dtype)
+    for rows in _tiles(X.shape[0], _tile_rows(K, d, kind)):
+        if kind == "tied":
+            out[rows] = _tied_log_weights(X[rows] - kernel["g"], kernel)
+            continue
+        features = np.empty((_n_features_of(pairs, d), rows.stop - rows.start), dtype=X.dtype)
+        kernels.features(np.ascontiguousarray(X[rows]), kernel["g"], pairs, features)
+        kernels.expansion_log_weights(features, kernel["AB"], kernel["c0"], kernel["const"],
+                                      0.0, out[rows], no_shift)
     return out
 
 

@@ -110,7 +110,7 @@ def normalise_rows(weighted):
     is not finite use 0 (as scikit-learn), so all-``-inf`` rows give ``-inf``.
     The ``exp`` is NumPy's (vectorised); the passes around it are compiled.
     """
-    floor, cut = _floor(weighted.dtype)
+    floor, cut = exp_floor(weighted.dtype)
     top = np.empty(weighted.shape[0], dtype=weighted.dtype)
     _subtract_row_max(weighted, top, floor)
     np.exp(weighted, out=weighted)
@@ -118,7 +118,7 @@ def normalise_rows(weighted):
 
 
 @functools.cache
-def _floor(dtype):
+def exp_floor(dtype):
     """Terms more than |floor| below their row's maximum are clamped to the floor
     before the exp and zeroed after it (at or below ``cut``): next to the row's
     largest term (1) they are far below rounding, and NumPy's vectorised exp is
@@ -163,18 +163,6 @@ def _divide_row_sums(resp, top, cut, scratch):
 
 
 @_jit
-def diagonal_features(X, reference, out):
-    """``out = [c^2, c, 1]`` with c = x - reference: the diag E-step's GEMM input."""
-    n, d = X.shape
-    for i in range(n):
-        for j in range(d):
-            value = X[i, j] - reference[j]
-            out[i, j] = value * value
-            out[i, d + j] = value
-        out[i, 2 * d] = 1.0
-
-
-@_jit
 def log_weights_from_expansion(dist, c0, const):
     """In place: ``const - 0.5 * max(dist + c0, 0)`` (the clamp undoes cancellation)."""
     n, k = dist.shape
@@ -184,28 +172,57 @@ def log_weights_from_expansion(dist, c0, const):
 
 
 @_jit
-def pair_features(X, reference, out):
-    """``out.T = [c_a c_b for a <= b, c, 1]`` with c = x - reference; ``out`` is (width, n).
+def features(X, reference, pairs, out):
+    """The E-step's GEMM input, feature-major: ``out`` is (width, n) with rows
+    [second-moment features, c, 1], c = x - reference.
 
-    These d(d+1)/2 distinct feature products (upper triangle, row by row) are
-    the full-covariance E-step's GEMM input (a quadratic form is linear in
-    them) and, multiplied by the responsibilities, both M-step moments at
-    once. Written feature by feature, so each inner loop runs over
-    contiguous rows and vectorises.
+    The second-moment features are c_a c_b for each pair (a <= b) of ``pairs``
+    (full covariance: a quadratic form is linear in them) or, when ``pairs``
+    is empty, c_j^2 (diag and spherical). Multiplied by the responsibilities
+    they also give both M-step moments and N_k in one GEMM. Written one
+    feature at a time, so each inner loop runs over contiguous rows.
     """
     n, d = X.shape
-    n_pairs = d * (d + 1) // 2
-    centred = out[n_pairs : n_pairs + d]
+    width = out.shape[0] - d - 1
+    centred = out[width : width + d]
     for i in range(n):
         for j in range(d):
             centred[j, i] = X[i, j] - reference[j]
-        out[n_pairs + d, i] = 1.0
-    p = 0
-    for a in range(d):
-        for b in range(a, d):
-            for i in range(n):
-                out[p, i] = centred[a, i] * centred[b, i]
-            p += 1
+        out[width + d, i] = 1.0
+    for p in range(width):
+        a, b = (pairs[p, 0], pairs[p, 1]) if pairs.shape[0] else (p, p)
+        for i in range(n):
+            out[p, i] = centred[a, i] * centred[b, i]
+
+
+@_jit
+def expansion_log_weights(features_t, AB, c0, const, floor, out, top):
+    """``out = const - 0.5 max(features @ AB + c0, 0)``: log(w_k) + log N(x | k) per row.
+
+    The clamp at 0 undoes what cancellation in the expansion can do to a row
+    very close to a mean. When ``top`` has a slot per row, each row is also
+    shifted by its maximum (stored in ``top``) and clamped at ``floor``,
+    ready for the exp of :func:`normalise_rows`.
+    """
+    np.dot(features_t.T, AB, out)
+    n, k = out.shape
+    for i in range(n):
+        for c in range(k):
+            out[i, c] = const[c] - 0.5 * max(out[i, c] + c0[c], 0.0)
+    if top.shape[0]:
+        _subtract_row_max(out, top, floor)
+
+
+@_jit
+def responsibilities_and_moments(resp, top, cut, features_t, moments):
+    """Finish the responsibilities (see :func:`normalise_rows`) and add
+    ``features_t @ resp`` to ``moments`` (float64); returns the log-likelihood."""
+    log_lik = _divide_row_sums(resp, top, cut, np.empty(1, dtype=resp.dtype))
+    products = np.dot(features_t, resp)
+    for p in range(moments.shape[0]):
+        for c in range(moments.shape[1]):
+            moments[p, c] += products[p, c]
+    return log_lik
 
 
 @_jit
