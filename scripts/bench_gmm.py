@@ -104,6 +104,42 @@ def in_memory(rows, repeats):
                                                              dtype="float32", **init), X, repeats)
     print(f"| full, dtype=float32 | {t32:.3f} | (float64 again: {t64:.3f}) | "
           f"{t32 / t64:.3f} of float64 |")
+    gemm_float32_reference()
+
+
+def gemm_float32_reference(repeats=3):
+    """What this machine's BLAS gives float32 over float64 for the E-step's GEMM shape.
+
+    (400 x 153) @ (153 x 16), the full-covariance E-step GEMM of one tile, on
+    one thread and on two threads with one BLAS thread each, as the engine
+    runs it: the float32 / float64 time ratio bounds what dtype="float32" can
+    gain in a pass that is mostly GEMMs.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from threadpoolctl import threadpool_limits
+
+    def seconds(dtype, threads):
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((400, 153)).astype(dtype)
+        b = rng.standard_normal((153, 16)).astype(dtype)
+
+        def work(_):
+            for _ in range(2000):
+                a @ b
+
+        with threadpool_limits(1), ThreadPoolExecutor(threads) as pool:
+            best = np.inf
+            for _ in range(repeats):
+                began = time.perf_counter()
+                list(pool.map(work, range(4)))
+                best = min(best, time.perf_counter() - began)
+        return best
+
+    print("\nBLAS alone, the E-step GEMM shape, float32 time / float64 time:")
+    for threads in (1, 2):
+        ratio = seconds(np.float32, threads) / seconds(np.float64, threads)
+        print(f"- {threads} thread(s): {ratio:.2f}")
 
 
 def peak_rss() -> int:
