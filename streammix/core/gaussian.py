@@ -1,11 +1,11 @@
 """Gaussian mixture maths: per-chunk sufficient statistics and the M-step.
 
-Pure NumPy: no IO, no Dask. The formulas follow scikit-learn's
-``sklearn.mixture._gaussian_mixture`` so that, from the same start, the fitted
-numbers agree; where scikit-learn uses raw second moments (tied, diag,
-spherical), these use moments centred on a reference point near the data (the
-weighted mean of the current means), which keeps precision for data far from
-the origin.
+NumPy and the compiled per-tile loops of ``kernels``: no IO, no Dask. The
+formulas follow scikit-learn's ``sklearn.mixture._gaussian_mixture`` so that,
+from the same start, the fitted numbers agree; where scikit-learn uses raw
+second moments (tied, diag, spherical), these use moments centred on a
+reference point near the data (the weighted mean of the current means), which
+keeps precision for data far from the origin.
 
 Statistics of one pass are centred on that fixed reference (the *shift*), so
 merging two chunks' statistics is plain addition: associative, with zeros as
@@ -191,12 +191,14 @@ def _tiles(n_rows, tile):
 def _make_kernel(params: GaussianParams, dtype) -> dict:
     """Matrices that turn the E-step into a few GEMMs on rows centred on the reference.
 
-    With m_k = mu_k - g and rows c = x - g, the squared Mahalanobis distances
-    are: full, ||c P_k - m_k P_k||^2 from one (t x d) @ (d x K d) product;
-    tied, the expansion of ||c P - m_k P||^2; diag and spherical (a diag with
-    equal precisions), [c^2, c] @ [[prec], [-2 m prec]] + sum m^2 prec in one
-    GEMM. Centring on g keeps the expansions precise for data far from the
-    origin.
+    With m_k = mu_k - g, rows c = x - g and Lambda_k the precision, the squared
+    Mahalanobis distance (c - m_k)' Lambda_k (c - m_k) is linear in the E-step
+    features (``kernels.features``): full, [c_a c_b (a <= b), c, 1] @ ``AB``
+    with the pair weights Lambda_ab (doubled off the diagonal) over -2 Lambda m
+    over 0, plus ``c0`` = m' Lambda m; diag and spherical (a diag with equal
+    precisions), [c^2, c, 1] the same way. Tied uses the expansion of
+    ||c P - m_k P||^2 (P the shared precision factor). Centring on g keeps the
+    expansions precise for data far from the origin.
     """
     kind = params.covariance_type
     d = params.means.shape[1]
