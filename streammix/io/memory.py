@@ -61,6 +61,7 @@ class ArraySource(Source):
                 file=self.name,
             )
         self.array = array
+        self._checked = set()  # row ranges already found finite
         self.n_features = array.shape[1]
         self._chunk_rows = chunk_rows_for(self.n_features, self.dtype, chunk_size)
 
@@ -78,7 +79,10 @@ class ArraySource(Source):
     def read_chunk(self, chunk, payload=None):
         start, stop = chunk.key
         block = self.array[start:stop]
-        yield start, check_finite(block, start, where=self.name, feature_names=self.feature_names)
+        if chunk.key not in self._checked:  # the rows do not change between passes
+            check_finite(block, start, where=self.name, feature_names=self.feature_names)
+            self._checked.add(chunk.key)
+        yield start, block
 
     def fingerprint(self):
         import hashlib
