@@ -31,6 +31,10 @@ COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 # near this many elements, so they live in the core's L2 cache.
 _TILE_ELEMENTS = 1 << 16
 
+# Rows handled between two calls from Python hold (rows x K) responsibilities
+# of about this many bytes.
+_BATCH_BYTES = 4 << 20
+
 _LOG_2PI = math.log(2 * math.pi)
 
 
@@ -232,7 +236,8 @@ def _tied_log_weights(centred, kernel):
     dist = y @ kernel["M"]
     dist *= -2.0
     dist += np.einsum("nd,nd->n", y, y)[:, None]
-    kernels.log_weights_from_expansion(dist, kernel["M_sq"], kernel["const"])
+    kernels.log_weights_from_expansion(dist, kernel["M_sq"], kernel["const"],
+                                       kernels.typed_constants(dist.dtype))
     return dist
 
 
@@ -254,9 +259,9 @@ def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
     The arithmetic runs in ``X``'s dtype as GEMMs on row tiles; each tile's
     results are added up in float64. Statistics are centred on
     ``params.reference`` (see :meth:`GaussianParams.shift`). Except for tied
-    covariance, a tile is three compiled calls around NumPy's vectorised exp:
-    the features, the log-weights (one GEMM), the responsibilities and
-    moments (one GEMM).
+    covariance, a batch of tiles is two compiled calls around NumPy's
+    vectorised exp: the log-weights (one GEMM per tile on its features) and
+    the responsibilities and moments (one more GEMM per tile).
     """
     kind = params.covariance_type
     K, d = params.means.shape
@@ -276,15 +281,20 @@ def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
     width = _n_features_of(pairs, d)
     moments = np.zeros((width, K))  # [second moments, first moments, N_k] by component
     floor, cut = kernels.exp_floor(X.dtype)
-    for rows in _tiles(X.shape[0], _tile_rows(K, d, kind)):
-        n = rows.stop - rows.start
-        features = np.empty((width, n), dtype=X.dtype)
-        kernels.features(np.ascontiguousarray(X[rows]), kernel["g"], pairs, features)
+    constants = kernels.typed_constants(X.dtype)
+    tile = _tile_rows(K, d, kind)
+    # Batches of tiles between the exps: few calls from Python (the compiled
+    # loops run without the GIL, the Python between them does not), while the
+    # (batch x K) responsibilities stay a few MB.
+    for rows in _tiles(X.shape[0], max(tile, _BATCH_BYTES // (K * X.dtype.itemsize))):
+        block = np.ascontiguousarray(X[rows])
+        n = len(block)
         resp, top = np.empty((n, K), dtype=X.dtype), np.empty(n, dtype=X.dtype)
-        kernels.expansion_log_weights(features, kernel["AB"], kernel["c0"], kernel["const"],
-                                      floor, resp, top)
+        kernels.expansion_log_weights(block, kernel["g"], pairs, kernel["AB"], kernel["c0"],
+                                      kernel["const"], floor, constants, tile, resp, top)
         np.exp(resp, out=resp)
-        total.log_lik += kernels.responsibilities_and_moments(resp, top, cut, features, moments)
+        total.log_lik += kernels.responsibilities_and_moments(
+            block, kernel["g"], pairs, resp, top, cut, constants, tile, moments)
         total.n_rows += n
     second = moments[: width - d - 1].T
     total.first = moments[width - d - 1 : -1].T
@@ -317,17 +327,17 @@ def weighted_log_prob(params: GaussianParams, X: np.ndarray) -> np.ndarray:
     kernel = params.kernel(X.dtype)
     kind = params.covariance_type
     K, d = params.means.shape
-    pairs = _pairs(d, kind)
-    out = np.empty((X.shape[0], K), dtype=X.dtype)
-    no_shift = np.empty(0, dtype=X.dtype)
-    for rows in _tiles(X.shape[0], _tile_rows(K, d, kind)):
-        if kind == "tied":
+    tile = _tile_rows(K, d, kind)
+    if kind == "tied":
+        out = np.empty((X.shape[0], K), dtype=X.dtype)
+        for rows in _tiles(X.shape[0], tile):
             out[rows] = _tied_log_weights(X[rows] - kernel["g"], kernel)
-            continue
-        features = np.empty((_n_features_of(pairs, d), rows.stop - rows.start), dtype=X.dtype)
-        kernels.features(np.ascontiguousarray(X[rows]), kernel["g"], pairs, features)
-        kernels.expansion_log_weights(features, kernel["AB"], kernel["c0"], kernel["const"],
-                                      0.0, out[rows], no_shift)
+        return out
+    out = np.empty((X.shape[0], K), dtype=X.dtype)
+    kernels.expansion_log_weights(
+        np.ascontiguousarray(X), kernel["g"], _pairs(d, kind), kernel["AB"], kernel["c0"],
+        kernel["const"], X.dtype.type(0), kernels.typed_constants(X.dtype), tile, out,
+        np.empty(0, dtype=X.dtype))
     return out
 
 

@@ -111,51 +111,58 @@ def normalise_rows(weighted):
     The ``exp`` is NumPy's (vectorised); the passes around it are compiled.
     """
     floor, cut = exp_floor(weighted.dtype)
+    constants = typed_constants(weighted.dtype)
     top = np.empty(weighted.shape[0], dtype=weighted.dtype)
-    _subtract_row_max(weighted, top, floor)
+    _subtract_row_max(weighted, top, floor, constants)
     np.exp(weighted, out=weighted)
-    return _divide_row_sums(weighted, top, cut, np.empty(1, dtype=weighted.dtype))
+    return _divide_row_sums(weighted, top, cut, constants)
 
 
 @functools.cache
 def exp_floor(dtype):
-    """Terms more than |floor| below their row's maximum are clamped to the floor
-    before the exp and zeroed after it (at or below ``cut``): next to the row's
-    largest term (1) they are far below rounding, and NumPy's vectorised exp is
-    several times slower on -inf, as every later product would be on
-    subnormal numbers."""
-    floor = np.dtype(dtype).type(0.5 * np.log(np.finfo(dtype).tiny))  # typed: no float64 mixing
+    """``(floor, cut)`` in ``dtype``: terms more than |floor| below their row's
+    maximum are clamped to the floor before the exp and zeroed after it (at or
+    below ``cut``). Next to the row's largest term (1) they are far below
+    rounding, and NumPy's vectorised exp is several times slower on -inf, as
+    every later product would be on subnormal numbers."""
+    floor = np.dtype(dtype).type(0.5 * np.log(np.finfo(dtype).tiny))
     return floor, np.exp(floor)
 
 
+# The loops below take their constants from arrays of the data's dtype (a
+# Python float literal would be float64 and turn float32 loops into float64).
+@functools.cache
+def typed_constants(dtype):
+    return np.array([0.0, 0.5, 1.0], dtype=dtype)  # zero, half, one
+
+
 @_jit
-def _subtract_row_max(weighted, top, floor):
+def _subtract_row_max(weighted, top, floor, constants):
+    zero = constants[0]
     n, k = weighted.shape
     for i in range(n):
         best = weighted[i, 0]
         for c in range(1, k):
             best = max(best, weighted[i, c])
         if not math.isfinite(best):
-            best = 0.0
+            best = zero
         top[i] = best
         for c in range(k):
             weighted[i, c] = max(weighted[i, c] - best, floor)
 
 
 @_jit
-def _divide_row_sums(resp, top, cut, scratch):
-    # ``scratch`` (one element of resp's dtype) makes 1/total that dtype, so
-    # the scaling loop stays in one precision and vectorises.
+def _divide_row_sums(resp, top, cut, constants):
+    zero, one = constants[0], constants[2]
     n, k = resp.shape
-    log_lik = 0.0
+    log_lik = 0.0  # float64 whatever the dtype: a sum over all rows
     for i in range(n):
-        total = 0.0
+        total = zero
         for c in range(k):
             if resp[i, c] <= cut:
-                resp[i, c] = 0.0
+                resp[i, c] = zero
             total += resp[i, c]
-        scratch[0] = 1.0 / total
-        inverse = scratch[0]
+        inverse = one / total
         for c in range(k):
             resp[i, c] *= inverse
         log_lik += math.log(total) + top[i] if total > 0 else -math.inf
@@ -163,12 +170,13 @@ def _divide_row_sums(resp, top, cut, scratch):
 
 
 @_jit
-def log_weights_from_expansion(dist, c0, const):
+def log_weights_from_expansion(dist, c0, const, constants):
     """In place: ``const - 0.5 * max(dist + c0, 0)`` (the clamp undoes cancellation)."""
+    zero, half = constants[0], constants[1]
     n, k = dist.shape
     for i in range(n):
         for c in range(k):
-            dist[i, c] = const[c] - 0.5 * max(dist[i, c] + c0[c], 0.0)
+            dist[i, c] = const[c] - half * max(dist[i, c] + c0[c], zero)
 
 
 @_jit
@@ -196,32 +204,63 @@ def features(X, reference, pairs, out):
 
 
 @_jit
-def expansion_log_weights(features_t, AB, c0, const, floor, out, top):
-    """``out = const - 0.5 max(features @ AB + c0, 0)``: log(w_k) + log N(x | k) per row.
-
-    The clamp at 0 undoes what cancellation in the expansion can do to a row
-    very close to a mean. When ``top`` has a slot per row, each row is also
-    shifted by its maximum (stored in ``top``) and clamped at ``floor``,
-    ready for the exp of :func:`normalise_rows`.
-    """
-    np.dot(features_t.T, AB, out)
-    n, k = out.shape
-    for i in range(n):
-        for c in range(k):
-            out[i, c] = const[c] - 0.5 * max(out[i, c] + c0[c], 0.0)
-    if top.shape[0]:
-        _subtract_row_max(out, top, floor)
+def _features_tile(X, first, m, reference, pairs, width, buffer):
+    """The features of rows ``first ... first + m`` of ``X``, in ``buffer`` when it fits."""
+    tile = buffer if m == buffer.shape[1] else np.empty((width, m), dtype=X.dtype)
+    features(X[first : first + m], reference, pairs, tile)
+    return tile
 
 
 @_jit
-def responsibilities_and_moments(resp, top, cut, features_t, moments):
-    """Finish the responsibilities (see :func:`normalise_rows`) and add
-    ``features_t @ resp`` to ``moments`` (float64); returns the log-likelihood."""
-    log_lik = _divide_row_sums(resp, top, cut, np.empty(1, dtype=resp.dtype))
-    products = np.dot(features_t, resp)
-    for p in range(moments.shape[0]):
-        for c in range(moments.shape[1]):
-            moments[p, c] += products[p, c]
+def expansion_log_weights(X, reference, pairs, AB, c0, const, floor, constants, tile_rows,
+                          out, top):
+    """``out = const - 0.5 max(features @ AB + c0, 0)``: log(w_k) + log N(x | k) per row.
+
+    Tile by tile: the features of the tile (see :func:`features`), one GEMM,
+    then the clamp at 0, which undoes what cancellation in the expansion can
+    do to a row very close to a mean. When ``top`` has a slot per row, each
+    row is also shifted by its maximum (stored in ``top``) and clamped at
+    ``floor``, ready for the exp of :func:`normalise_rows`.
+    """
+    n = X.shape[0]
+    width = AB.shape[0]
+    zero, half = constants[0], constants[1]
+    buffer = np.empty((width, min(tile_rows, n)), dtype=X.dtype)
+    for first in range(0, n, tile_rows):
+        m = min(tile_rows, n - first)
+        tile = _features_tile(X, first, m, reference, pairs, width, buffer)
+        rows = out[first : first + m]
+        np.dot(tile.T, AB, rows)
+        for i in range(m):
+            for c in range(rows.shape[1]):
+                rows[i, c] = const[c] - half * max(rows[i, c] + c0[c], zero)
+        if top.shape[0]:
+            _subtract_row_max(rows, top[first : first + m], floor, constants)
+
+
+@_jit
+def responsibilities_and_moments(X, reference, pairs, resp, top, cut, constants, tile_rows,
+                                 moments):
+    """Finish the responsibilities (see :func:`normalise_rows`) and add, tile by
+    tile, ``features @ resp`` to ``moments`` (float64); returns the log-likelihood.
+
+    The features are computed again rather than kept from the E-step: they
+    are cheap next to the GEMMs, and keeping them would take a chunk's worth
+    of memory per thread.
+    """
+    n = X.shape[0]
+    width = moments.shape[0]
+    log_lik = 0.0
+    buffer = np.empty((width, min(tile_rows, n)), dtype=X.dtype)
+    for first in range(0, n, tile_rows):
+        m = min(tile_rows, n - first)
+        tile = _features_tile(X, first, m, reference, pairs, width, buffer)
+        rows = resp[first : first + m]
+        log_lik += _divide_row_sums(rows, top[first : first + m], cut, constants)
+        products = np.dot(tile, rows)
+        for p in range(width):
+            for c in range(moments.shape[1]):
+                moments[p, c] += products[p, c]
     return log_lik
 
 
