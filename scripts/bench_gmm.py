@@ -30,6 +30,7 @@ import time
 import warnings
 
 import numpy as np
+from _benchlib import per_iteration as fit_per_iteration
 
 K, D = 16, 16
 
@@ -53,26 +54,6 @@ def per_iteration(fn, repeats):
     return min(times)
 
 
-def fit_per_iteration(make, X, repeats, trials=3):
-    """Seconds per EM iteration of a fit: (fit of 1 + repeats iterations - fit of 1) / repeats.
-
-    The difference leaves out what a fit does once (checks, dtype conversion,
-    the final log-likelihood pass), as scikit-learn's side leaves out its
-    initialisation. The best of ``trials`` such measurements.
-    """
-    make(1).fit(X)  # warm up (compiled kernels, thread pool)
-    times = []
-    for _ in range(trials):
-        began = time.perf_counter()
-        make(1).fit(X)
-        once = time.perf_counter() - began
-        began = time.perf_counter()
-        model = make(1 + repeats).fit(X)
-        assert model.n_iter_ == 1 + repeats, model.n_iter_
-        times.append((time.perf_counter() - began - once) / repeats)
-    return min(times)
-
-
 def in_memory(rows, repeats):
     from sklearn.mixture import GaussianMixture as SkGMM
 
@@ -89,7 +70,8 @@ def in_memory(rows, repeats):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t_ours = fit_per_iteration(
-                lambda n, init=init: sm.GaussianMixture(K, max_iter=n, tol=0, **init), X, repeats)
+                lambda n, init=init: sm.GaussianMixture(K, max_iter=n, tol=0, **init).fit(X)
+                .n_iter_, short=1, long=1 + repeats)
             # A fitted scikit-learn model to step; the cost of a step does not
             # depend on the parameter values, so it is stepped repeatedly.
             sk = SkGMM(K, max_iter=1, tol=0, **init).fit(X[:5000])
@@ -98,10 +80,11 @@ def in_memory(rows, repeats):
     init = start(X, "full", rng)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        t64 = fit_per_iteration(lambda n: sm.GaussianMixture(K, max_iter=n, tol=0, **init), X,
-                                repeats)
+        t64 = fit_per_iteration(lambda n: sm.GaussianMixture(K, max_iter=n, tol=0, **init)
+                                .fit(X).n_iter_, short=1, long=1 + repeats)
         t32 = fit_per_iteration(lambda n: sm.GaussianMixture(K, max_iter=n, tol=0,
-                                                             dtype="float32", **init), X, repeats)
+                                                             dtype="float32", **init)
+                                .fit(X).n_iter_, short=1, long=1 + repeats)
     print(f"| full, dtype=float32 | {t32:.3f} | (float64 again: {t64:.3f}) | "
           f"{t32 / t64:.3f} of float64 |")
     gemm_float32_reference()

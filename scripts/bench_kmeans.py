@@ -19,6 +19,7 @@ import warnings
 from collections import Counter
 
 import numpy as np
+from _benchlib import per_iteration
 
 K, D = 16, 16
 
@@ -27,22 +28,6 @@ def timed(fn):
     began = time.perf_counter()
     result = fn()
     return time.perf_counter() - began, result
-
-
-def per_iteration(fit, trials=3):
-    """fit(max_iter) -> n_iter; seconds per iteration from 2 vs 12 iterations.
-
-    The best of ``trials`` measurements: on a shared machine, noise only ever
-    adds time, so the minimum is the closest to the code's own cost.
-    """
-    fit(2)  # warm up
-    times = []
-    for _ in range(trials):
-        short, n_short = timed(lambda: fit(2))
-        long, n_long = timed(lambda: fit(12))
-        assert (n_short, n_long) == (2, 12), (n_short, n_long)
-        times.append((long - short) / 10)
-    return min(times)
 
 
 def main():

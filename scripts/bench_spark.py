@@ -20,10 +20,10 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import warnings
 
 import numpy as np
+from _benchlib import per_iteration as best_per_iteration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPARK_ENV = os.path.join(ROOT, ".bench-spark")
@@ -78,20 +78,10 @@ def streammix_per_iteration(path):
     gmm_init = {"weights_init": np.full(K, 1 / K), "means_init": means,
                 "precisions_init": np.tile(np.eye(D) * 0.05, (K, 1, 1))}
 
-    def per_iteration(make, trials=3):
+    def per_iteration(make):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            make(2).fit(X)
-            times = []
-            for _ in range(trials):
-                began = time.perf_counter()
-                make(2).fit(X)
-                short = time.perf_counter() - began
-                began = time.perf_counter()
-                model = make(12).fit(X)
-                assert model.n_iter_ == 12
-                times.append((time.perf_counter() - began - short) / 10)
-            return min(times)
+            return best_per_iteration(lambda n: make(n).fit(X).n_iter_)
 
     return {
         "gmm": per_iteration(lambda n: sm.GaussianMixture(K, max_iter=n, tol=0, **gmm_init)),
