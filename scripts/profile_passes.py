@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import os
 import pstats
 import warnings
 
 import numpy as np
 
 K, D = 16, 16
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def profile(fit, top):
@@ -33,7 +35,8 @@ def profile(fit, top):
     print("| function | own seconds | share |")
     print("|---|---:|---:|")
     for (file, line, name), (_, _, own, _, _) in rows:
-        where = name if file == "~" else f"{file.split('site-packages/')[-1]}:{line} {name}"
+        short = file.split("site-packages/")[-1].removeprefix(ROOT + os.sep)
+        where = name if file == "~" else f"{short}:{line} {name}"
         print(f"| `{where.replace('|', '/')}` | {own:.3f} | {own / total:.0%} |")
     print(f"| total | {total:.3f} | |")
 
