@@ -115,6 +115,16 @@ def test_each_chunk_read_once_per_iteration(blobs, blobs_parquet, read_counter):
     np.testing.assert_array_equal(cached.means_, model.means_)
 
 
+@pytest.mark.parametrize(("available", "reads"), [(1 << 40, {1}), (1 << 10, None)])
+def test_auto_cache_follows_available_memory(blobs, blobs_parquet, read_counter, monkeypatch,
+                                             available, reads):
+    """cache="auto" keeps the chunks when they fit in half the available memory, else re-reads."""
+    monkeypatch.setattr("streammix.engine.engine.available_memory", lambda: available)
+    model = sm.GaussianMixture(3, chunk_size=60, tol=1e-6, **start_for(blobs, "full"))
+    model.fit(blobs_parquet)
+    assert set(read_counter.values()) == (reads or {model.n_iter_})
+
+
 @pytest.mark.parametrize(("init_params", "init_passes"), [("random", 1), ("k-means++", 1)])
 def test_n_init_restarts_share_the_passes(blobs_parquet, read_counter, init_params, init_passes):
     reads = {}
