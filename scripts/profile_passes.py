@@ -41,6 +41,64 @@ def profile(fit, top):
     print(f"| total | {total:.3f} | |")
 
 
+def stages(X, means, dtype, tile=390, repeats=3):
+    """Inside the compiled calls: ns per row of each stage of a full-covariance E-step tile.
+
+    Each stage is timed alone over all the tiles of ``X`` (one thread), with
+    the same arrays the E-step uses, so the parts add up to about the whole.
+    """
+    import time
+
+    from threadpoolctl import threadpool_limits
+
+    from streammix.core import gaussian as gm
+    from streammix.core import kernels
+
+    X = X.astype(dtype)
+    params = gm.GaussianParams(np.full(K, 1 / K), means, np.tile(np.eye(D), (K, 1, 1)), "full")
+    kernel = params.kernel(X.dtype)
+    pairs = gm._pairs(D, "full")
+    width = gm._n_features_of(pairs, D)
+    feats = np.empty((width, tile), dtype=X.dtype)
+    resp = np.empty((tile, K), dtype=X.dtype)
+    starts = range(0, len(X) - tile + 1, tile)
+    # realistic exp input: one tile's log-weights, shifted by their row maxima
+    floor, _ = kernels.exp_floor(X.dtype)
+    shifted = np.empty((tile, K), dtype=X.dtype)
+    kernels.expansion_log_weights(np.ascontiguousarray(X[:tile]), kernel["g"], pairs,
+                                  kernel["AB"], kernel["c0"], kernel["const"], floor,
+                                  kernels.typed_constants(X.dtype), tile, shifted,
+                                  np.empty(tile, dtype=X.dtype))
+
+    def best(step):
+        times = []
+        for _ in range(repeats):
+            began = time.perf_counter()
+            for first in starts:
+                step(first)
+            times.append(time.perf_counter() - began)
+        return min(times) / (len(starts) * tile) * 1e9
+
+    with threadpool_limits(1):
+        parts = {
+            "features (compiled loop)": lambda f: kernels.features(
+                X[f : f + tile], kernel["g"], pairs, feats),
+            "E-step GEMM (features @ AB)": lambda f: np.dot(feats.T, kernel["AB"], resp),
+            "exp (NumPy)": lambda f: np.exp(shifted, out=resp),
+            "M-step GEMM (features @ resp)": lambda f: np.dot(feats, resp),
+            "whole E-step (estep_stats)": None,
+        }
+        for name, step in parts.items():
+            if step is None:
+                began = time.perf_counter()
+                for _ in range(repeats):
+                    gm.estep_stats(params, X)
+                ns = (time.perf_counter() - began) / repeats / len(X) * 1e9
+            else:
+                ns = best(step)
+            print(f"| {name} | {ns:.0f} |")
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -61,6 +119,11 @@ def main():
         profile(lambda d=dtype: sm.GaussianMixture(K, max_iter=5, tol=0, dtype=d,
                                                    scheduler="synchronous", **gmm).fit(X),
                 args.top)
+    for dtype in ("float64", "float32"):
+        print(f"\n## Inside a full-covariance E-step, {dtype}: ns per row, one thread\n")
+        print("| stage | ns/row |")
+        print("|---|---:|")
+        stages(X, means, dtype)
     print(f"\n## KMeans: 20 Lloyd iterations, {args.rows:,} x {D}, k={K}, one thread\n")
     profile(lambda: sm.KMeans(K, init=means, max_iter=20, tol=0,
                               scheduler="synchronous").fit(X), args.top)
