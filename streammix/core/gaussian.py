@@ -31,9 +31,9 @@ COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 # near this many elements, so they live in the core's L2 cache.
 _TILE_ELEMENTS = 1 << 16
 
-# Rows handled between two calls from Python hold (rows x K) responsibilities
-# of about this many bytes.
-_BATCH_BYTES = 4 << 20
+# The E-step features of the tiles handled between two calls from Python take
+# about this many bytes (they stay in L3 from one GEMM to the next).
+_BATCH_BYTES = 2 << 20
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -253,6 +253,26 @@ def _n_features_of(pairs, n_features):
     return (len(pairs) or n_features) + n_features + 1
 
 
+def _feature_batches(X, n_components, n_features, kind, width):
+    """``(rows, tiles)`` over ``X``: a batch of whole tiles and a buffer for their features.
+
+    Batches are the unit between two calls from Python (the compiled loops run
+    without the GIL, the Python between them does not); their features, about
+    ``_BATCH_BYTES``, stay in cache from the E-step's GEMM to the M-step's.
+    The rows left after the last whole tile form one smaller tile.
+    """
+    tile = _tile_rows(n_components, n_features, kind)
+    per_batch = max(1, _BATCH_BYTES // (width * tile * X.dtype.itemsize))
+    whole = X.shape[0] // tile * tile
+    for start in range(0, whole, per_batch * tile):
+        stop = min(start + per_batch * tile, whole)
+        tiles = np.empty(((stop - start) // tile, width, tile), dtype=X.dtype)
+        yield np.ascontiguousarray(X[start:stop]), tiles
+    if whole < X.shape[0]:
+        rest = X.shape[0] - whole
+        yield np.ascontiguousarray(X[whole:]), np.empty((1, width, rest), dtype=X.dtype)
+
+
 def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
     """E-step over a block of rows: statistics for the M-step, and the log-likelihood.
 
@@ -260,8 +280,9 @@ def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
     results are added up in float64. Statistics are centred on
     ``params.reference`` (see :meth:`GaussianParams.shift`). Except for tied
     covariance, a batch of tiles is two compiled calls around NumPy's
-    vectorised exp: the log-weights (one GEMM per tile on its features) and
-    the responsibilities and moments (one more GEMM per tile).
+    vectorised exp: the features and log-weights (one GEMM per tile), then
+    the responsibilities and moments (one more GEMM per tile, on the same
+    features).
     """
     kind = params.covariance_type
     K, d = params.means.shape
@@ -282,19 +303,14 @@ def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
     moments = np.zeros((width, K))  # [second moments, first moments, N_k] by component
     floor, cut = kernels.exp_floor(X.dtype)
     constants = kernels.typed_constants(X.dtype)
-    tile = _tile_rows(K, d, kind)
-    # Batches of tiles between the exps: few calls from Python (the compiled
-    # loops run without the GIL, the Python between them does not), while the
-    # (batch x K) responsibilities stay a few MB.
-    for rows in _tiles(X.shape[0], max(tile, _BATCH_BYTES // (K * X.dtype.itemsize))):
-        block = np.ascontiguousarray(X[rows])
+    for block, tiles in _feature_batches(X, K, d, kind, width):
         n = len(block)
         resp, top = np.empty((n, K), dtype=X.dtype), np.empty(n, dtype=X.dtype)
         kernels.expansion_log_weights(block, kernel["g"], pairs, kernel["AB"], kernel["c0"],
-                                      kernel["const"], floor, constants, tile, resp, top)
+                                      kernel["const"], floor, constants, tiles, resp, top)
         np.exp(resp, out=resp)
-        total.log_lik += kernels.responsibilities_and_moments(
-            block, kernel["g"], pairs, resp, top, cut, constants, tile, moments)
+        total.log_lik += kernels.responsibilities_and_moments(resp, top, cut, constants, tiles,
+                                                              moments)
         total.n_rows += n
     second = moments[: width - d - 1].T
     total.first = moments[width - d - 1 : -1].T
@@ -333,11 +349,14 @@ def weighted_log_prob(params: GaussianParams, X: np.ndarray) -> np.ndarray:
         for rows in _tiles(X.shape[0], tile):
             out[rows] = _tied_log_weights(X[rows] - kernel["g"], kernel)
         return out
-    out = np.empty((X.shape[0], K), dtype=X.dtype)
-    kernels.expansion_log_weights(
-        np.ascontiguousarray(X), kernel["g"], _pairs(d, kind), kernel["AB"], kernel["c0"],
-        kernel["const"], X.dtype.type(0), kernels.typed_constants(X.dtype), tile, out,
-        np.empty(0, dtype=X.dtype))
+    pairs = _pairs(d, kind)
+    out, start = np.empty((X.shape[0], K), dtype=X.dtype), 0
+    for block, tiles in _feature_batches(X, K, d, kind, _n_features_of(pairs, d)):
+        kernels.expansion_log_weights(
+            block, kernel["g"], pairs, kernel["AB"], kernel["c0"], kernel["const"],
+            X.dtype.type(0), kernels.typed_constants(X.dtype), tiles,
+            out[start : start + len(block)], np.empty(0, dtype=X.dtype))
+        start += len(block)
     return out
 
 

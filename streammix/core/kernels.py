@@ -204,60 +204,46 @@ def features(X, reference, pairs, out):
 
 
 @_jit
-def _features_tile(X, first, m, reference, pairs, width, buffer):
-    """The features of rows ``first ... first + m`` of ``X``, in ``buffer`` when it fits."""
-    tile = buffer if m == buffer.shape[1] else np.empty((width, m), dtype=X.dtype)
-    features(X[first : first + m], reference, pairs, tile)
-    return tile
-
-
-@_jit
-def expansion_log_weights(X, reference, pairs, AB, c0, const, floor, constants, tile_rows,
-                          out, top):
+def expansion_log_weights(X, reference, pairs, AB, c0, const, floor, constants, tiles, out,
+                          top):
     """``out = const - 0.5 max(features @ AB + c0, 0)``: log(w_k) + log N(x | k) per row.
 
-    Tile by tile: the features of the tile (see :func:`features`), one GEMM,
-    then the clamp at 0, which undoes what cancellation in the expansion can
-    do to a row very close to a mean. When ``top`` has a slot per row, each
-    row is also shifted by its maximum (stored in ``top``) and clamped at
-    ``floor``, ready for the exp of :func:`normalise_rows`.
+    ``tiles`` is (n_tiles, width, tile_rows) with n_tiles x tile_rows = len(X):
+    tile by tile it receives the features (see :func:`features`), kept for
+    :func:`responsibilities_and_moments`; then one GEMM, and the clamp at 0,
+    which undoes what cancellation in the expansion can do to a row very
+    close to a mean. When ``top`` has a slot per row, each row is also shifted
+    by its maximum (stored in ``top``) and clamped at ``floor``, ready for the
+    exp of :func:`normalise_rows`.
     """
-    n = X.shape[0]
-    width = AB.shape[0]
     zero, half = constants[0], constants[1]
-    buffer = np.empty((width, min(tile_rows, n)), dtype=X.dtype)
-    for first in range(0, n, tile_rows):
-        m = min(tile_rows, n - first)
-        tile = _features_tile(X, first, m, reference, pairs, width, buffer)
-        rows = out[first : first + m]
-        np.dot(tile.T, AB, rows)
-        for i in range(m):
+    n_tiles, _, tile_rows = tiles.shape
+    for s in range(n_tiles):
+        first = s * tile_rows
+        features(X[first : first + tile_rows], reference, pairs, tiles[s])
+        rows = out[first : first + tile_rows]
+        np.dot(tiles[s].T, AB, rows)
+        for i in range(tile_rows):
             for c in range(rows.shape[1]):
                 rows[i, c] = const[c] - half * max(rows[i, c] + c0[c], zero)
         if top.shape[0]:
-            _subtract_row_max(rows, top[first : first + m], floor, constants)
+            _subtract_row_max(rows, top[first : first + tile_rows], floor, constants)
 
 
 @_jit
-def responsibilities_and_moments(X, reference, pairs, resp, top, cut, constants, tile_rows,
-                                 moments):
+def responsibilities_and_moments(resp, top, cut, constants, tiles, moments):
     """Finish the responsibilities (see :func:`normalise_rows`) and add, tile by
     tile, ``features @ resp`` to ``moments`` (float64); returns the log-likelihood.
 
-    The features are computed again rather than kept from the E-step: they
-    are cheap next to the GEMMs, and keeping them would take a chunk's worth
-    of memory per thread.
+    ``tiles`` holds the features that :func:`expansion_log_weights` built.
     """
-    n = X.shape[0]
-    width = moments.shape[0]
+    n_tiles, width, tile_rows = tiles.shape
     log_lik = 0.0
-    buffer = np.empty((width, min(tile_rows, n)), dtype=X.dtype)
-    for first in range(0, n, tile_rows):
-        m = min(tile_rows, n - first)
-        tile = _features_tile(X, first, m, reference, pairs, width, buffer)
-        rows = resp[first : first + m]
-        log_lik += _divide_row_sums(rows, top[first : first + m], cut, constants)
-        products = np.dot(tile, rows)
+    for s in range(n_tiles):
+        first = s * tile_rows
+        rows = resp[first : first + tile_rows]
+        log_lik += _divide_row_sums(rows, top[first : first + tile_rows], cut, constants)
+        products = np.dot(tiles[s], rows)
         for p in range(width):
             for c in range(moments.shape[1]):
                 moments[p, c] += products[p, c]
