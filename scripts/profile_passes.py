@@ -67,7 +67,8 @@ def stages(X, means, dtype, tile=390, repeats=3):
     shifted = np.empty((tile, K), dtype=X.dtype)
     kernels.expansion_log_weights(np.ascontiguousarray(X[:tile]), kernel["g"], pairs,
                                   kernel["AB"], kernel["c0"], kernel["const"], floor,
-                                  kernels.typed_constants(X.dtype), tile, shifted,
+                                  kernels.typed_constants(X.dtype),
+                                  np.empty((1, width, tile), dtype=X.dtype), shifted,
                                   np.empty(tile, dtype=X.dtype))
 
     def best(step):
