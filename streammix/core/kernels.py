@@ -1,10 +1,11 @@
 """Compiled per-tile loops (Numba) for the steps NumPy would do in several passes.
 
-Each function is one loop over the rows of a tile that is already in cache:
-the GEMMs stay in BLAS, and what follows them (arg-min, log-sum-exp, sums by
-label, products of feature pairs) would otherwise be three to six NumPy passes
-over (tile x K) arrays, each taking the GIL. The loops release the GIL
-(``nogil``), so Dask's threads run them on every core at once.
+Each function loops over the rows of cache-sized tiles: the GEMMs stay in
+BLAS (called through ``np.dot`` from inside the loops), and what surrounds them
+(arg-min, log-sum-exp, sums by label, products of feature pairs) would
+otherwise be three to six NumPy passes over (tile x K) arrays, each taking the
+GIL. The loops release the GIL (``nogil``) and take many tiles per call, so
+Dask's threads run them on every core at once.
 
 Floating point: the only relaxation is that a sum *within one row* (over
 features or components) may be reassociated and use fused multiply-adds
