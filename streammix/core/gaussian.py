@@ -343,14 +343,13 @@ def weighted_log_prob(params: GaussianParams, X: np.ndarray) -> np.ndarray:
     kernel = params.kernel(X.dtype)
     kind = params.covariance_type
     K, d = params.means.shape
-    tile = _tile_rows(K, d, kind)
+    out = np.empty((X.shape[0], K), dtype=X.dtype)
     if kind == "tied":
-        out = np.empty((X.shape[0], K), dtype=X.dtype)
-        for rows in _tiles(X.shape[0], tile):
+        for rows in _tiles(X.shape[0], _tile_rows(K, d, kind)):
             out[rows] = _tied_log_weights(X[rows] - kernel["g"], kernel)
         return out
     pairs = _pairs(d, kind)
-    out, start = np.empty((X.shape[0], K), dtype=X.dtype), 0
+    start = 0
     for block, tiles in _feature_batches(X, K, d, kind, _n_features_of(pairs, d)):
         kernels.expansion_log_weights(
             block, kernel["g"], pairs, kernel["AB"], kernel["c0"], kernel["const"],

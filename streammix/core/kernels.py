@@ -217,16 +217,13 @@ def expansion_log_weights(X, reference, pairs, AB, c0, const, floor, constants, 
     by its maximum (stored in ``top``) and clamped at ``floor``, ready for the
     exp of :func:`normalise_rows`.
     """
-    zero, half = constants[0], constants[1]
     n_tiles, _, tile_rows = tiles.shape
     for s in range(n_tiles):
         first = s * tile_rows
         features(X[first : first + tile_rows], reference, pairs, tiles[s])
         rows = out[first : first + tile_rows]
         np.dot(tiles[s].T, AB, rows)
-        for i in range(tile_rows):
-            for c in range(rows.shape[1]):
-                rows[i, c] = const[c] - half * max(rows[i, c] + c0[c], zero)
+        log_weights_from_expansion(rows, c0, const, constants)
         if top.shape[0]:
             _subtract_row_max(rows, top[first : first + tile_rows], floor, constants)
 

@@ -200,14 +200,13 @@ class LloydStats:
 
 
 def _top_far(dist, index, keep):
-    """Positions of the ``keep`` largest distances, largest first, earlier rows on ties."""
-    if len(dist) > keep:
-        cut = dist[np.argpartition(-dist, keep - 1)[:keep]].min()
-        candidates = np.flatnonzero(dist >= cut)  # and everything tied at the cut
-    else:
-        candidates = np.arange(len(dist))
-    order = np.lexsort((index[candidates], -dist[candidates]))
-    return candidates[order[:keep]]
+    """Positions of the ``keep`` largest distances, largest first, earlier rows on ties.
+
+    ``index`` (the global rows) must increase with the position, as it does in
+    a chunk and in a merge of chunks in plan order.
+    """
+    far = kernels.largest(dist, keep)
+    return far[np.lexsort((index[far], -dist[far]))]
 
 
 def sum_by_label(labels: np.ndarray, values: np.ndarray, n_labels: int, weights=None):
@@ -236,8 +235,7 @@ def lloyd_stats(params: LloydParams, X: np.ndarray, start: int) -> LloydStats:
         for rows in _tiles(X.shape[0]):
             centred = X[rows] - reference.astype(X.dtype)
             data_sq += np.einsum("nd,nd->d", centred, centred, dtype=np.float64)
-    far = kernels.largest(dist, k)
-    far = far[np.lexsort((far, -dist[far]))]
+    far = _top_far(dist, np.arange(X.shape[0]), k)
     offsets = sums - counts[:, None] * (params.centers - params.centers[0])
     return LloydStats(
         X.shape[0], counts, offsets, float(dist.sum()),

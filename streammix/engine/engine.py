@@ -54,6 +54,19 @@ def _blas_controller() -> ThreadpoolController:
     return _BLAS["controller"]
 
 
+def _fan_in(level, node):
+    """The root of the fixed merge tree over ``level``, in order, FAN_IN parts a node.
+
+    ``node(parts, (depth, i))`` makes one node; the tree's shape depends only
+    on ``len(level)``, so results do not depend on the scheduler.
+    """
+    depth = 0
+    while len(level) > 1:
+        level = [node(level[i : i + FAN_IN], (depth, i)) for i in range(0, len(level), FAN_IN)]
+        depth += 1
+    return level[0]
+
+
 def _merge_all(merge, *parts):
     result = parts[0]
     for part in parts[1:]:
@@ -358,37 +371,31 @@ class Engine:
 
     def _reduce(self, level, merge):
         name = f"merge-{uuid.uuid4().hex}"
-        depth = 0
-        while len(level) > 1:
-            level = [
-                delayed(_merge_all, pure=True, name="merge-task")(
-                    merge, *level[i : i + FAN_IN], dask_key_name=(name, depth, i))
-                for i in range(0, len(level), FAN_IN)
-            ]
-            depth += 1
-        (result,) = self._compute(level[0])
+        (result,) = self._compute(_fan_in(level, lambda parts, key: delayed(
+            _merge_all, pure=True, name="merge-task")(merge, *parts,
+                                                      dask_key_name=(name, *key))))
         return result
 
     def _local_reduce(self, graph, level, merge):
         """The same fan-in tree as :meth:`_reduce`, on the plain task dict."""
         name = f"merge-{uuid.uuid4().hex}"
         combine = partial(_merge_all, merge)
-        depth = 0
-        while len(level) > 1:
-            parents = []
-            for i in range(0, len(level), FAN_IN):
-                graph[(name, depth, i)] = (combine, *level[i : i + FAN_IN])
-                parents.append((name, depth, i))
-            level = parents
-            depth += 1
-        return self._local_get(graph, level[0])
+
+        def node(parts, key):
+            graph[(name, *key)] = (combine, *parts)
+            return (name, *key)
+
+        return self._local_get(graph, _fan_in(level, node))
+
+    def _map_chunks(self, fn, params, source, chunks) -> list:
+        """``fn`` per chunk of ``chunks``, computed, as a list in their order."""
+        if self.distributed:
+            return list(self._compute(*self._chunk_tasks(_map_task, fn, params, source, chunks)))
+        return list(self._local_get(*self._local_graph(_map_task, fn, params, source, chunks)))
 
     def map_blocks(self, fn: Callable, params, source: Source) -> list:
         """``fn(params, block, start)`` per chunk, as a list in chunk order (computed)."""
-        if self.distributed:
-            return list(self._compute(*self._chunk_tasks(_map_task, fn, params, source)))
-        return list(self._local_get(*self._local_graph(_map_task, fn, params, source,
-                                                       source.plan())))
+        return self._map_chunks(fn, params, source, source.plan())
 
     def iter_map(self, fn: Callable, params, source: Source, *, window: int | None = None):
         """``fn`` per chunk, yielded in chunk order, computing ``window`` chunks at a time.
@@ -399,12 +406,7 @@ class Engine:
         window = window or 4 * self.parallelism
         for first in range(0, len(plan), window):
             chunks = plan[first : first + window]
-            if self.distributed:
-                results = self._compute(*self._chunk_tasks(_map_task, fn, params, source, chunks))
-            else:
-                results = self._local_get(*self._local_graph(_map_task, fn, params, source,
-                                                             chunks))
-            yield from zip(chunks, results, strict=True)
+            yield from zip(chunks, self._map_chunks(fn, params, source, chunks), strict=True)
 
     def per_row(self, fn: Callable, params, source: Source, *, width=None, dtype=None):
         """``fn``'s per-row results over ``source``: NumPy for in-memory input, else lazy Dask."""

@@ -219,6 +219,14 @@ class CentersModel(StreammixEstimator):
         self._check_fitted("cluster_centers_")
         save_model(self, path)
 
+    def _set_labels(self, engine, source):
+        """``labels_`` of the fitted centres for in-memory input (one pass); none out-of-core."""
+        if source.in_memory:
+            self.labels_ = np.concatenate(engine.map_blocks(_labels, self.cluster_centers_,
+                                                            source))
+        elif hasattr(self, "labels_"):
+            del self.labels_
+
 
 @register
 class KMeans(CentersModel):
@@ -362,11 +370,7 @@ class KMeans(CentersModel):
                              verbose=self.verbose)
             best = min(runs, key=lambda run: run.extra["final_stats"].inertia)  # first on ties
             self.cluster_centers_ = best.params.centers
-            if source.in_memory:
-                self.labels_ = np.concatenate(engine.map_blocks(_labels, self.cluster_centers_,
-                                                                source))
-            elif hasattr(self, "labels_"):
-                del self.labels_
+            self._set_labels(engine, source)
         final = best.extra["final_stats"]
         self.inertia_ = float(final.inertia)
         self.n_iter_ = best.n_iter

@@ -13,7 +13,7 @@ from ..core import minibatch as mb
 from ..engine import sample_rows
 from ..io import ArraySource
 from .base import check_random_state
-from .kmeans import INITS, CentersModel, _labels, initial_centers
+from .kmeans import INITS, CentersModel, initial_centers
 from .persistence import register
 
 
@@ -260,11 +260,7 @@ class MiniBatchKMeans(CentersModel):
         stats = engine.map_reduce(km.lloyd_stats, km.LloydParams(self.cluster_centers_), source,
                                   _merge)
         self.inertia_ = float(stats.inertia)
-        if source.in_memory:
-            self.labels_ = np.concatenate(engine.map_blocks(_labels, self.cluster_centers_,
-                                                            source))
-        elif hasattr(self, "labels_"):
-            del self.labels_
+        self._set_labels(engine, source)
 
     def partial_fit(self, X, y=None, sample_weight=None):
         """Update the centres with the rows of ``X`` (one step), for streams.
