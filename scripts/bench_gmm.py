@@ -192,15 +192,28 @@ def evict(path):
 
 
 def out_of_core_iteration(rows, workdir):
-    """Per-iteration time over Parquet against read-and-decode and in-memory compute."""
+    """Per-iteration time over Parquet against read-and-decode and in-memory compute.
+
+    Two copies of the same rows: as ``write_parquet`` writes them (snappy, no
+    dictionary) and as pyarrow writes by default (dictionary pages first,
+    snappy), the layout of most files from other writers.
+    """
+    import pyarrow.parquet as pq
+
     import streammix as sm
     from streammix.datasets import write_parquet
     from streammix.engine import Engine
 
-    path = os.path.join(workdir, f"iter-{rows}")
-    if not os.path.exists(path):
-        write_parquet(path, rows, D, K, seed=4, row_group_rows=250_000, files=4)
-    source = sm.read_parquet(path)
+    plain = os.path.join(workdir, f"iter-{rows}")
+    if not os.path.exists(plain):
+        write_parquet(plain, rows, D, K, seed=4, row_group_rows=250_000, files=4)
+    dictionary = plain + "-dictionary"
+    os.makedirs(dictionary, exist_ok=True)
+    for name in sorted(os.listdir(plain)):
+        if not os.path.exists(os.path.join(dictionary, name)):
+            pq.write_table(pq.read_table(os.path.join(plain, name)),
+                           os.path.join(dictionary, name), row_group_size=250_000)
+    source = sm.read_parquet(plain)
     X = np.concatenate([b for c in source.plan() for _, b in source.read_chunk(c)])
     init = start(X, "full", np.random.default_rng(0))
 
@@ -214,31 +227,44 @@ def out_of_core_iteration(rows, workdir):
             fit(1)
             return min((fit(4) - fit(1)) / 3 for _ in range(2))
 
-    def read_pass(engine):
+    def read_pass(engine, path):
         began = time.perf_counter()
-        engine.map_reduce(_noop, None, source)
+        engine.map_reduce(_noop, None, sm.read_parquet(path))
         return time.perf_counter() - began
 
-    with Engine(cache=False) as engine:
-        evict(path)
-        cold = read_pass(engine)
-        read = min(read_pass(engine) for _ in range(3))
     compute = per_iteration(X, "auto")
-    plain = per_iteration(path, False)
-    cached = per_iteration(path, True)
-    bound = max(read, compute)
+    columns = {}
+    for label, path in (("streammix's files", plain), ("pyarrow defaults", dictionary)):
+        with Engine(cache=False) as engine:
+            evict(path)
+            cold = read_pass(engine, path)
+            read = min(read_pass(engine, path) for _ in range(3))
+        size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
+        columns[label] = (size, cold, read, per_iteration(path, False), per_iteration(path, True))
+
     print(f"\n## Out-of-core EM iteration over Parquet: {rows:,} x {D}, K={K}, full\n")
-    print("| measure | seconds | / max(read, compute) |")
-    print("|---|---:|---:|")
-    size = sum(os.path.getsize(os.path.join(path, f)) for f in os.listdir(path))
-    print(f"| read and decode, cold page cache ({size / 2**20 / cold:,.0f} MiB/s) | {cold:.3f} | "
-          f"{cold / bound:.2f} |")
-    print(f"| read and decode, warm page cache ({size / 2**20 / read:,.0f} MiB/s) | {read:.3f} | |")
-    print(f"| in-memory compute (one iteration) | {compute:.3f} | |")
-    print(f"| read + compute (both keep every core busy) | {read + compute:.3f} | "
-          f"{(read + compute) / bound:.2f} |")
-    print(f"| out-of-core iteration, no cache | {plain:.3f} | {plain / bound:.2f} |")
-    print(f"| out-of-core iteration, chunk cache | {cached:.3f} | {cached / bound:.2f} |")
+    print(f"In-memory compute: {compute:.3f} s per iteration. Ratios are to "
+          "max(warm read, compute) of the same files.\n")
+    print("| measure | " + " | ".join(f"{label} (s) | ratio" for label in columns) + " |")
+    print("|---|" + "---:|---:|" * len(columns))
+
+    def row(name, pick, ratio=True):
+        cells = []
+        for size, cold, read, no_cache, cached in columns.values():
+            value = pick(size, cold, read, no_cache, cached)
+            bound = max(read, compute)
+            cells.append(f"{value:.3f} | " + (f"{value / bound:.2f}" if ratio else ""))
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+    row("read and decode, cold page cache", lambda size, cold, *_: cold)
+    row("read and decode, warm page cache", lambda size, cold, read, *_: read, ratio=False)
+    row("read + compute (both keep every core busy)",
+        lambda size, cold, read, *_: read + compute)
+    row("out-of-core iteration, no cache", lambda *values: values[3])
+    row("out-of-core iteration, chunk cache", lambda *values: values[4])
+    print("\nRead throughput (MiB/s), cold / warm: " + "; ".join(
+        f"{label} {size / 2**20 / cold:,.0f} / {size / 2**20 / read:,.0f}"
+        for label, (size, cold, read, *_) in columns.items()))
 
 
 def main():

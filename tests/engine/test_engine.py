@@ -56,3 +56,18 @@ def test_sample_rows_is_a_uniform_subset_in_row_order(blobs):
     positions = [index[tuple(row)] for row in sample]
     assert len(set(positions)) == 100 and positions == sorted(positions)
     np.testing.assert_array_equal(everything, blobs)
+
+
+def test_blas_runs_one_thread_per_engine_thread_for_the_whole_session():
+    # Between passes too: BLAS threads woken there would spin into the next pass.
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return {pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"}
+
+    before = blas_threads()
+    with Engine(n_workers=2) as engine:
+        assert blas_threads() == {1}
+        engine.map_reduce(lambda p, b, s: b.sum(0), None, sm.as_source(np.ones((10, 2))))
+        assert blas_threads() == {1}
+    assert blas_threads() == before
