@@ -19,6 +19,7 @@ from . import kernels
 from .random import row_uniforms
 
 _TILE_ROWS = 2048
+_GROUP_TILES = 8
 
 
 def _tiles(n_rows):
@@ -37,7 +38,6 @@ def assign(X, centers, reference, sums=None, counts=None, membership=None, start
     digits. When given, ``sums`` get x - reference, ``counts`` 1 and
     ``membership`` the fingerprint of global row ``start + i``, per label.
     """
-    X = np.ascontiguousarray(X)
     reference = np.asarray(reference, dtype=np.float64)
     shifted = np.ascontiguousarray(centers - reference, dtype=X.dtype)
     shift = X.dtype != np.float64
@@ -48,8 +48,14 @@ def assign(X, centers, reference, sums=None, counts=None, membership=None, start
     dist = np.empty(X.shape[0], dtype=np.float64)
     if sums is None:
         sums, counts, membership = np.zeros((0, X.shape[1])), np.zeros(0), np.zeros(0)
-    kernels.assign(X, reference.astype(X.dtype), shifted, scores.astype(X.dtype), shift,
-                   _TILE_ROWS, start, labels, dist, sums, counts, membership)
+    # Column-major rows (decoded Parquet, pandas) are copied row-major a group of
+    # tiles at a time, in cache, instead of all at once: same tiles, same sums.
+    group = X.shape[0] if X.flags.c_contiguous else _GROUP_TILES * _TILE_ROWS
+    for first in range(0, X.shape[0], group):
+        rows = slice(first, first + group)
+        kernels.assign(np.ascontiguousarray(X[rows]), reference.astype(X.dtype), shifted,
+                       scores.astype(X.dtype), shift, _TILE_ROWS, start + first, labels[rows],
+                       dist[rows], sums, counts, membership)
     return labels, dist
 
 

@@ -49,6 +49,17 @@ def test_equals_sklearn_from_parquet(tmp_path, row_group):
     np.testing.assert_allclose(ours.score(path), theirs.score(X), rtol=1e-9)
 
 
+def test_column_major_rows_give_exactly_the_row_major_fit():
+    # Column-major chunks (pandas, decoded Parquet) go through the assignment a
+    # group of tiles at a time; the result must not move by a bit.
+    rows = np.repeat(X, 14, axis=0)[:40_000]  # several groups of tiles, and a partial one
+    ours = sm.KMeans(5, init=INIT, tol=0, max_iter=5).fit(rows)
+    columns = sm.KMeans(5, init=INIT, tol=0, max_iter=5).fit(np.asfortranarray(rows))
+    np.testing.assert_array_equal(columns.cluster_centers_, ours.cluster_centers_)
+    np.testing.assert_array_equal(columns.labels_, ours.labels_)
+    assert columns.inertia_ == ours.inertia_
+
+
 def test_predict_transform_score_equal_sklearn():
     theirs = SkKMeans(5, init=INIT, n_init=1).fit(X)
     ours = sm.KMeans(5, init=INIT, chunk_size=128).fit(X)
