@@ -1,9 +1,9 @@
 """What every chunked source provides, and the checks every block passes.
 
 A source turns its input into a *plan*: a list of small, picklable
-:class:`Chunk` descriptors. Reading one descriptor yields row-major float blocks,
-each checked for NaN/inf as it is read (never in an extra pass). Sources know
-nothing of models.
+:class:`Chunk` descriptors. Reading one descriptor yields (rows, features)
+float blocks (row- or column-major), each checked for NaN/inf as it is read
+(never in an extra pass). Sources know nothing of models.
 """
 
 from __future__ import annotations
