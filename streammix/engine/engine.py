@@ -199,6 +199,7 @@ class Engine:
             self.client = scheduler
         self._local = "synchronous" if scheduler in ("synchronous", "sync") else "threads"
         self._shipped = {}
+        self._session_blas = None  # the BLAS pin of a ``with`` session
 
     def __enter__(self):
         # BLAS limited for the whole session, not only during passes: BLAS
@@ -212,7 +213,7 @@ class Engine:
         self.close()
 
     def close(self):
-        if getattr(self, "_session_blas", None) is not None:
+        if self._session_blas is not None:
             self._session_blas.restore_original_limits()
             self._session_blas = None
         if self._owned_client is not None:
