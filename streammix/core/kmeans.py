@@ -51,11 +51,12 @@ def assign(X, centers, reference, sums=None, counts=None, membership=None, start
     # Column-major rows (decoded Parquet, pandas) are copied row-major a group of
     # tiles at a time, in cache, instead of all at once: same tiles, same sums.
     group = X.shape[0] if X.flags.c_contiguous else _GROUP_TILES * _TILE_ROWS
+    reference, scores = reference.astype(X.dtype), scores.astype(X.dtype)
     for first in range(0, X.shape[0], group):
         rows = slice(first, first + group)
-        kernels.assign(np.ascontiguousarray(X[rows]), reference.astype(X.dtype), shifted,
-                       scores.astype(X.dtype), shift, _TILE_ROWS, start + first, labels[rows],
-                       dist[rows], sums, counts, membership)
+        kernels.assign(np.ascontiguousarray(X[rows]), reference, shifted, scores, shift,
+                       _TILE_ROWS, start + first, labels[rows], dist[rows], sums, counts,
+                       membership)
     return labels, dist
 
 
