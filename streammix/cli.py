@@ -9,9 +9,11 @@ a terminal, or with ``-v``; ``-q`` silences it.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 import time
+import warnings
 
 import click
 import numpy as np
@@ -25,19 +27,43 @@ from .estimators import (
     select,
     select_kmeans,
 )
-from .exceptions import StreammixError
+from .exceptions import ConvergenceWarning, StreammixError
 
 MODELS = {"gmm": GaussianMixture, "kmeans": KMeans, "minibatch-kmeans": MiniBatchKMeans}
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    click.echo(f"Warning: {message}", err=True)
+
+
+def _quiet_libraries():
+    """Library loggers (distributed's reconnection attempts, tracebacks) stay silent:
+    streammix reports what went wrong in one line. ``--debug`` shows them."""
+    for name in ("distributed", "asyncio", "tornado"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
 class _Group(click.Group):
-    """Turns user errors into ``Error: ...`` and exit code 2, unless ``--debug``."""
+    """Turns user errors into ``Error: ...`` and exit code 2, unless ``--debug``.
+
+    Warnings are one ``Warning: ...`` line each; a closed stdout (``| head``)
+    ends the command quietly.
+    """
 
     def invoke(self, ctx):
+        debug = ctx.params.get("debug")
+        if not debug:
+            _quiet_libraries()
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning
+                return super().invoke(ctx)
+        except BrokenPipeError:
+            # The reader went away: stop quietly, as command-line tools do.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ctx.exit(0)
         except (StreammixError, ValueError, OSError, TypeError) as exc:
-            if ctx.params.get("debug"):
+            if debug:
                 raise
             click.echo(f"Error: {exc}", err=True)
             ctx.exit(2)
@@ -84,8 +110,16 @@ def cluster_options(command):
 
 def _verbosity(verbose, quiet) -> int:
     if quiet:
+        warnings.simplefilter("ignore", ConvergenceWarning)
         return 0
     return verbose or int(sys.stderr.isatty())
+
+
+def _load(model_path, scheduler=None, workers=None, level=0):
+    """The model of ``model_path``, set to compute where this command says (never the file)."""
+    model = load(model_path)
+    model.set_params(scheduler=scheduler, n_workers=workers, verbose=level)
+    return model
 
 
 def _source(data, columns, chunk_size=None, dtype="float64"):
@@ -188,8 +222,9 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
 @click.option("--proba", is_flag=True, help="Also each component's probability (gmm).")
 @click.option("--id-field", default="id", show_default=True,
               help="Column passed through to the output when DATA has it.")
+@cluster_options
 @verbosity_options
-def predict(model_path, data, output, proba, id_field, verbose, quiet):
+def predict(model_path, data, output, proba, id_field, scheduler, workers, verbose, quiet):
     """Write the cluster of every row of DATA (and probabilities) to Parquet.
 
     \b
@@ -198,8 +233,7 @@ def predict(model_path, data, output, proba, id_field, verbose, quiet):
     """
     from .scoring import predict_to_parquet
 
-    model = load(model_path)
-    model.verbose = _verbosity(verbose, quiet)
+    model = _load(model_path, scheduler, workers, _verbosity(verbose, quiet))
     rows = predict_to_parquet(model, data, output, proba=proba, id_field=id_field)
     _say(f"{rows:,} rows; wrote {output}", quiet)
 
@@ -364,8 +398,10 @@ def info(model_path, as_json, verbose, quiet):
 @click.option("--sample", "sample_size", default=5000, show_default=True,
               type=click.IntRange(10), help="Rows drawn from DATA to show.")
 @click.option("--seed", default=0, show_default=True, type=int)
+@cluster_options
 @verbosity_options
-def plot(model_path, data, output, features, sample_size, seed, verbose, quiet):
+def plot(model_path, data, output, features, sample_size, seed, scheduler, workers, verbose,
+         quiet):
     """Draw a sample of DATA coloured by cluster, with the model on top.
 
     Gaussian mixtures get 1-3 sigma covariance ellipses and density contours;
@@ -375,12 +411,12 @@ def plot(model_path, data, output, features, sample_size, seed, verbose, quiet):
     Example:
       streammix plot model.npz data/ -o clusters.png --features x0,x3
     """
-    from .engine import Engine, sample_rows
+    from .engine import sample_rows
     from .plotting import plot_model
 
-    model = load(model_path)
+    model = _load(model_path, scheduler, workers, _verbosity(verbose, quiet))
     source = model._source(data, fitted=True)
-    with Engine(progress=bool(_verbosity(verbose, quiet))) as engine:
+    with model._engine() as engine:
         rows = sample_rows(engine, source, sample_size, np.random.default_rng(seed))
     anomalies = None
     if getattr(model, "anomaly_threshold_", None) is not None:
@@ -449,18 +485,17 @@ def make_data(output, rows, features, components, fmt, row_group_rows, files, an
               type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
               help="Fraction of DATA to put below the threshold.")
 @click.option("-o", "--output", help="Write the calibrated model here (default: MODEL).")
+@cluster_options
 @verbosity_options
-def calibrate(model_path, data, contamination, output, verbose, quiet):
+def calibrate(model_path, data, contamination, output, scheduler, workers, verbose, quiet):
     """Calibrate MODEL's anomaly threshold on DATA and save it with the model.
 
     \b
     Example:
       streammix calibrate model.npz data/ --contamination 0.01
     """
-    model = load(model_path)
-    model.verbose = _verbosity(verbose, quiet)
+    model = _load(model_path, scheduler, workers, _verbosity(verbose, quiet))
     scorer = AnomalyScorer(model, contamination=contamination).fit(data)
-    model.verbose = 0  # not part of the saved model's meaning
     scorer.save(output or model_path)
     _say(f"threshold {scorer.offset_:.6g} (flags {contamination:.2%} of {data}); wrote "
          f"{output or model_path}", quiet)
@@ -485,9 +520,11 @@ def calibrate(model_path, data, contamination, output, verbose, quiet):
               help="Score each new Parquet file appearing in this folder into --output.")
 @click.option("--once", is_flag=True, help="With --watch: stop when no new file is left.")
 @click.option("--poll-interval", default=1.0, show_default=True, type=click.FloatRange(0))
+@cluster_options
 @verbosity_options
 def score(model_path, data, output, contamination, threshold, id_field, fmt, batch_size,
-          max_latency_ms, top_features, watch, once, poll_interval, verbose, quiet):
+          max_latency_ms, top_features, watch, once, poll_interval, scheduler, workers, verbose,
+          quiet):
     """Score records for anomalies: a stream on stdin, a dataset, or a watched folder.
 
     \b
@@ -505,8 +542,7 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, bat
     from .scoring import score_to_parquet
     from .scoring import watch as watch_folder
 
-    model = load(model_path)
-    level = _verbosity(verbose, quiet)
+    model = _load(model_path, scheduler, workers, _verbosity(verbose, quiet))
     scorer = AnomalyScorer(model, contamination=contamination or 0.01, threshold=threshold,
                            top_features=top_features)
     if watch:
@@ -523,7 +559,6 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, bat
     if data != "-":
         if not output:
             raise click.UsageError("scoring DATA needs -o OUT.parquet")
-        model.verbose = level
         if threshold is None and contamination is not None:
             scorer.fit(data)
         scorer._offset()

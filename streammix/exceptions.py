@@ -80,5 +80,9 @@ class ConvergenceWarning(UserWarning):
     """An iterative fit stopped at ``max_iter`` before meeting ``tol``."""
 
 
+class ModelFileWarning(UserWarning):
+    """A model file holds something that loading ignored (runtime-only parameters)."""
+
+
 class PrecisionWarning(UserWarning):
     """Reduced-precision arithmetic (``dtype="float32"``) has lost digits the result needs."""

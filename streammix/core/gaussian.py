@@ -141,6 +141,44 @@ def _second_shape(n_components, n_features, covariance_type):
     return (n_components, n_features)
 
 
+def covariance_shape(n_components, n_features, covariance_type):
+    """Shape of the covariances, precisions and their Cholesky factors (scikit-learn's)."""
+    return {"full": (n_components, n_features, n_features), "tied": (n_features, n_features),
+            "diag": (n_components, n_features), "spherical": (n_components,)}[covariance_type]
+
+
+def check_covariances(matrices, covariance_type, name):
+    """Raise a ValueError naming ``name`` unless covariances (or precisions) are valid:
+    symmetric positive definite matrices (full, tied), or positive variances."""
+    if covariance_type in ("diag", "spherical"):
+        if not (matrices > 0).all():
+            raise ValueError(f"attribute {name!r} must be positive")
+        return
+    stack = matrices if covariance_type == "full" else matrices[None]
+    for k, matrix in enumerate(stack):
+        scale = np.abs(matrix).max()
+        if not np.allclose(matrix, matrix.T, rtol=0, atol=1e-10 * scale):
+            raise ValueError(f"attribute {name!r}[{k}] is not symmetric")
+        try:
+            linalg.cholesky(matrix, lower=True)
+        except linalg.LinAlgError:
+            raise ValueError(f"attribute {name!r}[{k}] is not positive definite") from None
+
+
+def check_precisions_cholesky(factors, covariance_type):
+    """Raise a ValueError unless ``factors`` are upper-triangular with a positive diagonal
+    (full, tied) or positive (diag, spherical): the factors of positive definite precisions."""
+    if covariance_type in ("diag", "spherical"):
+        diagonal, lower = factors, np.zeros(1)
+    else:
+        stack = factors if covariance_type == "full" else factors[None]
+        diagonal = np.diagonal(stack, axis1=1, axis2=2)
+        lower = np.tril(stack, k=-1)
+    if not (diagonal > 0).all() or lower.any():
+        raise ValueError("attribute 'precisions_cholesky_' must be upper-triangular with a "
+                         "positive diagonal (the factor of positive definite precisions)")
+
+
 def log_det_cholesky(precisions_cholesky, covariance_type, n_features):
     """Log-determinant of each component's precision Cholesky factor, shape (K,)."""
     if covariance_type == "full":

@@ -139,6 +139,38 @@ def _map_task(fn, params, source, chunk, payload, cache=None):
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+#: Seconds to wait for a scheduler to answer before giving up.
+CONNECT_TIMEOUT = 10
+
+
+def connect(address: str):
+    """A ``distributed.Client`` of the scheduler at ``address``, or a ClusterError in seconds.
+
+    The address is checked first (``tcp://host:port``, ``tls://``, ``ws://``,
+    ``wss://``; no scheme means ``tcp``) and its host name resolved, so a
+    typing error fails at once instead of after the client's retries.
+    """
+    import socket
+
+    from distributed import Client
+    from distributed.comm import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme not in ("tcp", "tls", "ws", "wss"):
+            raise ValueError(f"unsupported scheme {scheme!r}")
+        host, port = parse_host_port(location)
+        socket.getaddrinfo(host, port)
+    except (ValueError, TypeError, OSError) as exc:
+        raise ClusterError(f"{address!r} is not a reachable Dask scheduler address ({exc}); "
+                           "expected e.g. tcp://10.0.0.5:8786") from None
+    try:
+        return Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
+    except (OSError, TimeoutError) as exc:
+        raise ClusterError(f"no Dask scheduler answered at {address} within "
+                           f"{CONNECT_TIMEOUT} s ({type(exc).__name__})") from None
+
+
 def _default_client():
     try:
         from distributed import default_client
@@ -192,9 +224,7 @@ class Engine:
         elif isinstance(scheduler, str) and scheduler in _LOCAL_SCHEDULERS:
             self.client = None
         elif isinstance(scheduler, str):
-            from distributed import Client
-
-            self.client = self._owned_client = Client(scheduler, set_as_default=False)
+            self.client = self._owned_client = connect(scheduler)
         else:
             self.client = scheduler
         self._local = "synchronous" if scheduler in ("synchronous", "sync") else "threads"

@@ -12,7 +12,7 @@ import numpy as np
 from ..engine import Engine
 from ..engine.checkpoint import Checkpoint
 from ..exceptions import DataError, NotFittedError
-from ..io import Source, _is_zarr_path, as_source, is_path_input
+from ..io import Source, _is_zarr_path, as_source, is_path_input, resolve_dtype
 
 
 def _fingerprint_value(value):
@@ -170,6 +170,26 @@ class StreammixEstimator:
         source = self._source(X, fitted=True)
         with self._engine() as engine:
             return engine.per_row(fn, params, source, width=width, dtype=dtype)
+
+    def _check_common_params(self):
+        """Checks every estimator shares: dtype, random_state, and booleans that are booleans."""
+        resolve_dtype(self.dtype)
+        if not (self.random_state is None or isinstance(
+                self.random_state, int | np.integer | np.random.Generator | np.random.RandomState)
+                ) or isinstance(self.random_state, bool):
+            raise ValueError(f"random_state must be None, an int or a Generator, got "
+                             f"{self.random_state!r}")
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if isinstance(parameter.default, bool) and not isinstance(getattr(self, name),
+                                                                      bool | np.bool_):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+
+    def _check_number(self, name, low=0.0):
+        """Raise a ValueError unless parameter ``name`` is a finite number >= ``low``."""
+        value = getattr(self, name)
+        if not isinstance(value, int | float | np.integer | np.floating) or \
+                isinstance(value, bool) or not np.isfinite(value) or value < low:
+            raise ValueError(f"{name} must be a finite number >= {low}, got {value!r}")
 
     def _check_integer(self, name, low):
         """Raise a ValueError unless parameter ``name`` is an integer >= ``low``."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from typing import ClassVar
 
 import numpy as np
 
@@ -16,7 +17,7 @@ from ..engine.iterate import batch_map_reduce
 from ..exceptions import ConvergenceWarning, PrecisionWarning
 from .base import StreammixEstimator, check_random_state
 from .kmeans import initial_centers, read_row, resolve_init, run_lloyd
-from .persistence import register, save_model
+from .persistence import BOUND, register, save_model
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -209,11 +210,11 @@ class GaussianMixture(StreammixEstimator):
     (3,)
     """
 
-    _fitted_attributes = (
-        "weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_",
-        "converged_", "n_iter_", "lower_bound_", "lower_bounds_", "n_features_in_",
-        "feature_names_in_",
-    )
+    #: Model-file attributes held in the metadata, by kind (see ``persistence``).
+    _model_scalars: ClassVar[dict] = {"converged_": bool, "n_iter_": int, "lower_bound_": BOUND,
+                      "lower_bounds_": list[float], "n_features_in_": int,
+                      "feature_names_in_": list[str]}
+    _optional_attributes = ("feature_names_in_",)
 
     def __init__(
         self,
@@ -263,7 +264,9 @@ class GaussianMixture(StreammixEstimator):
         self.cache = cache
 
     # -- validation -----------------------------------------------------
-    def _check_parameters(self, n_features):
+    def _check_params(self, n_features):
+        """Validate the parameters for data of ``n_features`` columns (ValueError)."""
+        self._check_common_params()
         self._check_integer("n_components", 1)
         self._check_integer("max_iter", 0)
         self._check_integer("n_init", 1)
@@ -272,9 +275,8 @@ class GaussianMixture(StreammixEstimator):
                              f"got {self.covariance_type!r}")
         if self.init_params not in INIT_PARAMS:
             raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}")
-        for name in ("tol", "reg_covar"):
-            if not np.isfinite(getattr(self, name)) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a non-negative number, got {getattr(self, name)}")
+        self._check_number("tol")
+        self._check_number("reg_covar")
         k, kind = self.n_components, self.covariance_type
         if self.weights_init is not None:
             w = self._init_array("weights_init", (k,))
@@ -284,9 +286,7 @@ class GaussianMixture(StreammixEstimator):
         if self.means_init is not None:
             self._init_array("means_init", (k, n_features))
         if self.precisions_init is not None:
-            shape = {"full": (k, n_features, n_features), "tied": (n_features, n_features),
-                     "diag": (k, n_features), "spherical": (k,)}[kind]
-            p = self._init_array("precisions_init", shape)
+            p = self._init_array("precisions_init", gm.covariance_shape(k, n_features, kind))
             stack = p if kind == "full" else p[None] if kind == "tied" else None
             if stack is not None:
                 for i, matrix in enumerate(stack):
@@ -318,7 +318,7 @@ class GaussianMixture(StreammixEstimator):
         """
         source = self._source(X)
         n_rows = source.n_rows
-        self._check_parameters(source.n_features)
+        self._check_params(source.n_features)
         if n_rows < max(2, self.n_components):
             raise ValueError(f"Expected n_samples >= n_components (and at least 2) but got "
                              f"n_components = {self.n_components}, n_samples = {n_rows}")
@@ -487,10 +487,29 @@ class GaussianMixture(StreammixEstimator):
         self._check_fitted("means_")
         save_model(self, path)
 
-    def _after_load(self):
-        self.converged_ = bool(self.converged_)
-        self.n_iter_ = int(self.n_iter_)
-        self.lower_bounds_ = [float(v) for v in self.lower_bounds_]
+    def _model_arrays(self) -> dict:
+        """Fitted arrays of a model file, with their shapes."""
+        k, d = self.n_components, self.n_features_in_
+        shape = gm.covariance_shape(k, d, self.covariance_type)
+        return {"weights_": (k,), "means_": (k, d), "covariances_": shape,
+                "precisions_": shape, "precisions_cholesky_": shape}
+
+    def _check_model(self):
+        """Check loaded parameters: weights on the simplex, positive definite matrices."""
+        weights = self.weights_
+        if weights.min() < 0 or abs(weights.sum() - 1) > 1e-6:
+            raise ValueError("attribute 'weights_' must be non-negative and sum to 1, got "
+                             f"sum {weights.sum():.6g}")
+        gm.check_covariances(self.covariances_, self.covariance_type, "covariances_")
+        gm.check_covariances(self.precisions_, self.covariance_type, "precisions_")
+        gm.check_precisions_cholesky(self.precisions_cholesky_, self.covariance_type)
+        expected = gm.precisions_from_cholesky(self.precisions_cholesky_, self.covariance_type)
+        if not np.allclose(self.precisions_, expected, rtol=1e-8,
+                           atol=1e-12 * np.abs(expected).max()):
+            raise ValueError("attributes 'precisions_' and 'precisions_cholesky_' disagree")
+        if len(self.lower_bounds_) != self.n_iter_:
+            raise ValueError(f"attribute 'lower_bounds_' has {len(self.lower_bounds_)} values "
+                             f"for n_iter_={self.n_iter_}")
 
 
 __all__ = ["GaussianMixture"]

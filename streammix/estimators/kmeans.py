@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from typing import ClassVar
 
 import numpy as np
 
@@ -219,6 +220,17 @@ class CentersModel(StreammixEstimator):
         self._check_fitted("cluster_centers_")
         save_model(self, path)
 
+    _optional_attributes = ("feature_names_in_",)
+
+    def _model_arrays(self) -> dict:
+        """Fitted arrays of a model file, with their shapes."""
+        return {"cluster_centers_": (self.n_clusters, self.n_features_in_)}
+
+    def _check_model(self):
+        """Check loaded attributes beyond their types and shapes."""
+        if self.inertia_ < 0:
+            raise ValueError(f"attribute 'inertia_' must be >= 0, got {self.inertia_}")
+
     def _set_labels(self, engine, source):
         """``labels_`` of the fitted centres for in-memory input (one pass); none out-of-core."""
         if source.in_memory:
@@ -288,8 +300,10 @@ class KMeans(CentersModel):
     True
     """
 
-    _fitted_attributes = ("cluster_centers_", "inertia_", "n_iter_", "n_features_in_",
-                          "feature_names_in_", "labels_")
+    #: Model-file attributes held in the metadata, by kind (see ``persistence``);
+    #: ``labels_`` belong to the training data, not to the model, and are not saved.
+    _model_scalars: ClassVar[dict] = {"inertia_": float, "n_iter_": int, "n_features_in_": int,
+                      "feature_names_in_": list[str]}
 
     def __init__(self, n_clusters=8, *, init="auto", n_init="auto", max_iter=300, tol=1e-4,
                  verbose=0, random_state=None, copy_x=True, algorithm="lloyd",
@@ -314,14 +328,15 @@ class KMeans(CentersModel):
         self.restart = restart
         self.cache = cache
 
-    def _check(self, source):
+    def _check_params(self, n_features):
+        """Validate the parameters for data of ``n_features`` columns; returns n_init."""
+        self._check_common_params()
         self._check_integer("n_clusters", 1)
         self._check_integer("max_iter", 1)
+        self._check_integer("init_rounds", 1)
+        self._check_number("tol")
+        self._check_number("oversampling_factor")
         k = self.n_clusters
-        if source.n_rows < k:
-            raise ValueError(f"n_samples={source.n_rows} should be >= n_clusters={k}.")
-        if not np.isfinite(self.tol) or self.tol < 0:
-            raise ValueError(f"tol must be a non-negative number, got {self.tol!r}")
         if self.algorithm != "lloyd":
             raise ValueError(f"algorithm must be 'lloyd', got {self.algorithm!r}")
         init = self.init
@@ -334,10 +349,9 @@ class KMeans(CentersModel):
             if centers.ndim != 2 or centers.shape[0] != k:
                 raise ValueError(f"The shape of the initial centers {centers.shape} does not "
                                  f"match the number of clusters {k}.")
-            if centers.shape[1] != source.n_features:
+            if centers.shape[1] != n_features:
                 raise ValueError(f"The shape of the initial centers {centers.shape} does not "
-                                 f"match the number of features of the data "
-                                 f"{source.n_features}.")
+                                 f"match the number of features of the data {n_features}.")
         if self.n_init == "auto":
             return 10 if (isinstance(init, str) and init == "random") or callable(init) else 1
         if not isinstance(self.n_init, int | np.integer) or self.n_init < 1:
@@ -359,7 +373,10 @@ class KMeans(CentersModel):
         if sample_weight is not None:
             raise NotImplementedError("sample_weight is not supported yet")
         source = self._source(X)
-        n_init = self._check(source)
+        n_init = self._check_params(source.n_features)
+        if source.n_rows < self.n_clusters:
+            raise ValueError(f"n_samples={source.n_rows} should be >= "
+                             f"n_clusters={self.n_clusters}.")
         with self._fit_engine(source) as engine:
             seeds = self._root_seed(engine).spawn(n_init)
             init = resolve_init(self.init, source)
@@ -382,6 +399,4 @@ class KMeans(CentersModel):
                           "in X.", ConvergenceWarning, stacklevel=2)
         return self
 
-    def _after_load(self):
-        self.n_iter_ = int(self.n_iter_)
-        self.inertia_ = float(self.inertia_)
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 from contextlib import nullcontext
+from typing import ClassVar
 
 import numpy as np
 
@@ -84,9 +85,11 @@ class MiniBatchKMeans(CentersModel):
     [0.0, 8.0]
     """
 
-    _fitted_attributes = ("cluster_centers_", "inertia_", "n_iter_", "n_steps_",
-                          "n_features_in_", "feature_names_in_", "labels_", "_counts",
-                          "_n_since_last_reassign", "_entropy")
+    #: Model-file attributes held in the metadata, by kind (see ``persistence``);
+    #: the private ones let ``partial_fit`` continue a loaded model exactly.
+    _model_scalars: ClassVar[dict] = {"inertia_": float, "n_iter_": int, "n_steps_": int,
+                      "n_features_in_": int, "feature_names_in_": list[str],
+                      "_n_since_last_reassign": int, "_entropy": int}
 
     def __init__(self, n_clusters=8, *, init="auto", max_iter=100, batch_size=1024, verbose=0,
                  compute_labels=True, random_state=None, tol=0.0, max_no_improvement=10,
@@ -119,16 +122,20 @@ class MiniBatchKMeans(CentersModel):
         return self.chunk_size or self.batch_size
 
     # -- checks and initialisation ---------------------------------------
-    def _check(self):
+    def _check_params(self, n_features=None):
         """Validate the parameters; returns the number of initialisations."""
+        self._check_common_params()
         for name in ("n_clusters", "batch_size", "max_iter"):
             self._check_integer(name, 1)
+        for name in ("max_no_improvement", "init_size"):
+            if getattr(self, name) is not None:
+                self._check_integer(name, 1)
         if isinstance(self.init, str) and self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, a callable or an array")
-        if not np.isfinite(self.tol) or self.tol < 0:
-            raise ValueError(f"tol must be a non-negative number, got {self.tol!r}")
-        if not 0 <= self.reassignment_ratio:
-            raise ValueError("reassignment_ratio must be >= 0")
+        self._check_number("tol")
+        self._check_number("reassignment_ratio")
+        if self.n_init != "auto":
+            self._check_integer("n_init", 1)
         if self.n_init == "auto":
             return 3 if (isinstance(self.init, str) and self.init == "random") or callable(
                 self.init) else 1
@@ -190,7 +197,7 @@ class MiniBatchKMeans(CentersModel):
         """
         if sample_weight is not None:
             raise NotImplementedError("sample_weight is not supported yet")
-        n_init = self._check()
+        n_init = self._check_params()
         source = self._source(X)
         n_rows = source.n_rows
         init_size = min(n_rows, max(self.init_size or 3 * self.batch_size, 3 * self.n_clusters))
@@ -276,7 +283,7 @@ class MiniBatchKMeans(CentersModel):
         if sample_weight is not None:
             raise NotImplementedError("sample_weight is not supported yet")
         first = not hasattr(self, "cluster_centers_")
-        n_init = self._check()
+        n_init = self._check_params()
         source = self._source(X, fitted=not first)
         with self._engine() as engine:
             if first:
@@ -294,7 +301,12 @@ class MiniBatchKMeans(CentersModel):
                 self._final_labels(engine, source)
         return self
 
-    def _after_load(self):
-        self.n_steps_ = int(self.n_steps_)
-        self.n_iter_ = int(self.n_iter_)
-        self._n_since_last_reassign = int(self._n_since_last_reassign)
+    def _model_arrays(self) -> dict:
+        """Fitted arrays of a model file, with their shapes."""
+        return {**super()._model_arrays(), "_counts": (self.n_clusters,)}
+
+    def _check_model(self):
+        """Check loaded attributes beyond their types and shapes."""
+        super()._check_model()
+        if self._counts.min() < 0:
+            raise ValueError("attribute '_counts' must be >= 0")

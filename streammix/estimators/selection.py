@@ -110,7 +110,7 @@ def select(X, n_components=range(1, 11), covariance_types=gm.COVARIANCE_TYPES,
         raise ValueError("n_components must hold integers >= 1")
     grid = [(k, kind) for kind in kinds for k in ks]
     source = template._source(X)
-    template._check_parameters(source.n_features)
+    template._check_params(source.n_features)
     n_rows = source.n_rows
     if n_rows < max(2, ks[-1]):
         raise ValueError(f"Expected n_samples >= n_components but got n_components = {ks[-1]}, "
