@@ -68,6 +68,51 @@ def unflatten(skeleton, arrays):
     return cls(**{k: unflatten(v, arrays) for k, v in skeleton["fields"].items()})
 
 
+def conforms(value, template) -> str | None:
+    """Why ``value`` (read back from a file) cannot stand where ``template`` stands, or None.
+
+    Same registered types, arrays of the same shape and dtype (finite when
+    float), the same keys, and lists and tuples of the same length; an empty
+    list in ``template`` takes a list of numbers; ``None`` takes anything.
+    """
+    if template is None:
+        return None
+    if isinstance(template, np.ndarray):
+        if not isinstance(value, np.ndarray) or value.shape != template.shape \
+                or value.dtype != template.dtype:
+            return f"an array of shape {template.shape} and dtype {template.dtype} was expected"
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            return "an array holds values that are not finite"
+        return None
+    if type(template).__qualname__ in _TYPES:
+        if type(value) is not type(template):
+            return f"a {type(template).__name__} was expected"
+        return _first(conforms(getattr(value, k), v) for k, v in _fields(template).items())
+    if isinstance(template, dict):
+        if not isinstance(value, dict) or set(template) - set(value):
+            return f"a mapping with {sorted(template)} was expected"
+        return _first(conforms(value[k], v) for k, v in template.items())
+    if isinstance(template, list | tuple):
+        if type(value) is not type(template):
+            return f"a {type(template).__name__} was expected"
+        if isinstance(template, list) and not template:
+            numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+            return None if numbers else "a list of numbers was expected"
+        if len(value) != len(template):
+            return f"{len(template)} items were expected, found {len(value)}"
+        return _first(conforms(v, t) for v, t in zip(value, template, strict=True))
+    if isinstance(template, bool) or isinstance(value, bool):
+        return None if type(value) is type(template) else "a boolean was expected"
+    if isinstance(template, int | float):
+        return None if isinstance(value, int | float) else "a number was expected"
+    return None if isinstance(value, type(template)) else \
+        f"a {type(template).__name__} was expected"
+
+
+def _first(reasons):
+    return next((r for r in reasons if r is not None), None)
+
+
 def dumps(obj) -> tuple[bytes, dict]:
     """``obj`` as UTF-8 JSON bytes and its arrays."""
     arrays: dict = {}

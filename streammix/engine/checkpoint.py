@@ -12,17 +12,22 @@ checkpoint is a replay log of what the fit computed:
 Re-running the same fit replays: journaled passes return their recorded
 results without reading data, and a loop restarts from its snapshot. Every
 file is written to a temporary name, fsynced and renamed, so a crash leaves
-the previous good file. ``checkpoint.json`` holds the fingerprint of the data
-and parameters; a checkpoint made for anything else is refused. A ``lock``
-file holding the owner's pid keeps a second process out.
+the previous good file. Each state file carries a SHA-256 digest of its
+content, checked (with the state's types and shapes) before it is used.
+``checkpoint.json`` holds the fingerprint of the data and parameters; a
+checkpoint made for anything else is refused. An OS lock on the ``lock``
+file keeps a second process out.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import glob
+import hashlib
 import json
 import os
+import re
 import socket
 import zipfile
 
@@ -30,20 +35,11 @@ import numpy as np
 
 from .. import _serial
 from .._atomic import atomic_write
+from .._npz import NpzError, NpzReader, json_bytes, write_npz
 from ..exceptions import CheckpointError, CheckpointInUseError
 
 FORMAT = "streammix-checkpoint"
 FORMAT_VERSION = 1
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's live process
-        return True
-    return True
 
 
 class Checkpoint:
@@ -66,6 +62,7 @@ class Checkpoint:
             {"format": FORMAT, "version": FORMAT_VERSION, **fingerprint}, sort_keys=True))
         self.restart = restart
         self._lock_path = os.path.join(self.directory, "lock")
+        self._lock_fd = None
         self._passes = 0
         self._loops = 0
         self._in_loop = 0
@@ -86,35 +83,40 @@ class Checkpoint:
         self._unlock()
 
     def _lock(self):
-        me = f"{os.getpid()} {socket.gethostname()}\n"
-        for _ in range(2):
-            try:
-                fd = os.open(self._lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                owner = self._lock_owner()
-                if owner is not None and owner != os.getpid() and _pid_alive(owner):
-                    raise CheckpointInUseError(
-                        f"checkpoint directory {self.directory} is in use by process {owner} "
-                        f"(lock file {self._lock_path}); wait for that fit to finish") from None
-                with contextlib.suppress(FileNotFoundError):  # stale: its owner is gone
-                    os.unlink(self._lock_path)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                handle.write(me)
-            return
-        raise CheckpointInUseError(f"could not take the lock {self._lock_path}")
+        """Take the directory's lock: an OS lock (``flock``) on the ``lock`` file.
 
-    def _lock_owner(self):
+        The kernel takes it atomically and releases it when its process ends,
+        however it ends, so there is no stale lock to judge and no window
+        between creating the file and writing its owner. The owner's pid and
+        host are written into the file only to name them in the error.
+        """
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise CheckpointInUseError(
+                f"checkpoint directory {self.directory} is in use by {self._lock_owner()} "
+                f"(lock file {self._lock_path}); wait for that fit to finish") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._lock_fd = fd
+
+    def _lock_owner(self) -> str:
         try:
             with open(self._lock_path) as handle:
-                return int(handle.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
+                pid, host = handle.read(200).split()[:2]
+            return f"process {int(pid)} on {host}"
+        except (OSError, ValueError):
+            return "another process"
 
     def _unlock(self):
-        if self._lock_owner() == os.getpid():
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._lock_path)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the OS lock
+            self._lock_fd = None
 
     def _open(self):
         meta_path = os.path.join(self.directory, "checkpoint.json")
@@ -185,12 +187,20 @@ class Checkpoint:
         self._passes += 1
 
     @contextlib.contextmanager
-    def loop(self):
-        """An iteration loop: yields ``(saved_state_or_None, save)``; no journaling inside."""
+    def loop(self, template=None):
+        """An iteration loop: yields ``(saved_state_or_None, save)``; no journaling inside.
+
+        A saved state must conform to ``template`` (the loop's fresh state: same
+        types, shapes and lengths; see :func:`streammix._serial.conforms`).
+        """
         number = self._loops
         self._loops += 1
         path = self._path("loop", number)
         saved = _read(path) if os.path.exists(path) else None
+        why = None if saved is None or template is None else _serial.conforms(saved, template)
+        if why is not None:
+            raise CheckpointError(f"{path} does not hold a state of this fit ({why}); start "
+                                  "afresh with restart=True (CLI: --restart)")
         self._in_loop += 1
         try:
             yield saved, lambda state: _write(path, state)
@@ -215,17 +225,35 @@ def _difference(saved: dict, now: dict) -> str:
     return "; ".join(parts)[:500]
 
 
+def _digest(meta: bytes, arrays: dict) -> np.ndarray:
+    """SHA-256 of a state: its JSON skeleton and every array's name, dtype, shape and bytes."""
+    digest = hashlib.sha256(meta)
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name} {array.dtype.str} {array.shape}".encode())
+        digest.update(array.data)
+    return np.frombuffer(digest.digest(), dtype=np.uint8)
+
+
 def _write(path, state):
     meta, arrays = _serial.dumps(state)
-    with atomic_write(path) as handle:
-        np.savez(handle, __state__=np.frombuffer(meta, dtype=np.uint8), **arrays)
+    write_npz(path, {**arrays, "__state__": np.frombuffer(meta, dtype=np.uint8),
+                     "__digest__": _digest(meta, arrays)})
 
 
 def _read(path):
+    """The state saved in ``path``, once its digest and its every entry check out."""
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files if k != "__state__"}
-            return _serial.loads(bytes(archive["__state__"]), arrays)
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        with NpzReader(path) as npz:
+            if any(not re.fullmatch(r"a\d+|__state__|__digest__", name) for name in npz.names):
+                raise NpzError("unexpected entries")
+            arrays = {name: npz.read(name) for name in npz.names
+                      if name not in ("__state__", "__digest__")}
+            meta = json_bytes(npz.read("__state__"))
+            if not np.array_equal(npz.read("__digest__", (32,)), _digest(meta, arrays)):
+                raise NpzError("its digest does not match its content: changed since written")
+        return _serial.loads(meta, arrays)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError,
+            zipfile.BadZipFile, EOFError) as exc:
         raise CheckpointError(f"{path} is damaged ({exc}); start afresh with restart=True "
                               "(CLI: --restart)") from None

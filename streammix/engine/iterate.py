@@ -64,7 +64,8 @@ def iterate(
     whatever the number of active models. With a checkpoint on the engine, the
     runs are saved after every iteration and a re-run resumes from them.
     """
-    loop = engine.checkpoint.loop() if engine.checkpoint else nullcontext((None, None))
+    loop = engine.checkpoint.loop(template=runs) if engine.checkpoint else \
+        nullcontext((None, None))
     with loop as (saved, save):
         if saved is not None:
             runs[:] = saved

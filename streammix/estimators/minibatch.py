@@ -220,7 +220,12 @@ class MiniBatchKMeans(CentersModel):
         cursor = {"epoch": 0, "position": 0, "order": None, "ewa": None, "best": math.inf,
                   "stale": 0, "width": engine.parallelism, "done": False,
                   "rng": np.random.default_rng(order_seed).bit_generator.state}
-        loop = engine.checkpoint.loop() if engine.checkpoint else nullcontext((None, None))
+        def state():
+            return {"cursor": cursor, "centers": self.cluster_centers_, "counts": self._counts,
+                    "n_steps": self.n_steps_, "since_reassign": self._n_since_last_reassign}
+
+        loop = engine.checkpoint.loop(template=state()) if engine.checkpoint else \
+            nullcontext((None, None))
         with loop as (saved, save):
             if saved is not None:
                 cursor = saved["cursor"]
@@ -241,9 +246,7 @@ class MiniBatchKMeans(CentersModel):
                 if cursor["position"] >= len(plan) or cursor["done"]:
                     cursor.update(epoch=cursor["epoch"] + 1, position=0, order=None)
                 if save is not None:
-                    save({"cursor": cursor, "centers": self.cluster_centers_,
-                          "counts": self._counts, "n_steps": self.n_steps_,
-                          "since_reassign": self._n_since_last_reassign})
+                    save(state())
         self.n_iter_ = cursor["epoch"]
 
     def _converged(self, cursor, stats, shift, n_rows, tol):

@@ -18,19 +18,37 @@ def fingerprint(data="d1", **params):
     return {"estimator": "X", "data": {"name": data}, "params": {"k": 3, **params}}
 
 
-def test_second_process_gets_in_use_error_and_stale_lock_is_taken_over(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+HOLD = """
+import sys, time
+from streammix.engine.checkpoint import Checkpoint
+with Checkpoint(sys.argv[1], {"estimator": "X", "data": {"name": "d1"}, "params": {"k": 3}}):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_second_process_gets_in_use_error_until_the_holder_dies(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
     try:
-        (tmp_path / "lock").write_text(f"{holder.pid} host\n")
-        with pytest.raises(CheckpointInUseError, match=rf"in use by process {holder.pid}"):
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(CheckpointInUseError, match=rf"in use by process {holder.pid} on"):
             Checkpoint(tmp_path, fingerprint()).__enter__()
     finally:
-        holder.kill()
+        holder.kill()  # no clean-up runs: the kernel releases the lock
         holder.wait()
-    # the holder is dead now: its lock is stale and is taken over
     with Checkpoint(tmp_path, fingerprint()):
         assert (tmp_path / "lock").read_text().split()[0] == str(os.getpid())
-    assert not (tmp_path / "lock").exists()
+        with pytest.raises(CheckpointInUseError):  # one holder, even within a process
+            Checkpoint(tmp_path, fingerprint()).__enter__()
+
+
+def test_lock_file_contents_never_decide_who_holds_it(tmp_path):
+    # A file naming a live process, a garbage one, or another host's: only the OS lock counts.
+    for content in (f"{os.getppid()} host\n", "garbage", "1 other-host\n"):
+        (tmp_path / "lock").write_text(content)
+        with Checkpoint(tmp_path, fingerprint()):
+            pass
 
 
 def test_refuses_other_data_other_parameters_and_other_versions(tmp_path):
@@ -122,3 +140,47 @@ def test_warm_start_fits_checkpoint_and_resume(tmp_path, blobs_parquet):
     again.means_ = again.means_ + 0.5
     with pytest.raises(CheckpointError, match=r"another starting model \(warm_start\)"):
         again.fit(blobs_parquet)
+
+
+def _tampered_fit(tmp_path, blobs_parquet, change):
+    """A 3-iteration fit leaves its loop state; ``change(arrays, meta)`` edits that state."""
+    def fit():
+        return sm.GaussianMixture(3, max_iter=3, tol=0, random_state=0, chunk_size=60,
+                                  checkpoint=tmp_path / "c").fit(blobs_parquet)
+
+    with pytest.warns(sm.ConvergenceWarning):
+        fit()
+    path = sorted((tmp_path / "c").glob("loop-*.npz"))[-1]  # the EM loop
+    with np.load(path) as archive:
+        arrays = {name: archive[name] for name in archive.files}
+    change(arrays, path)
+    return fit
+
+
+def test_an_edited_loop_state_is_refused_not_resumed(tmp_path, blobs_parquet):
+    def shift_means(arrays, path):
+        means = [k for k, v in arrays.items() if v.shape == (3, 3) and k.startswith("a")]
+        arrays[means[0]] = arrays[means[0]] + 1000  # still a valid npz, same shapes
+        np.savez(path, **arrays)
+
+    fit = _tampered_fit(tmp_path, blobs_parquet, shift_means)
+    with pytest.raises(CheckpointError, match=r"loop-\d+\.npz is damaged .*digest"):
+        fit()
+
+
+def test_a_state_of_another_shape_is_refused_even_with_a_matching_digest(tmp_path,
+                                                                         blobs_parquet):
+    from streammix.engine.checkpoint import _write
+
+    fit = _tampered_fit(tmp_path, blobs_parquet, lambda arrays, path: _write(path, [1, 2, 3]))
+    with pytest.raises(CheckpointError, match=r"does not hold a state of this fit"):
+        fit()
+
+
+def test_a_compressed_state_entry_is_refused(tmp_path, blobs_parquet):
+    def compress(arrays, path):
+        np.savez_compressed(path, **arrays)
+
+    fit = _tampered_fit(tmp_path, blobs_parquet, compress)
+    with pytest.raises(CheckpointError, match=r"is compressed"):
+        fit()
