@@ -516,6 +516,10 @@ def calibrate(model_path, data, contamination, output, scheduler, workers, verbo
 @click.option("--max-latency-ms", default=10.0, show_default=True, type=click.FloatRange(0),
               help="Score a partial batch this long after its first record arrived.")
 @click.option("--top-features", default=3, show_default=True, type=click.IntRange(0))
+@click.option("--max-record-bytes", default=1 << 20, show_default=True, type=click.IntRange(1),
+              help="Longer stdin records are error records (and read no further).")
+@click.option("--max-depth", default=32, show_default=True, type=click.IntRange(1),
+              help="JSON records nested deeper are error records.")
 @click.option("--watch", type=click.Path(file_okay=False, exists=True),
               help="Score each new Parquet file appearing in this folder into --output.")
 @click.option("--once", is_flag=True, help="With --watch: stop when no new file is left.")
@@ -523,8 +527,8 @@ def calibrate(model_path, data, contamination, output, scheduler, workers, verbo
 @cluster_options
 @verbosity_options
 def score(model_path, data, output, contamination, threshold, id_field, fmt, batch_size,
-          max_latency_ms, top_features, watch, once, poll_interval, scheduler, workers, verbose,
-          quiet):
+          max_latency_ms, top_features, max_record_bytes, max_depth, watch, once, poll_interval,
+          scheduler, workers, verbose, quiet):
     """Score records for anomalies: a stream on stdin, a dataset, or a watched folder.
 
     \b
@@ -571,22 +575,33 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, bat
     if not hasattr(scorer, "offset_"):
         raise click.UsageError("the model has no threshold: calibrate it first "
                                "(streammix calibrate) or give --threshold")
-    _score_stdin(scorer, fmt, id_field, batch_size, max_latency_ms)
+    limits = {"max_record_bytes": max_record_bytes, "max_depth": max_depth}
+    _score_stdin(scorer, fmt, id_field, batch_size, max_latency_ms, limits)
 
 
-def _score_stdin(scorer, fmt, id_field, batch_size, max_latency_ms):
-    from .stream import text_records
+def _json_line(out: dict) -> str:
+    """One output record as strict JSON (no NaN or Infinity); an error record if it cannot be."""
+    try:
+        return json.dumps(out, allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        return json.dumps({"id": None, "error": f"output not representable as JSON ({exc})"})
+
+
+def _score_stdin(scorer, fmt, id_field, batch_size, max_latency_ms, limits):
+    from .stream import read_lines, text_records
 
     counts = {"records": 0, "anomalies": 0, "errors": 0}
-    batches = scorer.score_batches(text_records(sys.stdin, fmt), id_field=id_field,
-                                   batch_size=batch_size, max_latency_ms=max_latency_ms)
+    records = text_records(read_lines(sys.stdin.buffer, limits["max_record_bytes"]), fmt,
+                           fields=scorer._feature_names())
+    batches = scorer.score_batches(records, id_field=id_field, batch_size=batch_size,
+                                   max_latency_ms=max_latency_ms, **limits)
     try:
         for batch in batches:
             for out in batch:
                 counts["records"] += 1
                 counts["errors"] += "error" in out
                 counts["anomalies"] += bool(out.get("anomaly"))
-                sys.stdout.write(json.dumps(out) + "\n")
+                sys.stdout.write(_json_line(out) + "\n")
             sys.stdout.flush()  # each micro-batch leaves at once
     except BrokenPipeError:
         # The reader went away (e.g. `| head`): stop quietly, as command-line tools do.

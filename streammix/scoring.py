@@ -57,7 +57,7 @@ def score_to_parquet(scorer: AnomalyScorer, data, output, *, id_field="id") -> d
     flagged = []
 
     def columns(result):
-        anomaly = result[:, 0] < offset
+        anomaly = ~(result[:, 0] >= offset)  # fail closed
         flagged.append(int(anomaly.sum()))
         return {"score": result[:, 0], "anomaly": anomaly, "cluster": result[:, 1].astype(int)}
 

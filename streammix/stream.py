@@ -8,10 +8,10 @@ record in its place, and the stream goes on.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -19,6 +19,14 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 _END = object()
+
+
+#: Default limits of one record: its size in bytes, and how deeply its JSON may nest.
+MAX_RECORD_BYTES = 1 << 20
+MAX_DEPTH = 32
+
+# A JSON string (skipped) or a bracket: enough to measure nesting at C speed.
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
 class RecordError(ValueError):
@@ -29,22 +37,64 @@ class RecordError(ValueError):
         self.record_id = record_id
 
 
-def parse_record(record, fields, id_field):
+def _depth(text: str) -> int:
+    """How deeply the JSON ``text`` nests (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for token in _TOKENS.finditer(text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in "]}":
+            depth -= 1
+    return deepest
+
+
+def _decode(record, max_bytes: int) -> str:
+    if len(record) > max_bytes:
+        raise RecordError(f"record of {len(record)} bytes is longer than the limit of "
+                          f"{max_bytes} (--max-record-bytes)")
+    if isinstance(record, bytes):
+        try:
+            return record.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecordError(f"not UTF-8 text (byte {exc.start})") from None
+    return record
+
+
+def _json(text: str, max_depth: int):
+    # Counting brackets first is cheap; the exact (slower) depth only when it may matter.
+    if text.count("[") + text.count("{") > max_depth and _depth(text) > max_depth:
+        raise RecordError(f"JSON nested deeper than {max_depth} levels (--max-depth)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of over 4300 digits
+        raise RecordError(f"not usable JSON ({str(exc)[:100]})") from None
+
+
+def _record_id(record: dict, id_field):
+    """The record's id, when it is one JSON can carry back (a string, number or bool)."""
+    value = record.get(id_field)
+    if value is None or isinstance(value, str | bool) or (
+            isinstance(value, int | float) and math.isfinite(value) and abs(value) < 1e300):
+        return value
+    raise RecordError(f"field {id_field!r} must be a string or a finite number")
+
+
+def parse_record(record, fields, id_field, *, max_bytes=MAX_RECORD_BYTES, max_depth=MAX_DEPTH):
     """``(id, row)`` from a dict, a sequence, or a JSON text; raises RecordError.
 
     A dict needs every name of ``fields``; a sequence needs ``len(fields)``
     values in that order. Values must be finite numbers (numeric strings are
-    accepted, as CSV gives them).
+    accepted, as CSV gives them). A text record longer than ``max_bytes`` or
+    nested deeper than ``max_depth`` is an error, whatever its content.
     """
-    if isinstance(record, bytes):
-        record = record.decode("utf-8", errors="replace")
-    if isinstance(record, str):
-        try:
-            record = json.loads(record)
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    if isinstance(record, bytes | str):
+        record = _json(_decode(record, max_bytes), max_depth)
     if isinstance(record, dict):
-        record_id = record.get(id_field)
+        record_id = _record_id(record, id_field)
         missing = [f for f in fields if f not in record]
         if missing:
             raise RecordError(f"missing field {missing[0]!r}", record_id)
@@ -62,38 +112,76 @@ def parse_record(record, fields, id_field):
             if isinstance(value, bool) or value is None:
                 raise TypeError
             row[j] = float(value)
-        except (TypeError, ValueError):
-            raise RecordError(f"field {name!r} is not numeric: {value!r}", record_id) from None
+        except (TypeError, ValueError, OverflowError):
+            raise RecordError(f"field {name!r} is not numeric: {_brief(value)}",
+                              record_id) from None
         if not math.isfinite(row[j]):
-            raise RecordError(f"field {name!r} is not finite: {value!r}", record_id)
+            raise RecordError(f"field {name!r} is not finite: {_brief(value)}", record_id)
     return record_id, row
 
 
-def text_records(lines: Iterable[str], fmt: str = "auto") -> Iterator:
-    """Records from lines of JSON (one object per line) or CSV with a header row.
+def _brief(value) -> str:
+    """A value for a message: at most 60 characters (it may be a 400-digit integer)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
-    ``fmt="auto"`` decides from the first non-empty line: ``{`` or ``[`` means
-    JSON lines. Blank lines are skipped. A CSV row becomes a dict by the header.
+
+def read_lines(stream, max_bytes: int = MAX_RECORD_BYTES) -> Iterator:
+    """Lines of a binary stream as bytes, never holding more than ``max_bytes`` of one line.
+
+    A longer line yields a :class:`RecordError` in its place (the rest of it is
+    read and dropped), so one huge line costs no memory and loses no neighbour.
     """
-    lines = iter(lines)
-    first = None
-    for line in lines:
-        if line.strip():
-            first = line
-            break
-    if first is None:
-        return
-    if fmt == "auto":
-        fmt = "jsonl" if first.lstrip()[:1] in "{[" else "csv"
-    if fmt == "jsonl":
-        yield first
-        yield from (line for line in lines if line.strip())
-        return
-    header = next(csv.reader([first]))
-    for line in lines:
-        if not line.strip():
+    while line := stream.readline(max_bytes + 1):
+        if len(line) <= max_bytes or line.endswith(b"\n"):
+            yield line
             continue
-        values = next(csv.reader(io.StringIO(line)))
+        size = len(line)
+        while (rest := stream.readline(1 << 16)) and not rest.endswith(b"\n"):
+            size += len(rest)
+        yield RecordError(f"record of over {max_bytes} bytes is longer than the limit "
+                          f"(--max-record-bytes); {size + len(rest)} bytes dropped")
+
+
+def text_records(lines: Iterable, fmt: str = "auto", fields=None) -> Iterator:
+    """Records from lines (str or bytes) of JSON, or CSV with a header row.
+
+    Blank lines are skipped; every other line is one record (or the CSV
+    header), so every record gets one output. ``fmt="auto"`` decides line by
+    line: a line starting with ``{`` or ``[`` is JSON; any other line is the
+    CSV header if none was seen yet (one naming every name of ``fields``, when
+    given) and a CSV row after it. A line that is neither (junk before any
+    header) becomes an error record: it never changes how later lines are read.
+    """
+    header = None
+    for line in lines:
+        if isinstance(line, RecordError):
+            yield line
+            continue
+        try:
+            text = _decode(line, float("inf"))
+        except RecordError as exc:
+            yield exc
+            continue
+        if not text.strip():
+            continue
+        if fmt == "jsonl" or (fmt == "auto" and text.lstrip()[:1] in ("{", "[")):
+            yield text
+            continue
+        try:
+            values = next(csv.reader([text]))
+        except csv.Error as exc:
+            yield RecordError(f"not a CSV line ({exc})")
+            continue
+        if header is None:
+            if fmt == "csv" or fields is None or set(fields) <= set(values):
+                header = values
+            else:
+                yield RecordError("neither a JSON record nor a CSV header naming the fields "
+                                  f"{list(fields)}")
+            continue
         if len(values) != len(header):
             yield RecordError(f"expected {len(header)} CSV values, got {len(values)}")
             continue

@@ -128,3 +128,45 @@ def test_stream_without_threshold_is_a_clear_error(tmp_path):
                           capture_output=True, text=True)
     assert done.returncode == 2 and "no threshold" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_every_bad_record_gets_its_own_error_and_the_stream_goes_on(model_file):
+    good = [json.dumps({"id": i, "x0": float(x[0]), "x1": float(x[1]), "x2": float(x[2])})
+            for i, x in enumerate(X[:3])]
+    bad = [
+        b"\x00\xff\xfe binary junk",                                 # a junk first line
+        json.dumps({"id": "big", "x0": int("9" * 400), "x1": 0, "x2": 0}).encode(),
+        b'{"id": "huge", "x0": ' + b"9" * 5000 + b', "x1": 0, "x2": 0}',
+        b"[" * 100_000 + b"]" * 100_000,
+        json.dumps({"id": "long", "x0": "7" * 2_000_000, "x1": 0, "x2": 0}).encode(),
+        b'{"id": "nan", "x0": NaN, "x1": 0, "x2": 0}',
+        json.dumps({"id": [1, 2], "x0": 0, "x1": 0, "x2": 0}).encode(),
+        b'\xc3\x28{"x0": 1}',                                          # invalid UTF-8
+    ]
+    far = json.dumps({"id": "far", "x0": 1e300, "x1": -1e300, "x2": 0}).encode()
+    lines = []
+    for junk in bad:
+        lines += [junk, *(g.encode() for g in good)]
+    lines.append(far)
+    done = subprocess.run([STREAMMIX, "score", model_file, "-"], input=b"\n".join(lines) + b"\n",
+                          capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert b"Traceback" not in done.stderr
+    out = [json.loads(line, parse_constant=pytest.fail) for line in done.stdout.splitlines()]
+    assert len(out) == len(lines)  # one output per record, in order, none lost
+    for i, junk in enumerate(bad):
+        assert "error" in out[4 * i], (junk[:40], out[4 * i])
+        assert [o["id"] for o in out[4 * i + 1 : 4 * i + 4]] == [0, 1, 2]
+        assert not any("error" in o for o in out[4 * i + 1 : 4 * i + 4])
+    assert out[-1]["id"] == "far" and out[-1]["anomaly"] is True
+    assert "more than" not in done.stderr.decode()
+
+
+def test_csv_with_an_overlong_field_loses_no_neighbour(model_file):
+    rows = [f"r{i},{x[0]},{x[1]},{x[2]}" for i, x in enumerate(X[:3])]
+    text = "\n".join(["id,x0,x1,x2", rows[0], "r9," + "1" * 200_000 + ",0,0", *rows[1:]]) + "\n"
+    done = subprocess.run([STREAMMIX, "score", model_file, "-"], input=text,
+                          capture_output=True, text=True, timeout=120)
+    out = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(out) == 4 and "error" in out[1]
+    assert [o["id"] for o in (out[0], out[2], out[3])] == ["r0", "r1", "r2"]

@@ -397,9 +397,77 @@ def weighted_log_prob(params: GaussianParams, X: np.ndarray) -> np.ndarray:
     return out
 
 
+def _far_log_distances(params: GaussianParams, X: np.ndarray) -> np.ndarray:
+    """log of the squared Mahalanobis distance of rows to each component, (n, K).
+
+    For rows far beyond the model, where the fast expansion overflows: each
+    row's differences are scaled by their largest magnitude before the
+    precision factor is applied, so nothing overflows and the logarithm is
+    finite (or -inf at distance 0).
+    """
+    kind = params.covariance_type
+    X = np.asarray(X, dtype=np.float64)
+    out = np.empty((X.shape[0], params.n_components))
+    for k, mean in enumerate(params.means):
+        scale = np.maximum(np.abs(X).max(axis=1), np.abs(mean).max())[:, None]
+        scale[scale == 0] = 1.0
+        diff = X / scale - mean / scale
+        factor = params.precisions_cholesky
+        if kind == "full":
+            y = diff @ factor[k]
+        elif kind == "tied":
+            y = diff @ factor
+        else:
+            y = diff * factor[k]
+        with np.errstate(divide="ignore"):
+            out[:, k] = np.log(np.einsum("nd,nd->n", y, y)) + 2 * np.log(scale[:, 0])
+    return out
+
+
+def _far_log_weights(params: GaussianParams, X: np.ndarray) -> np.ndarray:
+    """log(w_k) + log N(x | mu_k, Sigma_k) without overflow: finite, or -inf, never NaN."""
+    d = params.means.shape[1]
+    with np.errstate(divide="ignore", over="ignore"):
+        constant = -0.5 * d * _LOG_2PI + params.log_det + np.log(params.weights)
+        return constant - 0.5 * np.exp(_far_log_distances(params, X))
+
+
+def weighted_log_prob_checked(params: GaussianParams, X: np.ndarray) -> np.ndarray:
+    """:func:`weighted_log_prob`, with rows whose expansion overflowed (NaN or +inf, for
+    finite rows far beyond the model) computed again by the exact, scaled formula."""
+    with np.errstate(over="ignore", invalid="ignore"):  # far rows: mended below
+        out = weighted_log_prob(params, X)
+    far = np.isnan(out).any(axis=1) | (out == np.inf).any(axis=1)
+    if far.any():
+        out[far] = _far_log_weights(params, X[far])
+    return out
+
+
 def log_prob_resp(params: GaussianParams, X: np.ndarray):
-    """Per-row log density and log responsibilities: ``(log p(x), log r)``."""
-    return _log_normalise(weighted_log_prob(params, X))
+    """Per-row log density and log responsibilities: ``(log p(x), log r)``.
+
+    Never NaN for finite rows: a row so far from every component that its
+    density underflows scores ``-inf`` and belongs wholly to the component it
+    is nearest to in Mahalanobis distance (the limit of the responsibilities).
+    """
+    with np.errstate(invalid="ignore"):  # rows of density 0: mended below
+        log_density, log_resp = _log_normalise(weighted_log_prob_checked(params, X))
+    lost = log_density == -np.inf
+    if lost.any():
+        nearest = _far_log_distances(params, X[lost]).argmin(axis=1)
+        log_resp[lost] = np.where(np.arange(params.n_components) == nearest[:, None], 0.0,
+                                  -np.inf)
+    return log_density, log_resp
+
+
+def predict_components(params: GaussianParams, X: np.ndarray) -> np.ndarray:
+    """The most likely component of each row (the nearest one for rows beyond the model)."""
+    weighted = weighted_log_prob_checked(params, X)
+    labels = weighted.argmax(axis=1)
+    lost = weighted.max(axis=1) == -np.inf
+    if lost.any():
+        labels[lost] = _far_log_distances(params, X[lost]).argmin(axis=1)
+    return labels
 
 
 def estimate_parameters(
@@ -564,17 +632,22 @@ def sample(params: GaussianParams, covariances: np.ndarray, n_samples: int, rng)
 def explain(params: GaussianParams, X: np.ndarray):
     """Why each row scores as it does.
 
-    Returns ``(component, probability, distance, contributions)``: the most
-    likely component, its posterior probability, the Mahalanobis distance to
-    it, and per-feature contributions r_j (Lambda r)_j (r = x - mu, Lambda the
-    precision), which add up to the squared distance: the features with the
-    largest contributions are those that make the row unlikely.
+    Returns ``(component, probability, distance, shares)``: the most likely
+    component, its posterior probability, the Mahalanobis distance to it, and
+    each feature's share r_j (Lambda r)_j / r' Lambda r of the squared
+    distance (r = x - mu, Lambda the precision; the shares add up to 1): the
+    features with the largest shares are those that make the row unlikely.
+    Residuals are scaled before they are multiplied, so rows far beyond the
+    model get an infinite distance and finite shares, never NaN.
     """
     _, log_resp = log_prob_resp(params, X)
     component = log_resp.argmax(axis=1)
     rows = np.arange(X.shape[0])
     probability = np.exp(log_resp[rows, component])
-    residual = X - params.means[component]
+    residual = np.asarray(X, dtype=np.float64) - params.means[component]
+    scale = np.abs(residual).max(axis=1, keepdims=True)
+    scale[scale == 0] = 1.0
+    residual /= scale
     precisions = precisions_from_cholesky(params.precisions_cholesky, params.covariance_type)
     kind = params.covariance_type
     if kind == "full":
@@ -586,5 +659,9 @@ def explain(params: GaussianParams, X: np.ndarray):
     else:
         weighted = residual * precisions[component][:, None]
     contributions = residual * weighted
-    distance = np.sqrt(np.maximum(contributions.sum(axis=1), 0.0))
-    return component, probability, distance, contributions
+    squared = np.maximum(contributions.sum(axis=1), 0.0)
+    with np.errstate(over="ignore"):
+        distance = np.sqrt(squared) * scale[:, 0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(squared[:, None] > 0, contributions / squared[:, None], 0.0)
+    return component, probability, distance, shares

@@ -66,7 +66,29 @@ def nearest(X: np.ndarray, centers: np.ndarray, reference: np.ndarray | None = N
     Ties go to the lowest index, as in scikit-learn. ``reference`` (default:
     the first centre) is subtracted from rows and centres before the GEMM.
     """
-    return assign(X, centers, centers[0] if reference is None else reference)
+    labels, dist = assign(X, centers, centers[0] if reference is None else reference)
+    far = ~np.isfinite(dist)
+    if far.any():  # the expansion overflowed: rows far beyond every centre
+        far_dist = far_distances(X[far], centers)
+        with np.errstate(over="ignore"):
+            labels[far], dist[far] = far_dist.argmin(axis=1), far_dist.min(axis=1) ** 2
+    return labels, dist
+
+
+def far_distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """Euclidean distances (n, k) of finite rows, without overflow in the arithmetic.
+
+    For the few rows whose expansion ||x||^2 - 2 x.c + ||c||^2 overflowed
+    (|x| beyond ~1e154): each row and the centres are scaled by the row's
+    largest magnitude first, so the result is exact up to rounding, or
+    ``inf`` when it is beyond the float range, never NaN.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    scale = np.maximum(np.abs(X).max(axis=1), np.abs(centers).max())[:, None]
+    scale[scale == 0] = 1.0
+    diff = X[:, None, :] / scale[:, :, None] - centers[None, :, :] / scale[:, :, None]
+    with np.errstate(over="ignore"):
+        return np.sqrt(np.einsum("nkd,nkd->nk", diff, diff)) * scale
 
 
 def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -81,8 +103,12 @@ def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     out = np.empty((X.shape[0], centers.shape[0]), dtype=np.float64)
     for rows in _tiles(X.shape[0]):
         tile = X[rows] - reference
-        d2 = c_sq - 2.0 * (tile @ shifted.T) + np.einsum("nd,nd->n", tile, tile)[:, None]
+        with np.errstate(over="ignore", invalid="ignore"):  # far rows: mended below
+            d2 = c_sq - 2.0 * (tile @ shifted.T) + np.einsum("nd,nd->n", tile, tile)[:, None]
         out[rows] = np.sqrt(np.maximum(d2, 0.0))
+    far = ~np.isfinite(out).all(axis=1)
+    if far.any():
+        out[far] = far_distances(X[far], centers)
     return out
 
 
@@ -337,10 +363,15 @@ def nearest_counts(centers: np.ndarray, X: np.ndarray, start: int) -> np.ndarray
 
 
 def explain(centers: np.ndarray, X: np.ndarray):
-    """Nearest centre, (no probability), distance, and squared residual per feature."""
+    """Nearest centre, (no probability), distance, and each feature's share of the squared
+    distance (scaled first, so rows far beyond every centre give finite shares)."""
     component, dist = nearest(X, centers)
-    residual = X - centers[component].astype(X.dtype)
-    return component, np.full(X.shape[0], np.nan), np.sqrt(dist), residual * residual
+    residual = np.asarray(X, dtype=np.float64) - centers[component]
+    residual /= np.maximum(np.abs(residual).max(axis=1, keepdims=True), np.finfo(float).tiny)
+    squared = residual * residual
+    total = squared.sum(axis=1, keepdims=True)
+    shares = np.divide(squared, total, out=np.zeros_like(squared), where=total > 0)
+    return component, np.full(X.shape[0], np.nan), np.sqrt(dist), shares
 
 
 def silhouette_score(X: np.ndarray, labels: np.ndarray) -> float:

@@ -10,7 +10,7 @@ from ..core import gaussian as gm
 from ..core import kmeans as km
 from ..core import quantile as qt
 from ..exceptions import NotFittedError
-from ..stream import RecordError, micro_batches, parse_record
+from ..stream import MAX_DEPTH, MAX_RECORD_BYTES, RecordError, micro_batches, parse_record
 from .base import StreammixEstimator
 from .gaussian_mixture import GaussianMixture
 from .gaussian_mixture import _labels as gmm_labels
@@ -45,7 +45,13 @@ def _merge(a, b):
 
 def _count_below(spec, block, start):
     score, params, offset = spec
-    return np.array([(score(params, block, start) < offset).sum(), block.shape[0]])
+    return np.array([(~(score(params, block, start) >= offset)).sum(), block.shape[0]])
+
+
+def _finite(value) -> float:
+    """``value`` for a JSON record: infinities become the largest finite floats (a score of
+    -inf, a row far beyond the model, is the lowest score a JSON number can hold)."""
+    return float(np.clip(value, -np.finfo(np.float64).max, np.finfo(np.float64).max))
 
 
 class AnomalyScorer(StreammixEstimator):
@@ -165,8 +171,9 @@ class AnomalyScorer(StreammixEstimator):
     def predict(self, X):
         """-1 for anomalies, +1 for normal rows."""
         decision = self.decision_function(X)
-        return np.where(decision < 0, -1, 1) if isinstance(decision, np.ndarray) else \
-            (decision < 0).astype(np.int64) * -2 + 1
+        # Fail closed: anything not clearly at or above the threshold is an anomaly.
+        return np.where(decision >= 0, 1, -1) if isinstance(decision, np.ndarray) else \
+            (decision >= 0).astype(np.int64) * 2 - 1
 
     def fraction_below(self, X) -> float:
         """Fraction of the rows of ``X`` below the threshold (one pass)."""
@@ -197,14 +204,15 @@ class AnomalyScorer(StreammixEstimator):
         top = np.argsort(-contributions, axis=1, kind="stable")[:, : self.top_features]
         offset = self._offset()
         return [{
-            "score": float(s), "anomaly": bool(s < offset), "cluster": int(c),
-            "probability": None if np.isnan(p) else float(p), "distance": float(d),
+            "score": _finite(s), "anomaly": not s >= offset, "cluster": int(c),
+            "probability": None if np.isnan(p) else float(p), "distance": _finite(d),
             "top_features": [names[j] for j in order],
         } for s, c, p, d, order in zip(scores, component, probability, distance, top,
                                        strict=True)]
 
     def score_records(self, records, *, id_field="id", fields=None, batch_size=256,
-                      max_latency_ms=10.0):
+                      max_latency_ms=10.0, max_record_bytes=MAX_RECORD_BYTES,
+                      max_depth=MAX_DEPTH):
         """Score an iterable of records in micro-batches; one output dict per record, in order.
 
         Records are dicts (``fields`` by name, default the model's feature
@@ -213,7 +221,11 @@ class AnomalyScorer(StreammixEstimator):
         ``anomaly``, ``cluster``, ``probability``, ``distance`` and
         ``top_features``; a malformed record gives ``{"id": ..., "error": ...}``
         instead. A batch is scored when it is full or ``max_latency_ms`` after
-        its first record arrived, so a slow stream is scored as it comes.
+        its first record arrived, so a slow stream is scored as it comes. A
+        text record longer than ``max_record_bytes`` or nested deeper than
+        ``max_depth`` is an error record. Scores and distances beyond the float
+        range (a record far beyond the model) are written as the largest finite
+        floats, so every output is valid JSON.
 
         Examples
         --------
@@ -226,11 +238,13 @@ class AnomalyScorer(StreammixEstimator):
         [(False, 1), (True, 2)]
         """
         for batch in self.score_batches(records, id_field=id_field, fields=fields,
-                                        batch_size=batch_size, max_latency_ms=max_latency_ms):
+                                        batch_size=batch_size, max_latency_ms=max_latency_ms,
+                                        max_record_bytes=max_record_bytes, max_depth=max_depth):
             yield from batch
 
     def score_batches(self, records, *, id_field="id", fields=None, batch_size=256,
-                      max_latency_ms=10.0):
+                      max_latency_ms=10.0, max_record_bytes=MAX_RECORD_BYTES,
+                      max_depth=MAX_DEPTH):
         """As :meth:`score_records`, one list of outputs per micro-batch (to flush each)."""
         fields = list(fields) if fields is not None else self._feature_names()
         self._offset()
@@ -240,7 +254,9 @@ class AnomalyScorer(StreammixEstimator):
                 try:
                     if isinstance(record, RecordError):
                         raise record
-                    record_id, row = parse_record(record, fields, id_field)
+                    record_id, row = parse_record(record, fields, id_field,
+                                                  max_bytes=max_record_bytes,
+                                                  max_depth=max_depth)
                     parsed.append((record_id, None))
                     good.append(row)
                 except RecordError as exc:

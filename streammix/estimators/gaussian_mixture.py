@@ -55,7 +55,7 @@ def _random_stats(spec, block, start):
 
 
 def _labels(params, block, start):
-    return gm.weighted_log_prob(params, block).argmax(axis=1)
+    return gm.predict_components(params, block)
 
 
 def _proba(params, block, start):

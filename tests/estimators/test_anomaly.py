@@ -126,3 +126,76 @@ def test_threshold_is_saved_with_the_model(tmp_path):
     loaded = sm.AnomalyScorer(sm.load(tmp_path / "m.npz"))
     assert loaded.offset_ == scorer.offset_
     np.testing.assert_array_equal(loaded.predict(X), scorer.predict(X))
+
+
+FAR = np.array([[1e200, -1e200, 0.0], [1e300, 0.0, 0.0], [1.7e308, -1.7e308, 1e308],
+                [1e155, 1e155, 1e155], [-1e160, 1.0, 1.0]])
+
+
+@pytest.mark.parametrize("kind", ["full", "tied", "diag", "spherical"])
+def test_rows_far_beyond_the_model_score_minus_inf_and_are_flagged(kind):
+    from sklearn.mixture import GaussianMixture as SkGMM
+
+    ours = sm.GaussianMixture(3, covariance_type=kind, random_state=0).fit(X)
+    theirs = SkGMM(3, covariance_type=kind)  # the same model, set by hand
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_"):
+        setattr(theirs, name, getattr(ours, name))
+    with np.errstate(all="ignore"):
+        expected = theirs.score_samples(FAR)
+    scores = ours.score_samples(FAR)
+    assert not np.isnan(scores).any()
+    np.testing.assert_array_equal(scores, np.where(np.isnan(expected), -np.inf, expected))
+    proba = ours.predict_proba(FAR)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    np.testing.assert_array_equal(ours.predict(FAR), proba.argmax(axis=1))
+    scorer = sm.AnomalyScorer(ours, contamination=0.01).fit(X)
+    assert (scorer.predict(FAR) == -1).all()
+    moderate = X[:5] * 1e3  # far, but within the fast path's range: as scikit-learn
+    np.testing.assert_allclose(ours.score_samples(moderate), theirs.score_samples(moderate),
+                               rtol=1e-9)
+
+
+def test_stream_outputs_of_far_records_are_valid_json_and_anomalies():
+    import json
+
+    scorer = sm.AnomalyScorer(sm.GaussianMixture(3, random_state=0).fit(X), contamination=0.01)
+    scorer.fit(X)
+    records = [json.dumps({"id": i, "x0": r[0], "x1": r[1], "x2": r[2]}) for i, r in
+               enumerate(FAR)]
+    outputs = list(scorer.score_records(records))
+    assert len(outputs) == len(FAR) and all(out["anomaly"] for out in outputs)
+    for out in outputs:
+        json.loads(json.dumps(out, allow_nan=False))  # no NaN/Infinity anywhere
+
+
+def test_kmeans_distances_of_far_rows_are_exact_not_nan():
+    model = sm.KMeans(3, random_state=0).fit(X)
+    distances = model.transform(FAR[:2])
+    exact = [[np.hypot(*(FAR[i, :2] - c[:2]) / 1e100) * 1e100 if i == 0 else 1e300
+              for c in model.cluster_centers_] for i in range(2)]
+    np.testing.assert_allclose(distances, exact, rtol=1e-12)
+    scorer = sm.AnomalyScorer(model, contamination=0.01).fit(X)
+    assert (scorer.predict(FAR) == -1).all() and not np.isnan(scorer.score_samples(FAR)).any()
+
+
+def test_junk_before_json_never_turns_the_stream_into_csv():
+    lines = ["hello there", '{"x0": 1}', "x0,x1", "1,2", '{"x0": 3}']
+    out = list(text_records(lines, fields=["x0", "x1"]))
+    assert isinstance(out[0], ValueError) and "neither a JSON record" in str(out[0])
+    assert out[1] == '{"x0": 1}' and out[2] == {"x0": "1", "x1": "2"} and out[3] == '{"x0": 3}'
+
+
+def test_record_limits_are_options():
+    from streammix.stream import RecordError, parse_record, read_lines
+
+    nested = "[" * 40 + "1" + "]" * 40
+    with pytest.raises(RecordError, match=r"nested deeper than 32"):
+        parse_record(nested, ["a"], "id")
+    with pytest.raises(RecordError, match=r"not numeric"):  # allowed depth, wrong content
+        parse_record(nested, ["a"], "id", max_depth=64)
+    with pytest.raises(RecordError, match=r"longer than the limit of 10"):
+        parse_record('{"a": 1.00000001}', ["a"], "id", max_bytes=10)
+    import io
+
+    lines = list(read_lines(io.BytesIO(b"ok\n" + b"x" * 100 + b"\nok\n"), max_bytes=10))
+    assert lines[0] == b"ok\n" and isinstance(lines[1], RecordError) and lines[2] == b"ok\n"
