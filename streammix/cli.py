@@ -556,9 +556,7 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, bat
             raise click.UsageError("the model has no threshold: calibrate it first "
                                    "(streammix calibrate) or give --threshold")
         watch_folder(scorer, watch, output, id_field=id_field, once=once,
-                     poll_interval=poll_interval,
-                     report=lambda name, c: click.echo(f"{name}: {c['rows']} rows, "
-                                                       f"{c['anomalies']} anomalies", err=True))
+                     poll_interval=poll_interval, report=_report_file)
         return
     if data != "-":
         if not output:
@@ -577,6 +575,14 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, bat
                                "(streammix calibrate) or give --threshold")
     limits = {"max_record_bytes": max_record_bytes, "max_depth": max_depth}
     _score_stdin(scorer, fmt, id_field, batch_size, max_latency_ms, limits)
+
+
+def _report_file(name, counts):
+    """One line per watched file: its counts, or why it was not scored."""
+    if isinstance(counts, str):
+        click.echo(f"{name}: not scored: {counts}", err=True)
+    else:
+        click.echo(f"{name}: {counts['rows']} rows, {counts['anomalies']} anomalies", err=True)
 
 
 def _json_line(out: dict) -> str:

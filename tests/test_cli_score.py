@@ -170,3 +170,40 @@ def test_csv_with_an_overlong_field_loses_no_neighbour(model_file):
     out = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(out) == 4 and "error" in out[1]
     assert [o["id"] for o in (out[0], out[2], out[3])] == ["r0", "r1", "r2"]
+
+
+def test_watch_reads_only_regular_files_inside_and_goes_past_a_bad_one(tmp_path, model_file):
+    incoming, scored, secret = tmp_path / "in", tmp_path / "out", tmp_path / "secret"
+    incoming.mkdir()
+    secret.mkdir()
+
+    def table(rows, first_id=0):
+        return pa.table({"id": np.arange(first_id, first_id + len(rows)),
+                         **{f"x{j}": rows[:, j] for j in range(3)}})
+
+    pq.write_table(table(X[:10], first_id=7000), secret / "private.parquet")
+    pq.write_table(table(X[:40]), incoming / "a.parquet")
+    (incoming / "b.parquet").write_bytes(b"PAR1 this is not parquet PAR1")  # damaged
+    pq.write_table(table(X[40:70]), incoming / "c.parquet")  # sorts after the bad one
+    os.symlink(secret / "private.parquet", incoming / "link.parquet")
+    os.symlink(secret, incoming / "dir.parquet")
+    os.mkfifo(incoming / "fifo.parquet")
+    run = [STREAMMIX, "score", model_file, "--watch", incoming, "-o", scored, "--once"]
+    first = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert "Traceback" not in first.stderr
+    assert sorted(p.name for p in scored.glob("*.parquet")) == ["a.scores.parquet",
+                                                                "c.scores.parquet"]
+    for name in ("b.parquet", "link.parquet", "dir.parquet", "fifo.parquet"):
+        assert f"{name}: not scored" in first.stderr
+    progress = json.loads((scored / ".streammix-watch.json").read_text())
+    assert progress["done"] == ["a.parquet", "c.parquet"]
+    assert "b.parquet" in progress["failed"]  # quarantined with its error
+    again = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "b.parquet" not in again.stderr  # not retried unchanged
+    pq.write_table(table(X[70:90]), incoming / "b.parquet")  # mended: scored now
+    mended = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert "b.parquet: 20 rows" in mended.stderr
+    (scored / ".streammix-watch.json").write_text('{"done": 3}')
+    broken = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert broken.returncode == 2 and "Traceback" not in broken.stderr
+    assert ".streammix-watch.json" in broken.stderr and "damaged" in broken.stderr
