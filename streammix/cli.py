@@ -36,11 +36,16 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
     click.echo(f"Warning: {message}", err=True)
 
 
-def _quiet_libraries():
-    """Library loggers (distributed's reconnection attempts, tracebacks) stay silent:
-    streammix reports what went wrong in one line. ``--debug`` shows them."""
-    for name in ("distributed", "asyncio", "tornado"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
+def _quiet_cluster_logs(scheduler):
+    """With a scheduler, distributed's own logs (reconnection attempts, tracebacks) stay
+    silent: streammix reports what went wrong in one line. ``--debug`` shows them."""
+    if scheduler is None or click.get_current_context().find_root().params.get("debug"):
+        return
+    import distributed  # noqa: F401 -- its logging configuration is applied on import
+
+    for name in list(logging.root.manager.loggerDict):
+        if name.split(".")[0] in ("distributed", "tornado", "asyncio"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 class _Group(click.Group):
@@ -52,8 +57,6 @@ class _Group(click.Group):
 
     def invoke(self, ctx):
         debug = ctx.params.get("debug")
-        if not debug:
-            _quiet_libraries()
         try:
             with warnings.catch_warnings():
                 warnings.showwarning = _one_line_warning
@@ -65,7 +68,7 @@ class _Group(click.Group):
         except (StreammixError, ValueError, OSError, TypeError) as exc:
             if debug:
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {' '.join(str(exc).split())}", err=True)  # one line
             ctx.exit(2)
 
 
@@ -119,6 +122,7 @@ def _load(model_path, scheduler=None, workers=None, level=0):
     """The model of ``model_path``, set to compute where this command says (never the file)."""
     model = load(model_path)
     model.set_params(scheduler=scheduler, n_workers=workers, verbose=level)
+    _quiet_cluster_logs(scheduler)
     return model
 
 
@@ -187,6 +191,7 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
       streammix fit data/ -k 5 --scheduler tcp://10.0.0.5:8786 -o model.npz
     """
     level = _verbosity(verbose, quiet)
+    _quiet_cluster_logs(scheduler)
     source = _source(data, columns, chunk_size, dtype)
     params = {"random_state": seed, "checkpoint": checkpoint, "restart": restart,
               "scheduler": scheduler, "n_workers": workers, "verbose": level, "dtype": dtype,
@@ -276,6 +281,7 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
     """
     from . import plotting
 
+    _quiet_cluster_logs(scheduler)
     source = _source(data, columns, chunk_size, dtype)
     params = {"random_state": seed, "checkpoint": checkpoint, "restart": restart,
               "scheduler": scheduler, "n_workers": workers, "chunk_size": chunk_size,
@@ -317,6 +323,7 @@ def sample(model_path, n_samples, output, seed, verbose, quiet):
     import pyarrow.parquet as pq
 
     from ._atomic import atomic_write
+    from .io.parquet import WRITE_OPTIONS
 
     model = load(model_path)
     if not isinstance(model, GaussianMixture):
@@ -327,7 +334,7 @@ def sample(model_path, n_samples, output, seed, verbose, quiet):
     names = _feature_names(model)
     with atomic_write(output) as handle:
         pq.write_table(pa.table({**{n: X[:, j] for j, n in enumerate(names)}, "component": y}),
-                       handle)
+                       handle, **WRITE_OPTIONS)
     _say(f"{n_samples:,} rows; wrote {output}", quiet)
 
 

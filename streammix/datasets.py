@@ -49,6 +49,8 @@ def write_parquet(path, n_rows: int, n_features: int = 16, n_components: int = 8
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from .io.parquet import WRITE_OPTIONS
+
     os.makedirs(path, exist_ok=True)
     names = [f"x{j}" for j in range(n_features)]
     per_file = -(-n_rows // files)
@@ -60,7 +62,7 @@ def write_parquet(path, n_rows: int, n_features: int = 16, n_components: int = 8
                 writer.close()
             paths.append(os.path.join(path, f"part-{len(paths):04d}.parquet"))
             schema = pa.schema([(n, pa.from_numpy_dtype(np.dtype(dtype))) for n in names])
-            writer, written = pq.ParquetWriter(paths[-1], schema, use_dictionary=False), 0
+            writer, written = pq.ParquetWriter(paths[-1], schema, **WRITE_OPTIONS), 0
         table = pa.Table.from_arrays([pa.array(X[:, j].astype(dtype)) for j in range(n_features)],
                                      names=names)
         writer.write_table(table, row_group_size=row_group_rows)

@@ -14,6 +14,7 @@ from ._atomic import atomic_write
 from .estimators.anomaly import AnomalyScorer
 from .exceptions import DataError
 from .io import ParquetSource
+from .io.parquet import WRITE_OPTIONS
 
 PROGRESS_FILE = ".streammix-watch.json"
 
@@ -34,7 +35,7 @@ def write_rows(model, data, output, fn, params, to_columns, *, id_field="id") ->
             columns = {id_field: source.read_column(chunk, id_field)} if with_ids else {}
             columns.update(to_columns(result))
             table = pa.table(columns)
-            writer = writer or pq.ParquetWriter(handle, table.schema)
+            writer = writer or pq.ParquetWriter(handle, table.schema, **WRITE_OPTIONS)
             writer.write_table(table)
             rows += len(table)
         if writer is not None:

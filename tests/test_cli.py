@@ -59,3 +59,40 @@ def test_fit_with_checkpoint_resumes_and_refuses_other_parameters(tmp_path, blob
     restarted = run("fit", blobs_parquet, "-k", 4, "--seed", 0, "--checkpoint", tmp_path / "c",
                     "--restart", "-o", tmp_path / "x.npz")
     assert restarted.exit_code == 0
+
+
+def test_a_bad_scheduler_address_fails_in_seconds(blobs_parquet, tmp_path):
+    import time
+
+    began = time.perf_counter()
+    result = run("fit", blobs_parquet, "-k", 3, "--scheduler", "notanaddress", "-o",
+                 tmp_path / "m.npz")
+    assert result.exit_code == 2 and "not a reachable Dask scheduler address" in result.output
+    assert time.perf_counter() - began < 10 and "Traceback" not in result.output
+
+
+def test_a_model_file_naming_a_scheduler_is_used_where_the_command_says(blobs_parquet,
+                                                                        tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "m.npz"
+    assert run("fit", blobs_parquet, "-k", 3, "--seed", 0, "-o", path).exit_code == 0
+    with np.load(path) as archive:
+        entries = {name: archive[name] for name in archive.files}
+    meta = json.loads(entries.pop("__meta__").tobytes())
+    meta["params"]["scheduler"] = "tcp://127.0.0.1:1"  # a hostile or a gone cluster
+    np.savez(path, __meta__=np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8), **entries)
+    streammix = [sys.executable, "-m", "streammix.cli"]
+    done = subprocess.run([*streammix, "predict", path, blobs_parquet, "-o", tmp_path / "p.pq"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "Warning: " in done.stderr and "ignored runtime-only parameter(s)" in done.stderr
+    info = subprocess.run(f"{sys.executable} -m streammix.cli info {path} | head -1",
+                          shell=True, capture_output=True, text=True, timeout=60)
+    assert info.stdout.startswith("GaussianMixture") and "Broken pipe" not in info.stderr
+
+
+def test_quiet_silences_convergence_warnings(blobs_parquet, tmp_path):
+    result = run("fit", blobs_parquet, "-k", 3, "--max-iter", 1, "-q", "-o", tmp_path / "m.npz")
+    assert result.exit_code == 0 and result.output == ""

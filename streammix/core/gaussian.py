@@ -211,6 +211,7 @@ def _log_normalise(weighted):
     return log_norm[:, 0], weighted - log_norm
 
 
+@np.errstate(over="ignore", invalid="ignore")  # overflow: non-finite stats, located by the engine
 def _moments(diff, resp, covariance_type):
     """First and second moments of ``diff`` weighted by ``resp``, in float64."""
     first = np.einsum("nk,knd->kd", resp, diff)
@@ -329,7 +330,8 @@ def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
     if kind == "tied":
         for rows in _tiles(X.shape[0], _tile_rows(K, d, kind)):
             centred = X[rows] - kernel["g"]
-            resp = _tied_log_weights(centred, kernel)
+            with np.errstate(over="ignore", invalid="ignore"):  # located by the engine
+                resp = _tied_log_weights(centred, kernel)
             total.log_lik += kernels.normalise_rows(resp)
             total.n_rows += rows.stop - rows.start
             total.resp_sum += resp.sum(axis=0, dtype=np.float64)

@@ -19,6 +19,8 @@ timing.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 import sys
 import uuid
@@ -35,7 +37,7 @@ from dask import delayed
 from dask.callbacks import Callback
 from threadpoolctl import ThreadpoolController
 
-from ..exceptions import ClusterError
+from ..exceptions import ClusterError, DataError
 from ..io.base import Source
 
 #: Partial results merged by one reduction task.
@@ -124,11 +126,61 @@ def _read(source, chunk, payload, cache):
         source.read_chunk(chunk, payload)
 
 
-def _chunk_task(fn, params, source, chunk, payload, cache=None, *, merge):
-    """Read one chunk block by block and fold ``fn`` over the blocks."""
+def all_finite(value) -> bool:
+    """Whether every float in ``value`` (statistics: arrays, numbers, dataclasses,
+    named tuples, lists, dicts) is finite."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind not in "fc" or bool(np.isfinite(value).all())
+    if isinstance(value, np.generic):
+        return all_finite(value.item())
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return all(all_finite(getattr(value, f.name)) for f in dataclasses.fields(value))
+    if isinstance(value, list | tuple):
+        return all(all_finite(v) for v in value)
+    if isinstance(value, dict):
+        return all(all_finite(v) for v in value.values())
+    return True
+
+
+def _overflow_error(fn, params, source, chunk, block, start):
+    """The DataError naming the row (and its largest value) whose statistics overflow.
+
+    Statistics of rows are independent, so halving the block finds the first
+    row whose statistics alone are not finite; rows that only overflow
+    together (a huge sum) are named by the largest value of the block.
+    """
+    low, high = 0, block.shape[0]
+    while high - low > 1:
+        middle = (low + high) // 2
+        if all_finite(fn(params, block[low:middle], start + low)):
+            low = middle
+        else:
+            high = middle
+    if all_finite(fn(params, block[low:high], start + low)):
+        low = int(np.argmax(np.abs(block).max(axis=1)))
+    column = int(np.argmax(np.abs(block[low])))
+    names = source.feature_names
+    return DataError(
+        f"value {block[low, column]:g} makes the statistics overflow (squares of values "
+        "beyond about 1e154 leave the float range); scale this column or remove the row",
+        **source.locate(chunk, start + low), column=names[column] if names else column,
+        row=start + low)
+
+
+def _chunk_task(fn, params, source, chunk, payload, cache=None, *, merge, finite=False):
+    """Read one chunk block by block and fold ``fn`` over the blocks.
+
+    With ``finite``, statistics that are not finite (finite data whose
+    arithmetic overflowed) are a DataError naming the file, row group, column
+    and row.
+    """
     result = None
     for start, block in _read(source, chunk, payload, cache):
         part = fn(params, block, start)
+        if finite and not all_finite(part):
+            raise _overflow_error(fn, params, source, chunk, block, start)
         result = part if result is None else merge(result, part)
     return result
 
@@ -311,9 +363,10 @@ class Engine:
             except (OSError, TimeoutError, CancelledError) as exc:
                 if self.client.status == "running" and not isinstance(exc, CancelledError):
                     raise  # an IO error of the task itself, not of the cluster
+                cause = " ".join(str(exc).split())[:160]  # one line
                 raise ClusterError(
                     f"lost the Dask scheduler at {self._address()} ({type(exc).__name__}: "
-                    f"{exc}); re-run the same fit with its checkpoint directory to continue "
+                    f"{cause}); re-run the same fit with its checkpoint directory to continue "
                     "from the last completed iteration") from None
         with self._blas_limit():
             return dask.compute(*objects, scheduler=self._local, num_workers=self.n_workers)
@@ -354,12 +407,14 @@ class Engine:
 
     # -- public operations ----------------------------------------------
     def map_reduce(self, fn: Callable, params, source: Source, merge: Callable = add, *,
-                   chunks=None):
+                   chunks=None, finite=True):
         """``merge`` of ``fn(params, block, start)`` over every block of ``source``.
 
         Each chunk (of ``chunks``, default the whole plan) is read exactly once.
         The merge tree has a fixed shape in chunk order, so the result is the
-        same on any scheduler.
+        same on any scheduler. With ``finite`` (the default, for fits), a
+        block whose statistics are not finite is a DataError naming where;
+        passes that score new data (where -inf is an answer) turn it off.
         """
         journal = self.checkpoint if self.checkpoint and self.checkpoint.journaling else None
         if journal is not None:
@@ -367,7 +422,7 @@ class Engine:
             if recorded:
                 return result
         plan = source.plan() if chunks is None else chunks
-        task = partial(_chunk_task, merge=merge)
+        task = partial(_chunk_task, merge=merge, finite=finite)
         with self._progress_bar(plan):
             if self.distributed:
                 result = self._reduce(self._chunk_tasks(task, fn, params, source, plan), merge)

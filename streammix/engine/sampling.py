@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..exceptions import DataError
 from .engine import Engine
 
 
@@ -28,4 +29,22 @@ def sample_rows(engine: Engine, source, n_samples: int, rng: np.random.Generator
         wanted = np.arange(n_rows)
     else:
         wanted = np.sort(rng.choice(n_rows, size=n_samples, replace=False))
-    return engine.map_reduce(_pick_rows, wanted, source, _concat)
+    sample = engine.map_reduce(_pick_rows, wanted, source, _concat)
+    _check_squares(sample, wanted, source)
+    return sample
+
+
+def _check_squares(sample, rows, source):
+    """Seedings square the sampled rows: a row whose squares overflow is a located error."""
+    with np.errstate(over="ignore"):
+        bad = np.flatnonzero(~np.isfinite(np.einsum("nd,nd->n", sample, sample)))
+    if bad.size:
+        i = int(bad[0])
+        row, column = int(rows[i]), int(np.argmax(np.abs(sample[i])))
+        plan = source.plan()
+        chunk = plan[int(np.searchsorted([c.start for c in plan], row, side="right")) - 1]
+        names = source.feature_names
+        raise DataError(
+            f"value {sample[i, column]:g} is too large: its square leaves the float range "
+            "(values beyond about 1e154); scale this column or remove the row",
+            **source.locate(chunk, row), column=names[column] if names else column, row=row)

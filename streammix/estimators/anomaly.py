@@ -148,13 +148,14 @@ class AnomalyScorer(StreammixEstimator):
         n = source.n_rows
         with self.model._engine() as engine:
             sample = engine.map_reduce(_sample_scores, (score, params, CALIBRATION_SAMPLE, 0),
-                                       source, _merge)
+                                       source, _merge, finite=False)
             if n <= CALIBRATION_SAMPLE:  # the sample is every score
                 self.offset_ = float(np.percentile(sample.values, 100 * q))
                 return self
             low, high = qt.bracket_from_sample(sample, q)
             while (offset := qt.quantile_from_bracket(engine.map_reduce(
-                    _bracket_scores, (score, params, low, high), source, _merge), q, n)) is None:
+                    _bracket_scores, (score, params, low, high), source, _merge,
+                    finite=False), q, n)) is None:
                 low, high = -np.inf, np.inf  # missed (vanishingly rare): take everything
         self.offset_ = offset
         return self
@@ -181,7 +182,7 @@ class AnomalyScorer(StreammixEstimator):
         source = self.model._source(X, fitted=True)
         with self.model._engine() as engine:
             below, n = engine.map_reduce(_count_below, (score, params, self._offset()), source,
-                                         add)
+                                         add, finite=False)
         return below / n
 
     # -- explanations and streams -------------------------------------------------

@@ -451,7 +451,7 @@ class GaussianMixture(StreammixEstimator):
         params = self._gaussian()
         source = self._source(X, fitted=True)
         with self._engine() as engine:
-            total, n_rows = engine.map_reduce(_log_lik_and_rows, params, source)
+            total, n_rows = engine.map_reduce(_log_lik_and_rows, params, source, finite=False)
         return total, n_rows
 
     def score(self, X, y=None):

@@ -93,6 +93,10 @@ class Source:
     def n_rows(self) -> int:
         return sum(c.n_rows for c in self.plan())
 
+    def locate(self, chunk: Chunk, row: int) -> dict:
+        """Where global ``row`` of ``chunk`` is, as DataError keywords (file, row group)."""
+        return {"file": self.name}
+
     def fingerprint(self) -> dict:
         """What identifies the data (for checkpoints): JSON-serialisable."""
         return {"source": type(self).__name__, "name": self.name, "n_rows": self.n_rows,
@@ -121,13 +125,22 @@ def check_finite(block: np.ndarray, start: int, *, where, feature_names=None,
     if np.isfinite(block.sum()) or np.isfinite(block).all():
         return block
     row, col = (int(i) for i in np.argwhere(~np.isfinite(block))[0])
+    hint = "remove or impute NaN/inf values"
+    if block.dtype == np.float32 and np.isinf(block[row, col]):
+        hint = "it is beyond float32's range (3.4e38), or infinite: use dtype='float64'"
     raise DataError(
-        f"value {block[row, col]} is not finite; remove or impute NaN/inf values",
+        f"value {block[row, col]} is not finite; {hint}",
         file=where,
         row_group=None if row_group_of is None else row_group_of(row),
         column=feature_names[col] if feature_names else col,
         row=start + row,
     )
+
+
+def check_has_features(n_features: int, name) -> None:
+    """Data must have at least one feature (column) to cluster."""
+    if n_features < 1:
+        raise DataError("has no features (0 columns): nothing to cluster", file=name)
 
 
 def check_numeric_dtype(dtype, *, column, file=None) -> None:

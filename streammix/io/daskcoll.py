@@ -12,7 +12,14 @@ import math
 import numpy as np
 
 from ..exceptions import DataError
-from .base import Chunk, Source, check_finite, check_numeric_dtype, resolve_dtype
+from .base import (
+    Chunk,
+    Source,
+    check_finite,
+    check_has_features,
+    check_numeric_dtype,
+    resolve_dtype,
+)
 
 
 def is_dask_collection(X) -> bool:
@@ -52,6 +59,7 @@ class DaskSource(Source):
             X = X.rechunk({1: -1})
         self.array: da.Array = X
         self.n_features = X.shape[1]
+        check_has_features(self.n_features, self.name)
         starts = np.cumsum([0, *X.chunks[0]])
         self._plan = [
             Chunk(i, int(starts[i]), int(n), i, f"{self.name} block {i}")
@@ -75,6 +83,7 @@ class DaskSource(Source):
         return state
 
     def read_chunk(self, chunk, payload=None):
-        block = np.asarray(payload).astype(self.dtype, copy=False)
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, reported below
+            block = np.asarray(payload).astype(self.dtype, copy=False)
         yield chunk.start, check_finite(block, chunk.start, where=chunk.where,
                                         feature_names=self.feature_names)

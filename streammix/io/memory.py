@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from ..exceptions import DataError
-from .base import Chunk, Source, check_finite, check_numeric_dtype, chunk_rows_for, resolve_dtype
+from .base import (
+    Chunk,
+    Source,
+    check_finite,
+    check_has_features,
+    check_numeric_dtype,
+    chunk_rows_for,
+    resolve_dtype,
+)
 from .parquet import arrow_to_array
 
 
@@ -53,7 +61,8 @@ class ArraySource(Source):
             array = np.asarray(X)
             if array.dtype.kind not in "biuf":
                 raise DataError(f"array of type {array.dtype} is not numeric", file=self.name)
-            array = array.astype(self.dtype, copy=False)
+            with np.errstate(over="ignore"):  # beyond float32's range: inf, reported below
+                array = array.astype(self.dtype, copy=False)
         if array.ndim != 2:
             raise DataError(
                 f"expected a 2-D array (rows x features), got shape {array.shape}; "
@@ -63,6 +72,7 @@ class ArraySource(Source):
         self.array = array
         self._checked = set()  # row ranges already found finite
         self.n_features = array.shape[1]
+        check_has_features(self.n_features, self.name)
         self._chunk_rows = chunk_rows_for(self.n_features, self.dtype, chunk_size)
 
     @property

@@ -22,6 +22,11 @@ import pyarrow.parquet as pq
 from ..exceptions import DataError
 from .base import Chunk, Source, check_finite, chunk_rows_for, resolve_dtype
 
+#: Options of every Parquet file streammix writes: page checksums (CRC32), so that
+#: damage to a page is detected when it is read, and plain (not dictionary)
+#: pages, which decode faster for continuous floats.
+WRITE_OPTIONS = {"write_page_checksum": True, "use_dictionary": False}
+
 # Largest row group decoded in one piece (per Dask thread): pyarrow's default
 # row group of 2**20 rows x 16 float64 columns.
 _WHOLE_ROW_GROUP_BYTES = 128 * 2**20
@@ -80,7 +85,8 @@ def arrow_to_array(table, dtype, *, file=None, row_group_of=None, start=0) -> np
                 row_group=None if row_group_of is None else row_group_of(first),
             )
         values = column.to_numpy()
-        out[j] = values.astype(np.uint8) if values.dtype == bool else values
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, reported by the caller
+            out[j] = values.astype(np.uint8) if values.dtype == bool else values
     return out.T
 
 
@@ -95,6 +101,7 @@ class _FileInfo:
     size: int
     mtime_ns: int
     row_group_rows: tuple[int, ...]
+    column_names: tuple[str, ...] = ()
 
 
 class ParquetSource(Source):
@@ -126,8 +133,11 @@ class ParquetSource(Source):
         schema = None
         for file in expand_paths(path):
             info, file_schema = self._inspect(file)
-            schema = schema or file_schema
-            self._check_columns(file, file_schema, columns or schema.names)
+            if schema is None:
+                schema = file_schema
+                self._check_columns(file, schema, columns or schema.names)
+            else:
+                self._check_same_schema(file, file_schema, schema, columns)
             self.files.append(info)
         self.columns = list(columns) if columns else list(schema.names)
         self.column_types = [str(schema.field(c).type) for c in self.columns]
@@ -152,7 +162,7 @@ class ParquetSource(Source):
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"is not a readable Parquet file ({exc})", file=file) from None
         rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-        return _FileInfo(file, stat.st_size, stat.st_mtime_ns, rows), schema
+        return _FileInfo(file, stat.st_size, stat.st_mtime_ns, rows, tuple(schema.names)), schema
 
     @staticmethod
     def _check_columns(file, schema, columns):
@@ -168,6 +178,22 @@ class ParquetSource(Source):
                     f"is not numeric (type {field.type}); choose numeric columns with --columns",
                     file=file, column=name,
                 )
+
+    def _check_same_schema(self, file, schema, first, columns):
+        """A later file must have the first file's columns (those used) with the same types."""
+        first_file = self.files[0].path
+        if columns is None and schema.names != first.names:
+            raise DataError(
+                f"has columns {schema.names}, but the first file {first_file} has "
+                f"{first.names}; give columns= (--columns) or make the files agree", file=file)
+        for name in columns or first.names:
+            if name not in schema.names:
+                raise DataError(f"no such column (the file has {', '.join(schema.names)})",
+                                file=file, column=name)
+            if schema.field(name).type != first.field(name).type:
+                raise DataError(f"is of type {schema.field(name).type} here but "
+                                f"{first.field(name).type} in the first file {first_file}",
+                                file=file, column=name)
 
     def _make_plan(self):
         plan, start = [], 0
@@ -211,7 +237,7 @@ class ParquetSource(Source):
             # copy (reads 15-20 % faster). use_threads=False: Dask's threads already
             # decode chunks side by side, and Arrow's own pool competing with them
             # made iterations 15 % slower.
-            parquet = pq.ParquetFile(info.path, memory_map=True)
+            parquet = pq.ParquetFile(info.path, memory_map=True, page_checksum_verification=True)
             if chunk.n_rows * self.n_features * 8 > _WHOLE_ROW_GROUP_BYTES:
                 # A row group too large to hold decoded: stream it in chunk-sized batches.
                 tables = parquet.iter_batches(
@@ -236,20 +262,43 @@ class ParquetSource(Source):
                 offset += block.shape[0]
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"cannot be read: damaged, or changed since planning ({exc})",
-                            file=info.path, row_group=row_groups[0]) from None
+                            file=info.path, row_group=self._damaged_row_group(info.path, row_groups)
+                            ) from None
+
+    def _damaged_row_group(self, path, row_groups):
+        """The first of ``row_groups`` that fails to read alone (to name it in the error)."""
+        for group in row_groups:
+            try:
+                pq.ParquetFile(path, page_checksum_verification=True).read_row_groups(
+                    [group], columns=self.columns, use_threads=False)
+            except (pa.ArrowException, OSError):
+                return group
+        return row_groups[0]
+
+    def locate(self, chunk, row):
+        file_index, row_groups = chunk.key
+        sizes = [self.files[file_index].row_group_rows[rg] for rg in row_groups]
+        group = _row_group_of(row_groups, np.cumsum([0, *sizes]), 0, row - chunk.start)
+        return {"file": self.files[file_index].path, "row_group": group}
 
     def read_column(self, chunk, name):
         """Column ``name`` (any type) of the rows of ``chunk``, as an Arrow array."""
         file_index, row_groups = chunk.key
         path = self.files[file_index].path
         try:
-            table = pq.ParquetFile(path).read_row_groups(list(row_groups), columns=[name])
+            table = pq.ParquetFile(path, page_checksum_verification=True).read_row_groups(
+                list(row_groups), columns=[name])
         except (pa.ArrowException, OSError, KeyError) as exc:
             raise DataError(f"cannot read column ({exc})", file=path, column=name) from None
         return table.column(0).combine_chunks()
 
     def has_column(self, name) -> bool:
-        return name in pq.read_schema(self.files[0].path).names
+        """Whether every file has column ``name`` (a DataError if only some have it)."""
+        lacking = [f.path for f in self.files if name not in f.column_names]
+        if lacking and len(lacking) < len(self.files):
+            raise DataError("no such column, though other files of this dataset have it",
+                            file=lacking[0], column=name)
+        return not lacking
 
     def fingerprint(self):
         return {

@@ -11,6 +11,7 @@ from .base import (
     Chunk,
     Source,
     check_finite,
+    check_has_features,
     check_numeric_dtype,
     chunk_rows_for,
     resolve_dtype,
@@ -65,6 +66,7 @@ class ZarrSource(Source):
         check_numeric_dtype(array.dtype, column="<array>", file=self.name)
         self.shape = tuple(array.shape)
         self.n_features = self.shape[1]
+        check_has_features(self.n_features, self.name)
         columns = array.attrs.get("columns")
         named = isinstance(columns, list) and len(columns) == self.n_features
         self.feature_names = tuple(columns) if named else None
@@ -106,7 +108,8 @@ class ZarrSource(Source):
         except Exception as exc:
             raise DataError(f"rows {start}:{stop} cannot be read, damaged chunk ({exc})",
                             file=self.name) from None
-        data = data.astype(self.dtype, copy=False)
+        with np.errstate(over="ignore"):  # beyond float32's range: inf, reported below
+            data = data.astype(self.dtype, copy=False)
         for offset in range(0, data.shape[0], self._chunk_rows):
             block = data[offset : offset + self._chunk_rows]
             yield start + offset, check_finite(block, start + offset, where=self.name,

@@ -133,3 +133,72 @@ def test_errors_survive_pickling():
     error = DataError("bad", file="f.parquet", row_group=3, column="x", row=9)
     again = pickle.loads(pickle.dumps(error))
     assert str(again) == str(error) and again.row_group == 3
+
+
+@pytest.mark.parametrize("make", [
+    lambda: sm.GaussianMixture(3, random_state=0),
+    lambda: sm.GaussianMixture(3, covariance_type="diag", init_params="random", random_state=0),
+    lambda: sm.GaussianMixture(3, covariance_type="tied", init_params="random_from_data"),
+    lambda: sm.KMeans(3, random_state=0),
+    lambda: sm.KMeans(3, init="k-means++", random_state=0),
+    lambda: sm.MiniBatchKMeans(3, batch_size=100, random_state=0),
+], ids=["gmm", "gmm-random", "gmm-tied", "kmeans||", "kmeans++", "minibatch"])
+def test_values_whose_squares_overflow_are_located(tmp_path, blobs, make):
+    damaged = blobs.copy()
+    damaged[437, 1] = -1e181  # finite, as flipped bits can decode
+    write_table(tmp_path / "a.parquet", damaged, 100)
+    with pytest.raises(sm.DataError, match=r"a\.parquet, row group 4, column 'f1', row 437: "
+                                           r"value -1e\+181"):
+        make().fit(tmp_path / "a.parquet")
+
+
+def test_float32_overflow_is_located_and_explained(tmp_path, blobs):
+    damaged = blobs.copy()
+    damaged[5, 2] = 1e39
+    write_table(tmp_path / "a.parquet", damaged, 100)
+    with pytest.raises(sm.DataError, match=r"row group 0, column 'f2', row 5: .*float32's range"):
+        sm.GaussianMixture(3, dtype="float32").fit(tmp_path / "a.parquet")
+
+
+def test_every_file_must_match_the_first_files_schema(tmp_path, blobs):
+    write_table(tmp_path / "a.parquet", blobs[:100], 50)
+    extra = pa.table({**{f"f{j}": blobs[100:200, j] for j in range(3)}, "g": blobs[100:200, 0]})
+    pq.write_table(extra, tmp_path / "b.parquet")
+    with pytest.raises(DataError, match=r"b\.parquet: has columns .* but the first file"):
+        sm.read_parquet(tmp_path)
+    assert sm.read_parquet(tmp_path, columns=["f0", "f1"]).n_rows == 200  # g is not read
+    flags = pa.table({"f0": blobs[:10, 0] > 0, "f1": blobs[:10, 1], "f2": blobs[:10, 2]})
+    pq.write_table(flags, tmp_path / "b.parquet")
+    with pytest.raises(DataError, match=r"b\.parquet, column 'f0': is of type bool here but "
+                                        r"double in the first file"):
+        sm.read_parquet(tmp_path)
+
+
+def test_an_id_column_missing_from_a_later_file_is_named(tmp_path, blobs):
+    pq.write_table(pa.table({"id": np.arange(10), **{f"f{j}": blobs[:10, j] for j in range(3)}}),
+                   tmp_path / "a.parquet")
+    write_table(tmp_path / "b.parquet", blobs[10:20], 5)
+    source = sm.read_parquet(tmp_path, columns=["f0", "f1", "f2"])
+    with pytest.raises(DataError, match=r"b\.parquet, column 'id': no such column, though"):
+        source.has_column("id")
+
+
+@pytest.mark.parametrize("make", [lambda tmp: np.empty((10, 0)),
+                                  lambda tmp: __import__("zarr").create_array(
+                                      store=str(tmp / "z.zarr"), shape=(100, 0), chunks=(10, 1),
+                                      dtype="f8")], ids=["numpy", "zarr"])
+def test_data_without_features_is_refused(tmp_path, make):
+    with pytest.raises(DataError, match=r"has no features \(0 columns\)"):
+        sm.GaussianMixture(1).fit(make(tmp_path))
+
+
+def test_flipped_bytes_in_a_page_are_detected_in_files_streammix_writes(tmp_path):
+    from streammix.datasets import write_parquet
+
+    (path,) = write_parquet(tmp_path / "d", 20_000, 3, 2, seed=0, row_group_rows=10_000)
+    data = bytearray(open(path, "rb").read())
+    middle = pq.ParquetFile(path).metadata.row_group(1).column(2)
+    data[middle.data_page_offset + middle.total_compressed_size // 2] ^= 0x10
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(DataError, match=r"row group 1: cannot be read.*(CRC|checksum)"):
+        sm.GaussianMixture(2).fit(path)
