@@ -19,6 +19,7 @@ definite precisions) by the estimator's ``_check_model``. Any failure is one
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import warnings
@@ -40,6 +41,10 @@ RUNTIME_PARAMS = frozenset({"verbose", "verbose_interval", "scheduler", "n_worke
 
 #: Saved with any model that has them: the anomaly threshold and how it was set.
 CALIBRATION_ATTRIBUTES = {"anomaly_threshold_": float, "anomaly_contamination_": float | None}
+
+#: Entries that files of streammix 0.1 may hold and that are no longer read (the
+#: training data's labels are not part of a model).
+_LEGACY_ENTRIES = ("attr.labels_",)
 
 #: Largest metadata entry read (feature names of a very wide table fit easily).
 _MAX_META_BYTES = 64 * 2**20
@@ -150,9 +155,12 @@ def _params(meta, cls, npz, path) -> dict:
     allowed = set(cls._param_names())
     params, ignored = {}, []
     array_params = {n[len("param."):] for n in npz.names if n.startswith("param.")}
+    defaults = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()}
     for name in [*meta["params"], *array_params]:
         if name in RUNTIME_PARAMS:
-            ignored.append(name)
+            # Files of streammix 0.1 kept them, mostly at their defaults: report the others.
+            if name in array_params or meta["params"][name] != defaults.get(name):
+                ignored.append(name)
         elif name not in allowed:
             raise _Invalid(f"parameter {name!r} is not a parameter of {cls.__name__}")
         elif name in array_params:
@@ -198,7 +206,7 @@ def _load(npz: NpzReader, path):
         raise _Invalid(f"parameters: {exc}") from None
     shapes = estimator._model_arrays()
     for name in npz.names:
-        if name != "__meta__" and not name.startswith("param.") and \
+        if name not in ("__meta__", *_LEGACY_ENTRIES) and not name.startswith("param.") and \
                 name.removeprefix("attr.") not in shapes:
             raise _Invalid(f"unexpected entry {name!r}")
     for name, shape in shapes.items():

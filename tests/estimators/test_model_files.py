@@ -207,3 +207,18 @@ def test_centre_models_are_checked_too(tmp_path, blobs, make):
     rewrite(path, lambda m: m["params"].update(n_clusters=4))
     with pytest.raises(sm.ModelFileError, match=r"'attr.cluster_centers_' has shape \(3, 3\)"):
         sm.load(path)
+
+
+def test_files_of_the_first_release_still_load_quietly(tmp_path, blobs):
+    import warnings
+
+    path = tmp_path / "km.npz"
+    sm.KMeans(3, random_state=0).fit(blobs).save(path)
+    runtime_at_defaults = {"scheduler": None, "n_workers": None, "checkpoint": None,
+                           "restart": False, "cache": "auto", "chunk_size": None, "verbose": 0}
+    rewrite(path, lambda m: m["params"].update(runtime_at_defaults),
+            **{"attr.labels_": np.zeros(len(blobs), dtype=np.int64)})  # as 0.1 wrote them
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = sm.load(path)
+    assert not hasattr(loaded, "labels_") and loaded.cluster_centers_.shape == (3, 3)
