@@ -70,13 +70,14 @@ Failure = tuple[str, str]  # (kind, why)
 _ENTRY = Path(sys.executable).with_name("streammix")
 CLI = [str(_ENTRY)] if _ENTRY.exists() else [sys.executable, "-m", "streammix.cli"]
 
-# Children get a pinned environment: UTF-8 locale (stdin decoding is then strict, not
-# surrogateescape), no inherited Dask configuration (a DASK_SCHEDULER_ADDRESS would connect
-# somewhere), no Python I/O or warning overrides, a headless matplotlib.
+# Children get a pinned environment: a UTF-8 locale with strict decoding of stdin, as in
+# en_US.UTF-8 (C.UTF-8 alone would give Python's lenient surrogateescape, which hides what
+# invalid UTF-8 does to most users), no inherited Dask configuration (a DASK_SCHEDULER_ADDRESS
+# would connect somewhere), no warning overrides, a headless matplotlib.
 ENV = {k: v for k, v in os.environ.items()
-       if not k.startswith("DASK_") and k not in (
-           "PYTHONUTF8", "PYTHONIOENCODING", "PYTHONWARNINGS", "PYTHONDEVMODE")}
-ENV.update(LC_ALL="C.UTF-8", LANG="C.UTF-8", MPLBACKEND="Agg", PYTHONHASHSEED="0")
+       if not k.startswith("DASK_") and k not in ("PYTHONUTF8", "PYTHONWARNINGS", "PYTHONDEVMODE")}
+ENV.update(LC_ALL="C.UTF-8", LANG="C.UTF-8", PYTHONIOENCODING="utf-8:strict", MPLBACKEND="Agg",
+           PYTHONHASHSEED="0")
 
 
 # -- running commands ------------------------------------------------------------------
