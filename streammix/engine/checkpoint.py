@@ -131,11 +131,14 @@ class Checkpoint:
             try:
                 with open(meta_path) as handle:
                     saved = json.load(handle)
-            except (OSError, ValueError) as exc:
+                entropy = saved.get("entropy") if isinstance(saved, dict) else None
+                if not isinstance(entropy, int) or isinstance(entropy, bool) or entropy < 0:
+                    raise ValueError("not a checkpoint description with a seed")
+            except (OSError, ValueError, RecursionError) as exc:
                 raise CheckpointError(f"{meta_path} is damaged ({exc}); start afresh with "
                                       "restart=True (CLI: --restart)") from None
             self._check_same(saved)
-            self.entropy = saved.get("entropy")
+            self.entropy = entropy
         else:
             # A fit without random_state draws its seed once; resuming reuses it.
             self.entropy = int(np.random.SeedSequence().entropy)

@@ -62,6 +62,10 @@ def test_refuses_other_data_other_parameters_and_other_versions(tmp_path):
     meta.write_text(meta.read_text().replace('"version": 1', '"version": 99'))
     with pytest.raises(CheckpointError, match=r"version 99"):
         Checkpoint(tmp_path, fingerprint()).__enter__()
+    for damaged in ("[1, 2, 3]", '{"format": "streammix-checkpoint", "entropy": "x"}', "[" * 9999):
+        meta.write_text(damaged)
+        with pytest.raises(CheckpointError, match=r"checkpoint\.json is damaged"):
+            Checkpoint(tmp_path, fingerprint()).__enter__()
     with Checkpoint(tmp_path, fingerprint(data="d2"), restart=True) as fresh:
         assert fresh.replay_pass() == (False, None)
 
