@@ -911,6 +911,17 @@ def quiet_fit_job(fx: Fixture, ws: Path) -> list[Failure]:
 
 
 # -- 6. scoring fails closed --------------------------------------------------------------------
+def api_failures(r: Run, out) -> list[Failure]:
+    """Why an api() call gave no result (a crash, or an exception), or [] when it did."""
+    failures = crashed(r)
+    if failures or out is None:
+        return failures or [(OTHER, f"no result (exit {r.code})")]
+    if "result" not in out:
+        kind = TRACEBACK if "unexpected" in out else OTHER
+        return [(kind, f"raised {out.get('unexpected') or out['error']}: {out['message'][:100]}")]
+    return []
+
+
 def api_score_job(row: list[float]):
     def job(fx: Fixture, ws: Path) -> list[Failure]:
         # sm.load(model).score_samples(row): a number (not NaN) below the anomaly threshold.
@@ -919,13 +930,9 @@ def api_score_job(row: list[float]):
             score = float(model.score_samples(np.array([{row!r}]))[0])
             return {{"score": score, "threshold": float(model.anomaly_threshold_)}}
         """, ws)
-        failures = crashed(r)
-        if failures or out is None:
-            return failures or [(OTHER, f"no result (exit {r.code})")]
-        if "result" not in out:
-            kind = TRACEBACK if "unexpected" in out else OTHER
-            return [(kind, f"raised {out.get('unexpected') or out['error']}: "
-                           f"{out['message'][:100]}")]
+        failures = api_failures(r, out)
+        if failures:
+            return failures
         score, threshold = out["result"]["score"], out["result"]["threshold"]
         if math.isnan(score):
             return [(SILENT, "score is NaN")]
@@ -942,13 +949,9 @@ def api_predict_job(row: list[float]):
             scorer = sm.AnomalyScorer(sm.load({str(fx.model)!r}))
             return int(scorer.predict(np.array([{row!r}]))[0])
         """, ws)
-        failures = crashed(r)
-        if failures or out is None:
-            return failures or [(OTHER, f"no result (exit {r.code})")]
-        if "result" not in out:
-            kind = TRACEBACK if "unexpected" in out else OTHER
-            return [(kind, f"raised {out.get('unexpected') or out['error']}: "
-                           f"{out['message'][:100]}")]
+        failures = api_failures(r, out)
+        if failures:
+            return failures
         return [] if out["result"] == -1 else [(SILENT, f"predict gave {out['result']}")]
     return job
 

@@ -1,10 +1,10 @@
 """Zips of ``.npy`` entries (NumPy's ``.npz``), read as untrusted input.
 
 Model files and checkpoint states are written by :func:`write_npz` with every
-entry *stored* (not compressed), as ``np.savez`` does. :func:`read_npz` reads
-them back without trusting anything in the file:
+entry *stored* (not compressed), as ``np.savez`` does. :class:`NpzReader`
+reads them back without trusting anything in the file:
 
-* only entries the caller names are read, each at most once;
+* only entries the caller asks for are read;
 * an entry must be stored, so its size cannot exceed the bytes of the file
   (no zip bomb: nothing inflates);
 * an entry's ``.npy`` header is parsed first (a literal, never pickle or

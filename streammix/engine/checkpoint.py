@@ -132,7 +132,8 @@ class Checkpoint:
                 with open(meta_path) as handle:
                     saved = json.load(handle)
                 entropy = saved.get("entropy") if isinstance(saved, dict) else None
-                if not isinstance(entropy, int) or isinstance(entropy, bool) or entropy < 0:
+                if not isinstance(entropy, int) or isinstance(entropy, bool) or entropy < 0 \
+                        or not all(isinstance(saved.get(k), dict) for k in ("data", "params")):
                     raise ValueError("not a checkpoint description with a seed")
             except (OSError, ValueError, RecursionError) as exc:
                 raise CheckpointError(f"{meta_path} is damaged ({exc}); start afresh with "

@@ -101,6 +101,9 @@ class StreammixEstimator:
         """Progress bars per data pass when verbose (on stderr)."""
         return bool(getattr(self, "verbose", 0))
 
+    #: Model-file attributes that a fitted model may lack (see ``persistence``).
+    _optional_attributes = ("feature_names_in_",)
+
     #: Parameters that do not change a fit's result (left out of checkpoint fingerprints).
     _RUN_ONLY = frozenset({"verbose", "verbose_interval", "scheduler", "n_workers", "checkpoint",
                            "restart", "compute_labels", "cache"})

@@ -212,10 +212,8 @@ class GaussianMixture(StreammixEstimator):
 
     #: Model-file attributes held in the metadata, by kind (see ``persistence``).
     _model_scalars: ClassVar[dict] = {"converged_": bool, "n_iter_": int, "lower_bound_": BOUND,
-                      "lower_bounds_": list[float], "n_features_in_": int,
-                      "feature_names_in_": list[str]}
-    _optional_attributes = ("feature_names_in_",)
-
+                                      "lower_bounds_": list[float], "n_features_in_": int,
+                                      "feature_names_in_": list[str]}
     def __init__(
         self,
         n_components=1,

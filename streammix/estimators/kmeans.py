@@ -220,8 +220,6 @@ class CentersModel(StreammixEstimator):
         self._check_fitted("cluster_centers_")
         save_model(self, path)
 
-    _optional_attributes = ("feature_names_in_",)
-
     def _model_arrays(self) -> dict:
         """Fitted arrays of a model file, with their shapes."""
         return {"cluster_centers_": (self.n_clusters, self.n_features_in_)}
@@ -303,7 +301,7 @@ class KMeans(CentersModel):
     #: Model-file attributes held in the metadata, by kind (see ``persistence``);
     #: ``labels_`` belong to the training data, not to the model, and are not saved.
     _model_scalars: ClassVar[dict] = {"inertia_": float, "n_iter_": int, "n_features_in_": int,
-                      "feature_names_in_": list[str]}
+                                      "feature_names_in_": list[str]}
 
     def __init__(self, n_clusters=8, *, init="auto", n_init="auto", max_iter=300, tol=1e-4,
                  verbose=0, random_state=None, copy_x=True, algorithm="lloyd",

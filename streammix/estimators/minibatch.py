@@ -88,8 +88,8 @@ class MiniBatchKMeans(CentersModel):
     #: Model-file attributes held in the metadata, by kind (see ``persistence``);
     #: the private ones let ``partial_fit`` continue a loaded model exactly.
     _model_scalars: ClassVar[dict] = {"inertia_": float, "n_iter_": int, "n_steps_": int,
-                      "n_features_in_": int, "feature_names_in_": list[str],
-                      "_n_since_last_reassign": int, "_entropy": int}
+                                      "n_features_in_": int, "feature_names_in_": list[str],
+                                      "_n_since_last_reassign": int, "_entropy": int}
 
     def __init__(self, n_clusters=8, *, init="auto", max_iter=100, batch_size=1024, verbose=0,
                  compute_labels=True, random_state=None, tol=0.0, max_no_improvement=10,

@@ -62,7 +62,8 @@ def test_refuses_other_data_other_parameters_and_other_versions(tmp_path):
     meta.write_text(meta.read_text().replace('"version": 1', '"version": 99'))
     with pytest.raises(CheckpointError, match=r"version 99"):
         Checkpoint(tmp_path, fingerprint()).__enter__()
-    for damaged in ("[1, 2, 3]", '{"format": "streammix-checkpoint", "entropy": "x"}', "[" * 9999):
+    for damaged in ("[1, 2, 3]", '{"format": "streammix-checkpoint", "entropy": "x"}', "[" * 9999,
+                    '{"entropy": 1, "data": [1], "params": {}}'):
         meta.write_text(damaged)
         with pytest.raises(CheckpointError, match=r"checkpoint\.json is damaged"):
             Checkpoint(tmp_path, fingerprint()).__enter__()
