@@ -8,6 +8,7 @@ a terminal, or with ``-v``; ``-q`` silences it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -205,7 +206,8 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
         optional.update(init=init, batch_size=batch_size if kind == "minibatch-kmeans" else None)
         model = MODELS[kind](k, **params, **{n: v for n, v in optional.items() if v is not None})
     began = time.perf_counter()
-    model.fit(source)
+    with contextlib.redirect_stdout(sys.stderr):  # the estimators' verbose lines: not data
+        model.fit(source)
     summary = (f"lower bound {model.lower_bound_:.6f}, converged={model.converged_}"
                if kind == "gmm" else f"inertia {model.inertia_:.6g}")
     if contamination is not None:

@@ -2,10 +2,14 @@
 
 Every error that is the user's to fix derives from :class:`StreammixError`, so
 the command line can turn it into a one-line message instead of a traceback.
-The data errors also derive from :class:`ValueError`, as scikit-learn's do.
+The data errors also derive from :class:`ValueError`, and ``NotFittedError`` and
+``ConvergenceWarning`` from scikit-learn's classes of those names, so code
+written against scikit-learn catches them.
 """
 
 from __future__ import annotations
+
+from sklearn import exceptions as _sklearn
 
 
 class StreammixError(Exception):
@@ -60,8 +64,8 @@ class CollapsedComponentError(StreammixError, ValueError):
     """A mixture component's covariance is no longer positive definite."""
 
 
-class NotFittedError(StreammixError, ValueError, AttributeError):
-    """The estimator is used before ``fit``."""
+class NotFittedError(StreammixError, _sklearn.NotFittedError):
+    """The estimator is used before ``fit`` (a scikit-learn ``NotFittedError`` too)."""
 
 
 class CheckpointError(StreammixError):
@@ -76,8 +80,11 @@ class ClusterError(StreammixError):
     """The Dask scheduler or client went away during a computation."""
 
 
-class ConvergenceWarning(UserWarning):
-    """An iterative fit stopped at ``max_iter`` before meeting ``tol``."""
+class ConvergenceWarning(_sklearn.ConvergenceWarning):
+    """An iterative fit stopped at ``max_iter`` before meeting ``tol``.
+
+    A subclass of scikit-learn's, so filters and handlers written for it apply.
+    """
 
 
 class ModelFileWarning(UserWarning):

@@ -86,7 +86,7 @@ def predict_to_parquet(model, data, output, *, proba=False, id_field="id") -> in
     elif proba:
         raise ValueError("--proba needs a Gaussian mixture; k-means has no probabilities")
     else:
-        spec = (kmeans._labels, None, model.cluster_centers_)
+        spec = (kmeans._labels, None, model._centers64())
 
     def columns(result):
         out = {"cluster": result[:, 0].astype(np.int64)}

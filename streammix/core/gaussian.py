@@ -536,10 +536,11 @@ def digits_cancelled(stats: GaussianStats, covariances: np.ndarray, covariance_t
     return float(np.log10(max(ratio, 1.0)))
 
 
+# scikit-learn's words, so that code matching its message matches ours.
 _COLLAPSE_HINT = (
-    "its covariance is not positive definite (collapsed onto a single point or "
-    "duplicate points). Increase reg_covar, use fewer components, remove duplicate "
-    "rows, or scale the data."
+    "Fitting the mixture model failed because some components have ill-defined empirical "
+    "covariance (for instance caused by singleton or collapsed samples). Try to decrease "
+    "the number of components, increase reg_covar, or scale the input data."
 )
 
 
@@ -560,13 +561,14 @@ def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndar
                 chol = linalg.cholesky(cov, lower=True)
             except linalg.LinAlgError:
                 which = f"component {k}" if covariance_type == "full" else "the tied covariance"
-                message = f"Gaussian mixture {which}: {_COLLAPSE_HINT}"
+                message = f"{_COLLAPSE_HINT} ({which} is not positive definite)"
                 raise CollapsedComponentError(message) from None
             out[k] = linalg.solve_triangular(chol, eye, lower=True).T
         return out if covariance_type == "full" else out[0]
     bad = np.flatnonzero(np.atleast_2d(covariances.T).T.min(axis=-1) <= 0)
     if bad.size:
-        raise CollapsedComponentError(f"Gaussian mixture component {bad[0]}: {_COLLAPSE_HINT}")
+        raise CollapsedComponentError(
+            f"{_COLLAPSE_HINT} (component {bad[0]} has a variance <= 0)")
     return 1.0 / np.sqrt(covariances)
 
 

@@ -119,8 +119,7 @@ class AnomalyScorer(StreammixEstimator):
         if isinstance(self.model, GaussianMixture):
             return _gmm_scores, self.model._gaussian(), gmm_labels
         if isinstance(self.model, CentersModel):
-            self.model._check_fitted("cluster_centers_")
-            return _center_scores, self.model.cluster_centers_, center_labels
+            return _center_scores, self.model._centers64(), center_labels
         raise TypeError(f"AnomalyScorer needs a GaussianMixture, KMeans or MiniBatchKMeans, "
                         f"got {type(self.model).__name__}")
 

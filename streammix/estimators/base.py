@@ -8,11 +8,14 @@ import inspect
 import os
 
 import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import validate_data
 
 from ..engine import Engine
 from ..engine.checkpoint import Checkpoint
 from ..exceptions import DataError, NotFittedError
 from ..io import Source, _is_zarr_path, as_source, is_path_input, resolve_dtype
+from ..io.daskcoll import is_dask_collection
 
 
 def _fingerprint_value(value):
@@ -48,49 +51,43 @@ def _is_zarr_input(X) -> bool:
     return isinstance(X, str | os.PathLike) and _is_zarr_path(os.fspath(X))
 
 
-class StreammixEstimator:
-    """Base class: ``get_params``/``set_params`` over the constructor's keywords.
+def _validated_by_sklearn(X) -> bool:
+    """Whether ``X`` is in-memory data that scikit-learn's ``validate_data`` checks.
 
-    As in scikit-learn, constructors store their arguments unchanged and do no
-    validation; ``fit`` validates.
+    NumPy arrays, lists, pandas frames and scipy.sparse matrices are; paths,
+    Dask collections, Zarr arrays, pyarrow Tables and sources are read chunk by
+    chunk by streammix's own readers, which check them as they read.
+    """
+    if isinstance(X, Source) or is_path_input(X) or is_dask_collection(X):
+        return False
+    return not type(X).__module__.startswith(("zarr", "pyarrow"))
+
+
+def _column_names(X):
+    """Column names of a DataFrame when all are strings (as scikit-learn takes them)."""
+    columns = getattr(X, "columns", None)
+    if columns is not None and len(columns) and all(isinstance(c, str) for c in columns):
+        return tuple(columns)
+    return None
+
+
+class StreammixEstimator(BaseEstimator):
+    """Base class: scikit-learn's estimator protocol, and streammix's input handling.
+
+    ``get_params``/``set_params``, ``clone``, the ``repr`` and the tags come from
+    ``sklearn.base.BaseEstimator``. As in scikit-learn, constructors store their
+    arguments unchanged and do no validation; ``fit`` validates.
     """
 
-    @classmethod
-    def _param_names(cls):
-        signature = inspect.signature(cls.__init__)
-        return sorted(
-            name for name, p in signature.parameters.items()
-            if name != "self" and p.kind != p.VAR_KEYWORD
-        )
+    #: scipy.sparse input is accepted (k-means); the others refuse it as scikit-learn does.
+    _accept_sparse = False
+    #: Fewest rows ``fit`` accepts (scikit-learn's ``ensure_min_samples``).
+    _min_samples = 1
 
-    def get_params(self, deep=True) -> dict:
-        """The constructor parameters of this estimator, by name."""
-        return {name: getattr(self, name) for name in self._param_names()}
-
-    def set_params(self, **params):
-        """Set constructor parameters; returns ``self``."""
-        valid = self._param_names()
-        for name, value in params.items():
-            if name not in valid:
-                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; "
-                                 f"valid parameters are {valid}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self):
-        defaults = {
-            name: p.default for name, p in inspect.signature(type(self).__init__).parameters.items()
-        }
-        changed = []
-        for name, value in self.get_params().items():
-            default = defaults.get(name)
-            same = value is default or (
-                not isinstance(value, np.ndarray) and not isinstance(default, np.ndarray)
-                and value == default
-            )
-            if not same:
-                changed.append(f"{name}={value!r}")
-        return f"{type(self).__name__}({', '.join(changed)})"
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = self._accept_sparse
+        return tags
 
     # -- execution ----------------------------------------------------------
     def _engine(self) -> Engine:
@@ -117,6 +114,7 @@ class StreammixEstimator:
             return
         params = {name: _fingerprint_value(value) for name, value in self.get_params().items()
                   if name not in self._RUN_ONLY}
+        params["dtype"] = str(source.dtype)  # dtype=None and the dtype it resolves to: one fit
         fingerprint = {"estimator": type(self).__name__, "data": source.fingerprint(),
                        "params": params, "start": self._start_fingerprint(), "extra": extra}
         with Checkpoint(self.checkpoint, fingerprint, restart=self.restart) as checkpoint, \
@@ -138,9 +136,24 @@ class StreammixEstimator:
     def _source(self, X, *, fitted=False) -> Source:
         """``X`` as a chunked source with this estimator's dtype and chunk size.
 
-        For prediction, Parquet input reads the fitted feature columns, and the
-        number and names of features must match those seen in ``fit``.
+        In-memory input is checked by scikit-learn's ``validate_data`` (its
+        errors and messages, and ``n_features_in_``/``feature_names_in_`` set
+        by ``fit``); other input by the streammix readers. For prediction,
+        Parquet input reads the fitted feature columns, and the number and
+        names of features must match those seen in ``fit``.
         """
+        if fitted:
+            self._check_fitted()
+        if _validated_by_sklearn(X):
+            names = _column_names(X)
+            X = validate_data(
+                self, X, reset=not fitted, ensure_all_finite=False,  # checked per chunk, located
+                accept_sparse="csr" if self._accept_sparse else False,
+                dtype=[np.float64, np.float32] if self.dtype is None else resolve_dtype(self.dtype),
+                ensure_min_samples=1 if fitted else self._min_samples)
+            source = as_source(X, chunk_size=self._chunk_rows(), dtype=self.dtype)
+            source.feature_names = names
+            return source
         names = getattr(self, "feature_names_in_", None) if fitted else None
         reads_columns = names is not None and is_path_input(X) and not _is_zarr_input(X)
         columns = list(names) if reads_columns else None
@@ -148,8 +161,8 @@ class StreammixEstimator:
         if fitted:
             if source.n_features != self.n_features_in_:
                 raise DataError(
-                    f"has {source.n_features} features, but {type(self).__name__} was fitted "
-                    f"with {self.n_features_in_}", file=source.name)
+                    f"has {source.n_features} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input", file=source.name)
             if (names is not None and source.feature_names is not None
                     and tuple(source.feature_names) != tuple(names)):
                 raise DataError(
@@ -200,7 +213,16 @@ class StreammixEstimator:
         if not isinstance(value, int | np.integer) or isinstance(value, bool) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
-    def _check_fitted(self, attribute):
-        if not hasattr(self, attribute):
+    #: The fitted attribute whose presence means fitted (``validate_data`` sets
+    #: ``n_features_in_`` before the fit has run).
+    _fitted_attribute: str
+
+    def __sklearn_is_fitted__(self):
+        return hasattr(self, self._fitted_attribute)
+
+    def _check_fitted(self):
+        """Raise scikit-learn's (and streammix's) NotFittedError before ``fit``."""
+        if not self.__sklearn_is_fitted__():
             raise NotFittedError(
-                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' first.")
+                f"This {type(self).__name__} instance is not fitted yet. Call 'fit' with "
+                "appropriate arguments before using this estimator.")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 import warnings
 from typing import ClassVar
 
 import numpy as np
+from sklearn.base import DensityMixin
 
 from ..core import gaussian as gm
 from ..core.kmeans import nearest
@@ -113,7 +115,7 @@ def initial_gaussians(engine, source, candidates, seeds, init_params, reg_covar,
 
 
 @register
-class GaussianMixture(StreammixEstimator):
+class GaussianMixture(DensityMixin, StreammixEstimator):
     """Gaussian mixture model fitted out-of-core by map-reduce EM.
 
     Parameters and fitted attributes are those of
@@ -154,13 +156,18 @@ class GaussianMixture(StreammixEstimator):
     warm_start : bool, default=False
         Continue from the fitted parameters on the next ``fit`` (``n_init`` is then 1).
     verbose : int, default=0
-        Print the lower bound every ``verbose_interval`` iterations.
+        As in scikit-learn: 1 prints each initialisation and every
+        ``verbose_interval``-th iteration on stdout, 2 adds times and the
+        lower bound; any verbose level also shows a progress bar per data
+        pass on stderr.
     verbose_interval : int, default=10
     chunk_size : int, optional
         Rows per chunk (default: about 8 MiB of floats). Parquet row groups
         are coalesced or decoded in batches to this size.
-    dtype : {"float64", "float32"}, default="float64"
-        Working dtype of the arithmetic; statistics always add up in float64.
+    dtype : {"float64", "float32"} or None, default=None
+        Working dtype of the arithmetic; None follows the input, as in
+        scikit-learn: float32 data gives float32 arithmetic and float32 fitted
+        attributes. Statistics always add up in float64.
     scheduler : None, str or distributed.Client
         ``None``: an active ``distributed`` client if any, else Dask's
         in-process threads. A ``"tcp://host:port"`` address or a ``Client``
@@ -214,6 +221,8 @@ class GaussianMixture(StreammixEstimator):
     _model_scalars: ClassVar[dict] = {"converged_": bool, "n_iter_": int, "lower_bound_": BOUND,
                                       "lower_bounds_": list[float], "n_features_in_": int,
                                       "feature_names_in_": list[str]}
+    _fitted_attribute = "means_"
+    _min_samples = 2  # as scikit-learn's GaussianMixture
     def __init__(
         self,
         n_components=1,
@@ -232,7 +241,7 @@ class GaussianMixture(StreammixEstimator):
         verbose=0,
         verbose_interval=10,
         chunk_size=None,
-        dtype="float64",
+        dtype=None,
         scheduler=None,
         n_workers=None,
         checkpoint=None,
@@ -317,8 +326,11 @@ class GaussianMixture(StreammixEstimator):
         source = self._source(X)
         n_rows = source.n_rows
         self._check_params(source.n_features)
-        if n_rows < max(2, self.n_components):
-            raise ValueError(f"Expected n_samples >= n_components (and at least 2) but got "
+        if n_rows < self._min_samples:
+            raise ValueError(f"Found array with {n_rows} sample(s) while a minimum of "
+                             f"{self._min_samples} is required by {type(self).__name__}.")
+        if n_rows < self.n_components:
+            raise ValueError(f"Expected n_samples >= n_components but got "
                              f"n_components = {self.n_components}, n_samples = {n_rows}")
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         with self._fit_engine(source) as engine:
@@ -330,7 +342,7 @@ class GaussianMixture(StreammixEstimator):
             iterate(engine, source, runs, step=_em_stats, merge=_merge, update=self._em_update,
                     max_iter=self.max_iter, on_iteration=self._report if self.verbose else None)
         self._set_features(source)
-        self._keep_best(runs)
+        self._keep_best(runs, source.dtype)
         return self
 
     def _start_fingerprint(self):
@@ -362,26 +374,47 @@ class GaussianMixture(StreammixEstimator):
                 "for this data.", PrecisionWarning, stacklevel=2)
 
     def _report(self, runs):
+        """scikit-learn's verbose lines on stdout (the restarts run side by side here)."""
+        now = time.perf_counter()
         for i, run in enumerate(runs):
-            if not run.history or (run.n_iter % self.verbose_interval and not run.done):
+            if not run.history or run.extra.get("reported") == run.n_iter:
                 continue
-            change = run.history[-1] - (run.history[-2] if len(run.history) > 1 else -np.inf)
-            done = " (converged)" if run.converged else ""
-            print(f"  init {i} iteration {run.n_iter}: lower bound {run.history[-1]:.6f}, "
-                  f"change {change:.3g}{done}", file=sys.stderr)
+            if run.n_iter == 1:
+                print(f"Initialization {i}")
+                run.extra["clock"] = run.extra["started"] = now
+            if run.n_iter % self.verbose_interval == 0:
+                if self.verbose >= 2:
+                    change = run.history[-1] - (run.history[-2] if len(run.history) > 1
+                                                else -np.inf)
+                    print(f"  Iteration {run.n_iter}\t time lapse "
+                          f"{now - run.extra['clock']:.5f}s\t ll change {change:.5f}")
+                    run.extra["clock"] = now
+                else:
+                    print(f"  Iteration {run.n_iter}")
+            if run.done or run.n_iter >= self.max_iter:
+                state = "converged" if run.converged else "did not converge"
+                if self.verbose >= 2:
+                    print(f"Initialization {state}. time lapse "
+                          f"{now - run.extra['started']:.5f}s\t lower bound "
+                          f"{run.history[-1]:.5f}.")
+                else:
+                    print(f"Initialization {state}.")
+            run.extra["reported"] = run.n_iter
+        sys.stdout.flush()
 
-    def _keep_best(self, runs):
+    def _keep_best(self, runs, dtype=np.float64):
         """scikit-learn's choice: the highest final lower bound, first one on ties."""
-        self._set_fitted(*best_run(runs, self.max_iter))
+        self._set_fitted(*best_run(runs, self.max_iter), dtype)
 
-    def _set_fitted(self, best, best_bound):
+    def _set_fitted(self, best, best_bound, dtype=np.float64):
+        """The fitted attributes, in the input's dtype (as scikit-learn gives them)."""
         params = best.params
-        self.weights_ = params.weights
-        self.means_ = params.means
-        self.covariances_ = params.covariances
-        self.precisions_cholesky_ = params.precisions_cholesky
+        self.weights_ = params.weights.astype(dtype)
+        self.means_ = params.means.astype(dtype)
+        self.covariances_ = params.covariances.astype(dtype)
+        self.precisions_cholesky_ = params.precisions_cholesky.astype(dtype)
         self.precisions_ = gm.precisions_from_cholesky(params.precisions_cholesky,
-                                                       self.covariance_type)
+                                                       self.covariance_type).astype(dtype)
         self.converged_ = bool(best.converged)
         self.n_iter_ = best.n_iter
         self.lower_bound_ = float(best_bound)
@@ -418,9 +451,11 @@ class GaussianMixture(StreammixEstimator):
 
     # -- using the model --------------------------------------------------
     def _gaussian(self) -> gm.GaussianParams:
-        self._check_fitted("means_")
-        return gm.GaussianParams(self.weights_, self.means_, self.precisions_cholesky_,
-                                 self.covariance_type, self.covariances_)
+        """The fitted parameters, in float64 whatever the dtype of the attributes."""
+        self._check_fitted()
+        return gm.GaussianParams(*(np.asarray(a, dtype=np.float64) for a in (
+            self.weights_, self.means_, self.precisions_cholesky_)), self.covariance_type,
+            np.asarray(self.covariances_, dtype=np.float64))
 
     def _per_row(self, fn, X, width=None):
         dtype = np.int64 if fn is _labels else None
@@ -482,7 +517,7 @@ class GaussianMixture(StreammixEstimator):
     # -- files --------------------------------------------------------------
     def save(self, path):
         """Write the fitted model to ``path`` (``.npz`` zip, no pickle); see :func:`load`."""
-        self._check_fitted("means_")
+        self._check_fitted()
         save_model(self, path)
 
     def _model_arrays(self) -> dict:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import warnings
 from typing import ClassVar
 
 import numpy as np
+from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
 from ..core import kmeans as km
 from ..engine import Run, iterate, sample_rows
@@ -64,7 +64,8 @@ def initial_centers(engine, source, init, n_clusters, seeds, *, oversampling_fac
     * ``"k-means++"``: greedy k-means++ on the data if it is in memory, else on a
       uniform sample of at most ``INIT_SAMPLE_ROWS`` rows (one pass);
     * ``"random"``: k distinct rows drawn uniformly (from that sample);
-    * callable ``init(X, n_clusters, random_state)``: called on the sample;
+    * callable ``init(X, n_clusters, random_state=RandomState)``: called on the
+      data in memory, else on the sample, as scikit-learn calls it;
     * ``"k-means||"``: Bahmani et al.'s scalable k-means++, ``rounds`` passes
       plus one to weight the candidates (see :func:`kmeans_parallel`).
     """
@@ -75,18 +76,31 @@ def initial_centers(engine, source, init, n_clusters, seeds, *, oversampling_fac
     if isinstance(init, str) and init == "k-means||":
         return kmeans_parallel(engine, source, ks, rngs,
                                oversampling_factor=oversampling_factor, rounds=rounds)
-    if source.in_memory and init != "random" and not callable(init):
+    if source.in_memory and init != "random":
         data = source.array
     else:
         data = sample_rows(engine, source, INIT_SAMPLE_ROWS, rngs[0].spawn(1)[0])
-    if callable(init):
-        return [np.array(init(data, k, rng), dtype=np.float64)
-                for k, rng in zip(ks, rngs, strict=True)]
+    if callable(init):  # scikit-learn's call: init(X, n_clusters, random_state=RandomState)
+        return [check_centers(init(data, k, random_state=np.random.RandomState(
+            np.random.MT19937(rng.integers(2**63)))), k, source.n_features)
+            for k, rng in zip(ks, rngs, strict=True)]
     if init == "random":
         return [np.array(data[rng.choice(len(data), k, replace=False)], dtype=np.float64)
                 for k, rng in zip(ks, rngs, strict=True)]
     return [np.array(data[km.kmeans_plusplus(data, k, rng)], dtype=np.float64)
             for k, rng in zip(ks, rngs, strict=True)]
+
+
+def check_centers(centers, n_clusters, n_features) -> np.ndarray:
+    """Initial centres as float64, or scikit-learn's ValueError for a wrong shape."""
+    centers = np.array(centers, dtype=np.float64)
+    if centers.ndim != 2 or centers.shape[0] != n_clusters:
+        raise ValueError(f"The shape of the initial centers {centers.shape} does not match "
+                         f"the number of clusters {n_clusters}.")
+    if centers.shape[1] != n_features:
+        raise ValueError(f"The shape of the initial centers {centers.shape} does not match "
+                         f"the number of features of the data {n_features}.")
+    return centers
 
 
 def read_row(engine, source, row: int) -> np.ndarray:
@@ -161,14 +175,21 @@ def run_lloyd(engine, source, starts, *, max_iter, tol, verbose=0, final_pass=Tr
             # scikit-learn's strict convergence: the labels did not change, so the
             # centres are final (recomputing them would only add rounding noise).
             run.extra["final_stats"] = stats
+            if verbose:
+                print(f"Converged at iteration {run.n_iter - 1}: strict convergence.")
             return run.params, stats.inertia, True
         new, shift, _ = km.lloyd_update(run.params.centers, stats)
         run.extra["final_stats"] = stats if shift == 0 else None
-        if verbose:
-            print(f"Iteration {run.n_iter}, inertia {stats.inertia}, centre shift {shift:.3g}",
-                  file=sys.stderr)
-        return km.LloydParams(new), stats.inertia, shift <= run.extra["tol"]
+        converged = shift <= run.extra["tol"]
+        if verbose:  # scikit-learn's lines, on stdout
+            print(f"Iteration {run.n_iter - 1}, inertia {stats.inertia}.")
+            if converged:
+                print(f"Converged at iteration {run.n_iter - 1}: center shift {shift} within "
+                      f"tolerance {run.extra['tol']}.")
+        return km.LloydParams(new), stats.inertia, converged
 
+    if verbose:
+        print("Initialization complete")
     # The first pass also measures the data's variance, for the tolerance.
     runs = [Run(km.LloydParams(np.asarray(c, dtype=np.float64), moments=True)) for c in starts]
     iterate(engine, source, runs, step=km.lloyd_stats, merge=_merge, update=update,
@@ -182,12 +203,34 @@ def run_lloyd(engine, source, starts, *, max_iter, tol, verbose=0, final_pass=Tr
     return runs
 
 
-class CentersModel(StreammixEstimator):
-    """What every centre-based model does once fitted: predict, transform, score, save."""
+class CentersModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMixin,
+                   StreammixEstimator):
+    """What every centre-based model does once fitted: predict, transform, score, save.
+
+    scikit-learn's mixins (as its own k-means classes use) give ``set_output``
+    and ``get_feature_names_out`` (``kmeans0``, ``kmeans1``, ...).
+    """
+
+    _fitted_attribute = "cluster_centers_"
+    _accept_sparse = True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    @property
+    def _n_features_out(self):
+        """Columns of ``transform``: one distance per centre."""
+        return self.cluster_centers_.shape[0]
+
+    def _centers64(self):
+        """The fitted centres in float64, whatever the dtype of the attribute."""
+        self._check_fitted()
+        return np.asarray(self.cluster_centers_, dtype=np.float64)
 
     def _per_row(self, fn, X, width=None, dtype=None):
-        self._check_fitted("cluster_centers_")
-        return self._apply(fn, self.cluster_centers_, X, width=width, dtype=dtype)
+        return self._apply(fn, self._centers64(), X, width=width, dtype=dtype)
 
     def predict(self, X):
         """Index of the nearest centre for each row (lazy Dask array out-of-core)."""
@@ -208,16 +251,15 @@ class CentersModel(StreammixEstimator):
 
     def score(self, X, y=None):
         """Opposite of the inertia of ``X`` with respect to the fitted centres (one pass)."""
-        self._check_fitted("cluster_centers_")
         source = self._source(X, fitted=True)
         with self._engine() as engine:
-            stats = engine.map_reduce(km.lloyd_stats, km.LloydParams(self.cluster_centers_),
+            stats = engine.map_reduce(km.lloyd_stats, km.LloydParams(self._centers64()),
                                       source, _merge)
         return -float(stats.inertia)
 
     def save(self, path):
         """Write the fitted model to ``path`` (``.npz`` zip, no pickle); see :func:`load`."""
-        self._check_fitted("cluster_centers_")
+        self._check_fitted()
         save_model(self, path)
 
     def _model_arrays(self) -> dict:
@@ -232,8 +274,7 @@ class CentersModel(StreammixEstimator):
     def _set_labels(self, engine, source):
         """``labels_`` of the fitted centres for in-memory input (one pass); none out-of-core."""
         if source.in_memory:
-            self.labels_ = np.concatenate(engine.map_blocks(_labels, self.cluster_centers_,
-                                                            source))
+            self.labels_ = np.concatenate(engine.map_blocks(_labels, self._centers64(), source))
         elif hasattr(self, "labels_"):
             del self.labels_
 
@@ -254,7 +295,9 @@ class KMeans(CentersModel):
         default) and ``"k-means||"`` for out-of-core input (Parquet, Zarr,
         Dask). ``"k-means++"`` on out-of-core input seeds on a uniform
         in-memory sample of at most 100 000 rows, as do ``"random"`` and a
-        callable ``init(X_sample, n_clusters, rng)``. ``"k-means||"`` takes
+        callable, called as scikit-learn calls it, ``init(X, n_clusters,
+        random_state=RandomState)`` (X: the sample out-of-core), and which
+        must return an (n_clusters, n_features) array. ``"k-means||"`` takes
         ``init_rounds`` passes plus one (Bahmani et al. 2012).
     n_init : "auto" or int, default="auto"
         Restarts; "auto" is 1 for k-means++/k-means||/arrays, 10 for random and
@@ -267,7 +310,13 @@ class KMeans(CentersModel):
     random_state : int, Generator or None
     copy_x : bool, default=True
         Accepted for scikit-learn compatibility; streammix never modifies X.
-    algorithm : {"lloyd"}, default="lloyd"
+    algorithm : {"lloyd", "elkan"}, default="lloyd"
+        Both run the same Lloyd passes, so they give the same model, as
+        scikit-learn's two algorithms do. Elkan's triangle-inequality bounds
+        save distance computations by keeping per-row bounds in memory between
+        iterations; out-of-core, a pass streams the data and the distance GEMM
+        costs less than storing and re-reading those bounds, so "elkan" is
+        accepted for compatibility and runs Lloyd.
     oversampling_factor : float, default=2.0
         k-means|| selects about ``oversampling_factor * n_clusters`` rows per round.
     init_rounds : int, default=5
@@ -305,7 +354,7 @@ class KMeans(CentersModel):
 
     def __init__(self, n_clusters=8, *, init="auto", n_init="auto", max_iter=300, tol=1e-4,
                  verbose=0, random_state=None, copy_x=True, algorithm="lloyd",
-                 oversampling_factor=2.0, init_rounds=5, chunk_size=None, dtype="float64",
+                 oversampling_factor=2.0, init_rounds=5, chunk_size=None, dtype=None,
                  scheduler=None, n_workers=None, checkpoint=None, restart=False, cache="auto"):
         self.n_clusters = n_clusters
         self.init = init
@@ -335,21 +384,19 @@ class KMeans(CentersModel):
         self._check_number("tol")
         self._check_number("oversampling_factor")
         k = self.n_clusters
-        if self.algorithm != "lloyd":
-            raise ValueError(f"algorithm must be 'lloyd', got {self.algorithm!r}")
+        if self.algorithm not in ("lloyd", "elkan"):
+            raise ValueError(f"The 'algorithm' parameter of KMeans must be a str among "
+                             f"{{'lloyd', 'elkan'}}. Got {self.algorithm!r} instead.")
+        if self.algorithm == "elkan" and k == 1:
+            warnings.warn("algorithm='elkan' doesn't make sense for a single cluster. Using "
+                          "'lloyd' instead.", RuntimeWarning, stacklevel=3)
         init = self.init
         if isinstance(init, str):
             if init not in INITS:
                 raise ValueError(f"init must be one of {INITS}, a callable or an array, "
                                  f"got {init!r}")
         elif not callable(init):
-            centers = np.asarray(init, dtype=np.float64)
-            if centers.ndim != 2 or centers.shape[0] != k:
-                raise ValueError(f"The shape of the initial centers {centers.shape} does not "
-                                 f"match the number of clusters {k}.")
-            if centers.shape[1] != n_features:
-                raise ValueError(f"The shape of the initial centers {centers.shape} does not "
-                                 f"match the number of features of the data {n_features}.")
+            check_centers(init, k, n_features)
         if self.n_init == "auto":
             return 10 if (isinstance(init, str) and init == "random") or callable(init) else 1
         if not isinstance(self.n_init, int | np.integer) or self.n_init < 1:
@@ -386,6 +433,7 @@ class KMeans(CentersModel):
             best = min(runs, key=lambda run: run.extra["final_stats"].inertia)  # first on ties
             self.cluster_centers_ = best.params.centers
             self._set_labels(engine, source)
+        self.cluster_centers_ = self.cluster_centers_.astype(source.dtype)  # as scikit-learn
         final = best.extra["final_stats"]
         self.inertia_ = float(final.inertia)
         self.n_iter_ = best.n_iter

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from contextlib import nullcontext
 from typing import ClassVar
 
@@ -94,7 +95,7 @@ class MiniBatchKMeans(CentersModel):
     def __init__(self, n_clusters=8, *, init="auto", max_iter=100, batch_size=1024, verbose=0,
                  compute_labels=True, random_state=None, tol=0.0, max_no_improvement=10,
                  init_size=None, n_init="auto", reassignment_ratio=0.01, chunk_size=None,
-                 dtype="float64", scheduler=None, n_workers=None, checkpoint=None,
+                 dtype=None, scheduler=None, n_workers=None, checkpoint=None,
                  restart=False, cache="auto"):
         self.n_clusters = n_clusters
         self.init = init
@@ -139,7 +140,11 @@ class MiniBatchKMeans(CentersModel):
         if self.n_init == "auto":
             return 3 if (isinstance(self.init, str) and self.init == "random") or callable(
                 self.init) else 1
-        if isinstance(self.init, np.ndarray | list):
+        if not isinstance(self.init, str) and not callable(self.init):
+            if self.n_init != 1:
+                warnings.warn("Explicit initial center position passed: performing only one "
+                              f"init in MiniBatchKMeans instead of n_init={self.n_init}.",
+                              RuntimeWarning, stacklevel=3)
             return 1
         return int(self.n_init)
 
@@ -170,6 +175,7 @@ class MiniBatchKMeans(CentersModel):
 
     def _step(self, engine, source, chunks=None):
         """One mini-batch step over ``chunks`` (default all of ``source``); returns stats."""
+        self.cluster_centers_ = np.asarray(self.cluster_centers_, dtype=np.float64)
         spec = (self.cluster_centers_, self._counts, int(self.batch_size), self._step_seed())
         stats = engine.map_reduce(mb.run_batches, spec, source, _merge, chunks=chunks)
         self.cluster_centers_, self._counts, shift = mb.apply_step(
@@ -200,7 +206,13 @@ class MiniBatchKMeans(CentersModel):
         n_init = self._check_params()
         source = self._source(X)
         n_rows = source.n_rows
-        init_size = min(n_rows, max(self.init_size or 3 * self.batch_size, 3 * self.n_clusters))
+        init_size = self.init_size
+        if init_size is not None and init_size < self.n_clusters:
+            warnings.warn(f"init_size={init_size} should be larger than n_clusters="
+                          f"{self.n_clusters}. Setting it to min(3*n_clusters, n_samples)",
+                          RuntimeWarning, stacklevel=2)
+            init_size = 3 * self.n_clusters
+        init_size = min(n_rows, max(init_size or 3 * self.batch_size, 3 * self.n_clusters))
         with self._fit_engine(source) as engine:
             root = self._root_seed(engine)
             self._entropy = root.entropy
@@ -211,13 +223,15 @@ class MiniBatchKMeans(CentersModel):
             self._stream(engine, source, order_seed, tol)
             if self.compute_labels:
                 self._final_labels(engine, source)
+        self.cluster_centers_ = self.cluster_centers_.astype(source.dtype)  # as scikit-learn
         self._set_features(source)
         return self
 
     def _stream(self, engine, source, order_seed, tol):
         """Epochs of steps over the chunks in a seeded order; resumable step by step."""
         plan, n_rows = source.plan(), source.n_rows
-        cursor = {"epoch": 0, "position": 0, "order": None, "ewa": None, "best": math.inf,
+        cursor = {"epoch": 0, "position": 0, "rows": 0, "order": None, "ewa": None,
+                  "best": math.inf,
                   "stale": 0, "width": engine.parallelism, "done": False,
                   "rng": np.random.default_rng(order_seed).bit_generator.state}
         def state():
@@ -242,12 +256,15 @@ class MiniBatchKMeans(CentersModel):
                 chunks = [plan[i] for i in sorted(cursor["order"][at : at + cursor["width"]])]
                 stats, shift = self._step(engine, source, chunks)
                 cursor["position"] += cursor["width"]
+                cursor["rows"] += stats.n_rows
                 cursor["done"] = self._converged(cursor, stats, shift, n_rows, tol)
                 if cursor["position"] >= len(plan) or cursor["done"]:
                     cursor.update(epoch=cursor["epoch"] + 1, position=0, order=None)
                 if save is not None:
                     save(state())
         self.n_iter_ = cursor["epoch"]
+        # scikit-learn's count: mini-batches of batch_size rows, whatever the workers.
+        self.n_steps_ = cursor["rows"] // self.batch_size
 
     def _converged(self, cursor, stats, shift, n_rows, tol):
         """scikit-learn's stopping rules: small centre change, or no smoothed improvement."""
@@ -302,6 +319,7 @@ class MiniBatchKMeans(CentersModel):
             self._step(engine, source)
             if self.compute_labels:
                 self._final_labels(engine, source)
+        self.cluster_centers_ = self.cluster_centers_.astype(source.dtype)
         return self
 
     def _model_arrays(self) -> dict:

@@ -152,7 +152,7 @@ def _read_meta(npz: NpzReader, path) -> dict:
 
 def _params(meta, cls, npz, path) -> dict:
     """Constructor parameters from the file: the model's own, validated later by the class."""
-    allowed = set(cls._param_names())
+    allowed = set(cls._get_param_names())
     params, ignored = {}, []
     array_params = {n[len("param."):] for n in npz.names if n.startswith("param.")}
     defaults = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()}

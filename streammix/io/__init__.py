@@ -18,7 +18,7 @@ __all__ = ["Chunk", "Source", "ArraySource", "DaskSource", "ParquetSource", "Zar
            "as_source", "read_parquet", "read_zarr"]
 
 
-def read_parquet(path, columns=None, *, chunk_size=None, dtype="float64") -> ParquetSource:
+def read_parquet(path, columns=None, *, chunk_size=None, dtype=None) -> ParquetSource:
     """Open Parquet data as a chunked source; no rows are read yet.
 
     Parameters
@@ -29,8 +29,9 @@ def read_parquet(path, columns=None, *, chunk_size=None, dtype="float64") -> Par
         Numeric columns to use (only these are read). Default: all columns.
     chunk_size : int, optional
         Target rows per chunk. Row groups are coalesced or decoded in batches to it.
-    dtype : {"float64", "float32"}
-        Working dtype of the arithmetic.
+    dtype : {"float64", "float32"} or None
+        Working dtype of the arithmetic; None: float32 when every column is
+        float32, else float64.
 
     Returns
     -------
@@ -45,7 +46,7 @@ def read_parquet(path, columns=None, *, chunk_size=None, dtype="float64") -> Par
     return ParquetSource(path, columns=columns, chunk_size=chunk_size, dtype=dtype)
 
 
-def read_zarr(store, *, chunk_size=None, dtype="float64") -> ZarrSource:
+def read_zarr(store, *, chunk_size=None, dtype=None) -> ZarrSource:
     """Open a 2-D Zarr array (a store path or a ``zarr.Array``) as a chunked source.
 
     Examples
@@ -68,7 +69,7 @@ def is_path_input(X) -> bool:
         isinstance(p, str | os.PathLike) for p in X)
 
 
-def as_source(X, *, chunk_size=None, dtype="float64", columns=None) -> Source:
+def as_source(X, *, chunk_size=None, dtype=None, columns=None) -> Source:
     """Any supported input as a :class:`Source`.
 
     Accepted: NumPy arrays, pandas DataFrames, pyarrow Tables, Dask arrays and
@@ -77,7 +78,8 @@ def as_source(X, *, chunk_size=None, dtype="float64", columns=None) -> Source:
     :func:`read_zarr`. ``dtype`` always applies; ``chunk_size`` and ``columns``
     apply when given.
     """
-    dtype = resolve_dtype(dtype)
+    if dtype is not None:
+        dtype = resolve_dtype(dtype)
     if isinstance(X, Source):
         return X.configure(dtype=dtype, chunk_size=chunk_size, columns=columns)
     if is_path_input(X):

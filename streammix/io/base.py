@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 
 from ..exceptions import DataError
 
@@ -21,8 +22,15 @@ from ..exceptions import DataError
 #: overhead (about 1 ms) stays well under the compute per chunk.
 DEFAULT_CHUNK_BYTES = 8 * 2**20
 
-def resolve_dtype(dtype) -> np.dtype:
-    """``float64`` or ``float32``, from a name or a NumPy dtype."""
+def resolve_dtype(dtype, native=None) -> np.dtype:
+    """``float64`` or ``float32``, from a name or a NumPy dtype.
+
+    ``None`` follows the input, as scikit-learn does: ``float32`` when the
+    input's own dtype (``native``) is ``float32``, else ``float64``.
+    """
+    if dtype is None:
+        return np.dtype(np.float32) if native is not None and np.dtype(native) == np.float32 \
+            else np.dtype(np.float64)
     resolved = np.dtype(dtype)
     if resolved not in (np.dtype(np.float64), np.dtype(np.float32)):
         raise ValueError(f"dtype must be float64 or float32, got {dtype!r}")
@@ -72,7 +80,7 @@ class Source:
         if columns is not None and "columns" not in self._options:
             raise DataError("columns= selects Parquet columns; this input has none to select",
                             file=self.name)
-        if all(np.dtype(v) == np.dtype(self._options[k]) if k == "dtype" else
+        if all(np.dtype(v) == self.dtype if k == "dtype" else
                v == self._options[k] for k, v in changes.items()):
             return self
         return type(self)(self._data, **{**self._options, **changes})
@@ -122,9 +130,15 @@ def check_finite(block: np.ndarray, start: int, *, where, feature_names=None,
     """
     # NaN and inf propagate into the sum, so a finite sum clears the block in one
     # pass without a temporary; only an overflowing sum needs the cell-by-cell test.
-    if np.isfinite(block.sum()) or np.isfinite(block).all():
+    values = block.data if scipy.sparse.issparse(block) else block  # sparse: stored values
+    if np.isfinite(values.sum()) or np.isfinite(values).all():
         return block
-    row, col = (int(i) for i in np.argwhere(~np.isfinite(block))[0])
+    if scipy.sparse.issparse(block):
+        coo = block.tocoo()
+        first = int(np.flatnonzero(~np.isfinite(coo.data))[0])
+        row, col = int(coo.row[first]), int(coo.col[first])
+    else:
+        row, col = (int(i) for i in np.argwhere(~np.isfinite(block))[0])
     hint = "remove or impute NaN/inf values"
     if block.dtype == np.float32 and np.isinf(block[row, col]):
         hint = "it is beyond float32's range (3.4e38), or infinite: use dtype='float64'"

@@ -34,10 +34,9 @@ class DaskSource(Source):
     computed once, which costs one pass over the collection.
     """
 
-    def __init__(self, X, *, dtype=np.float64):
+    def __init__(self, X, *, dtype=None):
         import dask.array as da
 
-        self.dtype = resolve_dtype(dtype)
         self._remember(X, dtype=dtype)
         self.feature_names = None
         if hasattr(X, "columns"):  # a Dask dataframe
@@ -50,6 +49,7 @@ class DaskSource(Source):
         else:
             self.name = "dask array"
             check_numeric_dtype(X.dtype, column="<array>", file=self.name)
+        self.dtype = resolve_dtype(dtype, X.dtype)
         if X.ndim != 2:
             raise DataError(f"expected a 2-D array (rows x features), got {X.ndim} dimensions",
                             file=self.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
 from ..exceptions import DataError
 from .base import (
@@ -24,7 +25,8 @@ def _pandas_to_array(frame, dtype):
         except TypeError:  # pandas extension dtypes that NumPy does not know
             raise DataError(f"is not numeric (type {col_dtype})", column=name) from None
     names = [str(c) for c in frame.columns]
-    return frame.to_numpy(dtype=dtype), names
+    native = np.float32 if all(np.dtype(t) == np.float32 for t in frame.dtypes) else None
+    return frame.to_numpy(dtype=resolve_dtype(dtype, native)), names
 
 
 class ArraySource(Source):
@@ -32,37 +34,44 @@ class ArraySource(Source):
 
     Parameters
     ----------
-    X : array-like
-        A NumPy array, a pandas DataFrame or a pyarrow Table.
+    X : array-like or scipy.sparse matrix
+        A NumPy array, a pandas DataFrame, a pyarrow Table, or a sparse
+        matrix (kept sparse, as CSR: blocks are CSR row slices).
     chunk_size : int, optional
         Rows per chunk.
-    dtype : {"float64", "float32"}
-        Working dtype of the arithmetic.
+    dtype : {"float64", "float32"} or None
+        Working dtype of the arithmetic; None: float32 for float32 input, else float64.
     """
 
     in_memory = True
 
-    def __init__(self, X, *, chunk_size=None, dtype=np.float64):
-        self.dtype = resolve_dtype(dtype)
+    def __init__(self, X, *, chunk_size=None, dtype=None):
         self._remember(X, chunk_size=chunk_size, dtype=dtype)
         self.feature_names = None
         self.name = "in-memory array"
         kind = type(X).__module__.split(".")[0]
         if kind == "pandas":
-            array, names = _pandas_to_array(X, self.dtype)
+            array, names = _pandas_to_array(X, dtype)
             if all(isinstance(c, str) for c in X.columns):
                 self.feature_names = tuple(names)
             self.name = "in-memory DataFrame"
         elif kind == "pyarrow":
-            array = arrow_to_array(X, self.dtype, file="in-memory Table")
+            native = np.float32 if all(str(t) == "float" for t in X.schema.types) else None
+            array = arrow_to_array(X, resolve_dtype(dtype, native), file="in-memory Table")
             self.feature_names = tuple(X.column_names)
             self.name = "in-memory Table"
+        elif scipy.sparse.issparse(X):
+            self.name = "in-memory sparse matrix"
+            if X.dtype.kind not in "biuf":
+                raise DataError(f"sparse matrix of type {X.dtype} is not numeric", file=self.name)
+            array = scipy.sparse.csr_matrix(X).astype(resolve_dtype(dtype, X.dtype), copy=False)
         else:
             array = np.asarray(X)
             if array.dtype.kind not in "biuf":
                 raise DataError(f"array of type {array.dtype} is not numeric", file=self.name)
             with np.errstate(over="ignore"):  # beyond float32's range: inf, reported below
-                array = array.astype(self.dtype, copy=False)
+                array = array.astype(resolve_dtype(dtype, array.dtype), copy=False)
+        self.dtype = array.dtype
         if array.ndim != 2:
             raise DataError(
                 f"expected a 2-D array (rows x features), got shape {array.shape}; "
@@ -70,10 +79,14 @@ class ArraySource(Source):
                 file=self.name,
             )
         self.array = array
+        self.sparse = scipy.sparse.issparse(array)
         self._checked = set()  # row ranges already found finite
         self.n_features = array.shape[1]
         check_has_features(self.n_features, self.name)
-        self._chunk_rows = chunk_rows_for(self.n_features, self.dtype, chunk_size)
+        # A sparse row costs its stored values, not its width: size chunks as if dense
+        # rows had the mean number of stored values per row.
+        width = max(1, array.nnz // max(1, array.shape[0])) if self.sparse else self.n_features
+        self._chunk_rows = chunk_rows_for(width, self.dtype, chunk_size)
 
     @property
     def n_rows(self) -> int:
@@ -97,5 +110,10 @@ class ArraySource(Source):
     def fingerprint(self):
         import hashlib
 
-        digest = hashlib.sha256(np.ascontiguousarray(self.array).data).hexdigest()
+        digest = hashlib.sha256()
+        parts = (self.array.data, self.array.indices, self.array.indptr) if self.sparse else (
+            self.array,)
+        for part in parts:
+            digest.update(np.ascontiguousarray(part).data)
+        digest = digest.hexdigest()
         return {**super().fingerprint(), "sha256": digest}

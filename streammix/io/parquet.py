@@ -115,8 +115,9 @@ class ParquetSource(Source):
         Columns to read (only these are read); default all.
     chunk_size : int, optional
         Target rows per chunk; default about 8 MiB of floats.
-    dtype : {"float64", "float32"}
-        Working dtype of the arithmetic.
+    dtype : {"float64", "float32"} or None
+        Working dtype of the arithmetic; None: float32 when every column is
+        float32, else float64.
 
     Examples
     --------
@@ -124,10 +125,9 @@ class ParquetSource(Source):
     >>> source = sm.read_parquet("data/", columns=["x", "y"])  # doctest: +SKIP
     """
 
-    def __init__(self, path, *, columns=None, chunk_size=None, dtype=np.float64):
+    def __init__(self, path, *, columns=None, chunk_size=None, dtype=None):
         self.path = path
         self._remember(path, columns=columns, chunk_size=chunk_size, dtype=dtype)
-        self.dtype = resolve_dtype(dtype)
         self.chunk_size = chunk_size
         self.files = []
         schema = None
@@ -141,6 +141,8 @@ class ParquetSource(Source):
             self.files.append(info)
         self.columns = list(columns) if columns else list(schema.names)
         self.column_types = [str(schema.field(c).type) for c in self.columns]
+        all_float32 = all(t == "float" for t in self.column_types)
+        self.dtype = resolve_dtype(dtype, np.float32 if all_float32 else None)
         if not self.columns:
             raise DataError("has no columns", file=self.files[0].path)
         self.n_features = len(self.columns)

@@ -42,14 +42,13 @@ class ZarrSource(Source):
         A store path (opened lazily on each worker) or an open array.
     chunk_size : int, optional
         Target rows per chunk.
-    dtype : {"float64", "float32"}
-        Working dtype of the arithmetic.
+    dtype : {"float64", "float32"} or None
+        Working dtype of the arithmetic; None: the array's own if float32, else float64.
 
     Feature names are taken from the array's ``columns`` attribute when present.
     """
 
-    def __init__(self, store, *, chunk_size=None, dtype=np.float64):
-        self.dtype = resolve_dtype(dtype)
+    def __init__(self, store, *, chunk_size=None, dtype=None):
         self._remember(store, chunk_size=chunk_size, dtype=dtype)
         if isinstance(store, str | os.PathLike):
             self.path = os.fspath(store)
@@ -64,6 +63,7 @@ class ZarrSource(Source):
             raise DataError(f"expected a 2-D array (rows x features), got shape {array.shape}",
                             file=self.name)
         check_numeric_dtype(array.dtype, column="<array>", file=self.name)
+        self.dtype = resolve_dtype(dtype, array.dtype)
         self.shape = tuple(array.shape)
         self.n_features = self.shape[1]
         check_has_features(self.n_features, self.name)

@@ -116,7 +116,8 @@ def test_inits_reach_a_good_clustering_and_are_deterministic(init):
 def test_callable_init_and_n_init_auto():
     calls = []
 
-    def init(data, k, rng):
+    def init(data, k, random_state):  # scikit-learn's call: a RandomState, by keyword
+        assert isinstance(random_state, np.random.RandomState)
         calls.append(len(data))
         return data[:k]
 

@@ -1,0 +1,98 @@
+"""Run scikit-learn's own GaussianMixture and KMeans tests against streammix.
+
+The installed scikit-learn's ``sklearn/mixture/tests/test_gaussian_mixture.py``
+and ``sklearn/cluster/tests/test_k_means.py`` are copied to a temporary
+directory with only their imports of ``GaussianMixture``, ``KMeans`` and
+``MiniBatchKMeans`` pointed at streammix, and run with scikit-learn's own
+fixtures. Tests that call scikit-learn's private internals on the estimator
+are left out (listed below with the reason); every other test must pass.
+
+    python scripts/sklearn_suite.py           # counts per file; exit 1 on any failure
+    python scripts/sklearn_suite.py -- -x -k elkan   # extra pytest arguments
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import sklearn
+
+#: file -> (import line as scikit-learn writes it, what it becomes)
+REWRITES = {
+    "mixture/tests/test_gaussian_mixture.py": [
+        ("from sklearn.cluster import KMeans\n", "from streammix import KMeans\n"),
+        ("from sklearn.mixture import GaussianMixture\n", "from streammix import GaussianMixture\n"),
+    ],
+    "cluster/tests/test_k_means.py": [
+        ("from sklearn.cluster import KMeans, MiniBatchKMeans, k_means, kmeans_plusplus\n",
+         "from sklearn.cluster import k_means, kmeans_plusplus\n"
+         "from streammix import KMeans, MiniBatchKMeans\n"),
+    ],
+}
+
+#: Tests that use scikit-learn's private internals of the estimator, by name
+#: (every parametrisation), with the internal they use.
+PRIVATE = {
+    # GaussianMixture
+    "test_gaussian_mixture_precisions_init_diag": "calls gmm._set_parameters",
+    "test_gaussian_mixture_precisions_init": "calls gmm._initialize(X, resp)",
+    "test_gaussian_mixture_all_init_does_not_estimate_gaussian_parameters":
+        "mocks sklearn.mixture._gaussian_mixture._estimate_gaussian_parameters",
+    # KMeans / MiniBatchKMeans
+    "test_kmeans_init_auto_with_initial_centroids": "reads kmeans._n_init",
+    "test_n_init_auto": "reads est._n_init",
+    "test_minibatch_kmeans_init_size": "reads km._init_size",
+    "test_sample_weight_init": "calls kmeans._init_centroids",
+    "test_sample_weight_zero": "calls kmeans._init_centroids",
+}
+
+
+def prepare(directory: Path) -> list[Path]:
+    """Copy the two test files into ``directory`` with the imports rewritten."""
+    root = Path(sklearn.__file__).parent
+    (directory / "conftest.py").write_text('pytest_plugins = ["sklearn.conftest"]\n')
+    files = []
+    for relative, rewrites in REWRITES.items():
+        text = (root / relative).read_text()
+        for old, new in rewrites:
+            if old not in text:
+                sys.exit(f"{relative}: import line {old.strip()!r} not found; this scikit-learn "
+                         f"({sklearn.__version__}) writes its imports differently")
+            text = text.replace(old, new)
+        target = directory / Path(relative).name
+        target.write_text(text)
+        files.append(target)
+    return files
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sklearn_suite_") as tmp:
+        directory = Path(tmp)
+        files = prepare(directory)
+        deselect = " or ".join(PRIVATE)
+        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                   "--rootdir", tmp, "-c", os.devnull, "-k", f"not ({deselect})",
+                   "-W", "ignore::DeprecationWarning", *map(str, files), *args.pytest_args]
+        print(f"scikit-learn {sklearn.__version__}; left out (private internals): "
+              f"{', '.join(sorted(PRIVATE))}", flush=True)
+        # float32 input must give float32 models: run scikit-learn's float32 cases too.
+        env = {**os.environ, "SKLEARN_RUN_FLOAT32_TESTS": "1"}
+        result = subprocess.run(command, cwd=tmp, text=True, capture_output=True, env=env)
+    output = result.stdout + result.stderr
+    print(output[-20000:])
+    summary = re.findall(r"^=* ?(\d+ (?:passed|failed).*) in [\d.]+s", output, re.MULTILINE)
+    print(f"summary: {summary[-1] if summary else 'no summary'}")
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
