@@ -284,29 +284,34 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
             raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}")
         self._check_number("tol")
         self._check_number("reg_covar")
+        # scikit-learn's checks and messages for the initial parameters.
         k, kind = self.n_components, self.covariance_type
         if self.weights_init is not None:
-            w = self._init_array("weights_init", (k,))
-            if w.min() < 0 or w.max() > 1 or not np.isclose(w.sum(), 1.0):
-                raise ValueError("weights_init must be in [0, 1] and sum to 1, "
-                                 f"got sum {w.sum():.6f}")
+            w = self._init_array("weights_init", "'weights'", (k,))
+            if w.min() < 0 or w.max() > 1:
+                raise ValueError(f"The parameter 'weights' should be in the range [0, 1], but "
+                                 f"got max value {w.min():.5f}, min value {w.max():.5f}")
+            if not np.allclose(w.sum(), 1.0, rtol=0, atol=1e-6):
+                raise ValueError("The parameter 'weights' should be normalized, but got "
+                                 f"sum(weights) = {w.sum():.5f}")
         if self.means_init is not None:
-            self._init_array("means_init", (k, n_features))
+            self._init_array("means_init", "'means'", (k, n_features))
         if self.precisions_init is not None:
-            p = self._init_array("precisions_init", gm.covariance_shape(k, n_features, kind))
+            name = f"'{kind} precision'"
+            p = self._init_array("precisions_init", name, gm.covariance_shape(k, n_features, kind))
             stack = p if kind == "full" else p[None] if kind == "tied" else None
             if stack is not None:
-                for i, matrix in enumerate(stack):
+                for matrix in stack:
                     if not np.allclose(matrix, matrix.T) or np.linalg.eigvalsh(matrix).min() <= 0:
-                        raise ValueError(
-                            f"precisions_init[{i}] must be symmetric positive definite")
+                        raise ValueError(f"{name} should be symmetric, positive-definite")
             elif p.min() <= 0:
-                raise ValueError("precisions_init must be positive")
+                raise ValueError(f"{name} should be positive")
 
-    def _init_array(self, name, shape):
+    def _init_array(self, name, label, shape):
         value = np.asarray(getattr(self, name), dtype=np.float64)
         if value.shape != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {value.shape}")
+            raise ValueError(f"The parameter {label} should have the shape of {shape}, but got "
+                             f"{value.shape}")
         return value
 
     # -- fitting ----------------------------------------------------------
@@ -507,9 +512,10 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
 
     def sample(self, n_samples=1):
         """Draw ``n_samples`` rows from the model; returns ``(X, y)``, grouped by component."""
-        if not isinstance(n_samples, int | np.integer) or n_samples < 1:
-            raise ValueError(f"n_samples must be an integer >= 1, got {n_samples!r}")
         params = self._gaussian()
+        if not isinstance(n_samples, int | np.integer) or n_samples < 1:
+            raise ValueError(f"Invalid value for 'n_samples': {n_samples!r} . The sampling "
+                             "requires at least one sample.")
         covariances = self.covariances_
         rng = np.random.default_rng(check_random_state(self.random_state))
         return gm.sample(params, covariances, int(n_samples), rng)

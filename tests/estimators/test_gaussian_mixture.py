@@ -267,7 +267,7 @@ def test_bad_parameters_and_inputs(blobs):
         sm.GaussianMixture(5).fit(blobs[:3])
     with pytest.raises(ValueError, match=r"covariance_type"):
         sm.GaussianMixture(2, covariance_type="round").fit(blobs)
-    with pytest.raises(ValueError, match=r"means_init must have shape"):
+    with pytest.raises(ValueError, match=r"parameter 'means' should have the shape of \(2, 3\)"):
         sm.GaussianMixture(2, means_init=np.zeros((3, 3))).fit(blobs)
     model = sm.GaussianMixture(2, random_state=0).fit(blobs)
     with pytest.raises(ValueError, match=r"X has 2 features, but GaussianMixture is expecting 3"):
