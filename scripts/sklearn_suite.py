@@ -27,7 +27,8 @@ import sklearn
 REWRITES = {
     "mixture/tests/test_gaussian_mixture.py": [
         ("from sklearn.cluster import KMeans\n", "from streammix import KMeans\n"),
-        ("from sklearn.mixture import GaussianMixture\n", "from streammix import GaussianMixture\n"),
+        ("from sklearn.mixture import GaussianMixture\n",
+         "from streammix import GaussianMixture\n"),
     ],
     "cluster/tests/test_k_means.py": [
         ("from sklearn.cluster import KMeans, MiniBatchKMeans, k_means, kmeans_plusplus\n",

@@ -102,7 +102,8 @@ class GaussianStats:
     ``second`` is sum_i r_ik (x_i - c_k)(x_i - c_k)^T for full (K, d, d), summed
     over components for tied (d, d), or its diagonal for diag and spherical
     (K, d). ``log_lik`` is the sum of log p(x_i) under the parameters of the
-    pass, and ``n_rows`` counts the rows.
+    pass, and ``n_rows`` counts the rows. Weighted rows count w_i times in
+    every sum; ``n_rows`` is then their total weight.
     """
 
     n_rows: int
@@ -312,8 +313,11 @@ def _feature_batches(X, n_components, n_features, kind, width):
         yield np.ascontiguousarray(X[whole:]), np.empty((1, width, rest), dtype=X.dtype)
 
 
-def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
+def estep_stats(params: GaussianParams, X: np.ndarray, weights=None) -> GaussianStats:
     """E-step over a block of rows: statistics for the M-step, and the log-likelihood.
+
+    With ``weights``, row i counts w_i times: in N_k, the moments, the
+    log-likelihood and ``n_rows`` (then the total weight).
 
     The arithmetic runs in ``X``'s dtype as GEMMs on row tiles; each tile's
     results are added up in float64. Statistics are centred on
@@ -327,31 +331,37 @@ def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
     K, d = params.means.shape
     kernel = params.kernel(X.dtype)
     total = GaussianStats.zero(K, d, kind)
+    row_weights = kernels.NO_WEIGHTS if weights is None else np.asarray(weights, np.float64)
     if kind == "tied":
         for rows in _tiles(X.shape[0], _tile_rows(K, d, kind)):
             centred = X[rows] - kernel["g"]
             with np.errstate(over="ignore", invalid="ignore"):  # located by the engine
                 resp = _tied_log_weights(centred, kernel)
-            total.log_lik += kernels.normalise_rows(resp)
-            total.n_rows += rows.stop - rows.start
+            w = row_weights[rows]
+            total.log_lik += kernels.normalise_rows(resp, w)
+            total.n_rows += rows.stop - rows.start if weights is None else w.sum()
             total.resp_sum += resp.sum(axis=0, dtype=np.float64)
             total.first += resp.T @ centred
-            total.second += centred.T @ centred
+            total.second += centred.T @ (centred if weights is None else
+                                         centred * w[:, None].astype(X.dtype))
         return total
     pairs = _pairs(d, kind)
     width = _n_features_of(pairs, d)
     moments = np.zeros((width, K))  # [second moments, first moments, N_k] by component
     floor, cut = kernels.exp_floor(X.dtype)
     constants = kernels.typed_constants(X.dtype)
+    offset = 0
     for block, tiles in _feature_batches(X, K, d, kind, width):
         n = len(block)
         resp, top = np.empty((n, K), dtype=X.dtype), np.empty(n, dtype=X.dtype)
         kernels.expansion_log_weights(block, kernel["g"], pairs, kernel["AB"], kernel["c0"],
                                       kernel["const"], floor, constants, tiles, resp, top)
         np.exp(resp, out=resp)
+        w = row_weights[offset : offset + n]
         total.log_lik += kernels.responsibilities_and_moments(resp, top, cut, constants, tiles,
-                                                              moments)
-        total.n_rows += n
+                                                              moments, w)
+        total.n_rows += n if weights is None else w.sum()
+        offset += n
     second = moments[: width - d - 1].T
     total.first = moments[width - d - 1 : -1].T
     total.resp_sum = moments[-1].copy()
@@ -363,15 +373,21 @@ def estep_stats(params: GaussianParams, X: np.ndarray) -> GaussianStats:
     return total
 
 
-def resp_stats(resp: np.ndarray, X: np.ndarray, shift: np.ndarray, covariance_type: str):
-    """Statistics of ``X`` under given responsibilities (for initialisation)."""
+def resp_stats(resp: np.ndarray, X: np.ndarray, shift: np.ndarray, covariance_type: str,
+               weights=None):
+    """Statistics of ``X`` under given responsibilities (for initialisation).
+
+    With ``weights``, each row's responsibilities count w_i times.
+    """
     n_components, n_features = shift.shape
     total = GaussianStats.zero(n_components, n_features, covariance_type)
     shift = shift.astype(X.dtype)
     for rows in _tiles(X.shape[0], _tile_rows(n_components, n_features)):
         r = resp[rows].astype(X.dtype, copy=False)
+        if weights is not None:
+            r = r * np.asarray(weights[rows], dtype=X.dtype)[:, None]
         first, second = _moments(_centred(X[rows], shift), r, covariance_type)
-        total.n_rows += rows.stop - rows.start
+        total.n_rows += rows.stop - rows.start if weights is None else weights[rows].sum()
         total.resp_sum += r.sum(axis=0, dtype=np.float64)
         total.first += first
         total.second += second

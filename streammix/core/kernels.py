@@ -36,7 +36,7 @@ _jit = njit(nogil=True, cache=True, error_model="numpy",
 
 @_jit
 def assign(X, reference, centers, scores, shift, tile_rows, start, labels, dist, sums, counts,
-           membership):
+           membership, weights):
     """Nearest centre of each row of ``X`` and the squared distance to it.
 
     ``centers`` are the centres minus ``reference``; ``scores[c]`` is
@@ -48,7 +48,9 @@ def assign(X, reference, centers, scores, shift, tile_rows, start, labels, dist,
     index on ties, as ``np.argmin``) and ||x - reference||^2, which completes
     the distance (clamped at 0). When ``sums`` has rows, the same loop adds
     x - reference to ``sums[l]``, 1 to ``counts[l]`` and the fingerprint of
-    global row ``start + i`` to ``membership[l]`` for the chosen label l.
+    global row ``start + i`` to ``membership[l]`` for the chosen label l; with
+    ``weights`` (one per row of ``X``; empty for unweighted rows) the row adds
+    w (x - reference) and w instead.
     """
     n, d = X.shape
     k = centers.shape[0]
@@ -56,6 +58,7 @@ def assign(X, reference, centers, scores, shift, tile_rows, start, labels, dist,
     products = np.empty((tile_rows, k), dtype=X.dtype)
     shifted = np.empty((tile_rows if shift else 0, d), dtype=X.dtype)
     accumulate = sums.shape[0] > 0
+    weighted = weights.shape[0] > 0
     for first in range(0, n, tile_rows):
         m = min(tile_rows, n - first)
         if shift:
@@ -78,11 +81,12 @@ def assign(X, reference, centers, scores, shift, tile_rows, start, labels, dist,
                     best = c
             norm = 0.0
             if accumulate:
+                w = weights[first + i] if weighted else 1.0
                 for j in range(d):
                     value = tile[i, j] - offset[j]
-                    sums[best, j] += value
+                    sums[best, j] += w * value
                     norm += value * value
-                counts[best] += 1.0
+                counts[best] += w
                 weyl = (start + first + i) * _GOLDEN
                 membership[best] += weyl - math.floor(weyl)
             else:
@@ -104,19 +108,25 @@ def add_by_label(rows, reference, labels, sums, counts):
             sums[label, j] += rows[i, j] - reference[j]
 
 
-def normalise_rows(weighted):
+#: Unweighted rows, for the compiled loops that take per-row weights.
+NO_WEIGHTS = np.empty(0)
+
+
+def normalise_rows(weighted, row_weights=NO_WEIGHTS):
     """Turn log-weights into responsibilities in place; returns sum_i log sum_k exp.
 
     Log-sum-exp per row with the row maximum as the shift; rows whose maximum
     is not finite use 0 (as scikit-learn), so all-``-inf`` rows give ``-inf``.
     The ``exp`` is NumPy's (vectorised); the passes around it are compiled.
+    With ``row_weights``, row i's responsibilities are scaled by w_i and its
+    log-likelihood counts w_i times (a row of weight 0 counts nothing).
     """
     floor, cut = exp_floor(weighted.dtype)
     constants = typed_constants(weighted.dtype)
     top = np.empty(weighted.shape[0], dtype=weighted.dtype)
     _subtract_row_max(weighted, top, floor, constants)
     np.exp(weighted, out=weighted)
-    return _divide_row_sums(weighted, top, cut, constants)
+    return _divide_row_sums(weighted, top, cut, constants, row_weights)
 
 
 @functools.cache
@@ -153,9 +163,10 @@ def _subtract_row_max(weighted, top, floor, constants):
 
 
 @_jit
-def _divide_row_sums(resp, top, cut, constants):
+def _divide_row_sums(resp, top, cut, constants, row_weights):
     zero, one = constants[0], constants[2]
     n, k = resp.shape
+    weighted = row_weights.shape[0] > 0
     log_lik = 0.0  # float64 whatever the dtype: a sum over all rows
     for i in range(n):
         total = zero
@@ -163,10 +174,18 @@ def _divide_row_sums(resp, top, cut, constants):
             if resp[i, c] <= cut:
                 resp[i, c] = zero
             total += resp[i, c]
-        inverse = one / total
-        for c in range(k):
-            resp[i, c] *= inverse
-        log_lik += math.log(total) + top[i] if total > 0 else -math.inf
+        if weighted:
+            w = row_weights[i]
+            inverse = w / total if w > 0 else 0.0  # a row of weight 0 adds nothing
+            for c in range(k):
+                resp[i, c] *= inverse
+            if w > 0:
+                log_lik += w * (math.log(total) + top[i]) if total > 0 else -math.inf
+        else:
+            inverse = one / total
+            for c in range(k):
+                resp[i, c] *= inverse
+            log_lik += math.log(total) + top[i] if total > 0 else -math.inf
     return log_lik
 
 
@@ -229,9 +248,10 @@ def expansion_log_weights(X, reference, pairs, AB, c0, const, floor, constants, 
 
 
 @_jit
-def responsibilities_and_moments(resp, top, cut, constants, tiles, moments):
-    """Finish the responsibilities (see :func:`normalise_rows`) and add, tile by
-    tile, ``features @ resp`` to ``moments`` (float64); returns the log-likelihood.
+def responsibilities_and_moments(resp, top, cut, constants, tiles, moments, row_weights):
+    """Finish the responsibilities (see :func:`normalise_rows`, also for
+    ``row_weights``) and add, tile by tile, ``features @ resp`` to ``moments``
+    (float64); returns the log-likelihood.
 
     ``tiles`` holds the features that :func:`expansion_log_weights` built.
     """
@@ -240,7 +260,8 @@ def responsibilities_and_moments(resp, top, cut, constants, tiles, moments):
     for s in range(n_tiles):
         first = s * tile_rows
         rows = resp[first : first + tile_rows]
-        log_lik += _divide_row_sums(rows, top[first : first + tile_rows], cut, constants)
+        log_lik += _divide_row_sums(rows, top[first : first + tile_rows], cut, constants,
+                                    row_weights[first : first + tile_rows])
         products = np.dot(tiles[s], rows)
         for p in range(width):
             for c in range(moments.shape[1]):

@@ -17,8 +17,10 @@ import numpy as np
 from .._serial import serializable
 from . import kernels
 from .random import row_uniforms
+from .sparse import column_sums, dense_rows
 
 _TILE_ROWS = 2048
+_NO_WEIGHTS = np.empty(0)  # unweighted rows, for the compiled loops
 _GROUP_TILES = 8
 
 
@@ -27,7 +29,8 @@ def _tiles(n_rows):
         yield slice(start, min(start + _TILE_ROWS, n_rows))
 
 
-def assign(X, centers, reference, sums=None, counts=None, membership=None, start=0):
+def assign(X, centers, reference, sums=None, counts=None, membership=None, start=0,
+           weights=None):
     """Labels and squared distances of the rows of ``X``; adds to the per-centre sums.
 
     The GEMM runs against the centres minus ``reference``. In float64 it runs
@@ -36,7 +39,8 @@ def assign(X, centers, reference, sums=None, counts=None, membership=None, start
     distances, and the rows are read once. In lower precision each tile is
     first copied minus the reference, so data far from the origin keeps its
     digits. When given, ``sums`` get x - reference, ``counts`` 1 and
-    ``membership`` the fingerprint of global row ``start + i``, per label.
+    ``membership`` the fingerprint of global row ``start + i``, per label;
+    with ``weights``, w (x - reference) and w.
     """
     reference = np.asarray(reference, dtype=np.float64)
     shifted = np.ascontiguousarray(centers - reference, dtype=X.dtype)
@@ -52,11 +56,12 @@ def assign(X, centers, reference, sums=None, counts=None, membership=None, start
     # tiles at a time, in cache, instead of all at once: same tiles, same sums.
     group = X.shape[0] if X.flags.c_contiguous else _GROUP_TILES * _TILE_ROWS
     reference, scores = reference.astype(X.dtype), scores.astype(X.dtype)
+    weights = _NO_WEIGHTS if weights is None else np.asarray(weights, dtype=np.float64)
     for first in range(0, X.shape[0], group):
         rows = slice(first, first + group)
         kernels.assign(np.ascontiguousarray(X[rows]), reference, shifted, scores, shift,
                        _TILE_ROWS, start + first, labels[rows], dist[rows], sums, counts,
-                       membership)
+                       membership, weights[rows])
     return labels, dist
 
 
@@ -191,14 +196,16 @@ class LloydParams(NamedTuple):
 class LloydStats:
     """One Lloyd pass over some rows, for fixed centres ``c``.
 
-    ``offsets[k]`` is sum (x - c_k) over the rows nearest to centre k;
-    ``far_*`` hold the rows farthest from their centres (at most n_clusters),
-    the candidates scikit-learn moves into empty clusters; ``membership[k]``
+    ``offsets[k]`` is sum w (x - c_k) over the rows nearest to centre k, and
+    ``counts[k]`` sum w (w = 1 for unweighted rows); ``inertia`` is the weighted
+    sum of squared distances. ``far_*`` hold the rows farthest from their
+    centres (at most n_clusters) and their weights, the candidates
+    scikit-learn moves into empty clusters; ``membership[k]``
     sums a per-row fingerprint of the global row number, so two passes that
     put every row in the same cluster give equal values (scikit-learn's
     "strict convergence"). ``data_sum``/``data_sq`` are sum (x - r) and
-    sum (x - r)^2 about r = the first centre; ``data_sq`` only when asked for
-    (the tolerance is relative to the data's variance).
+    sum (x - r)^2 about r = the first centre, only when asked for (the
+    tolerance is relative to the data's variance).
     """
 
     n_rows: int
@@ -209,6 +216,7 @@ class LloydStats:
     far_rows: np.ndarray
     far_labels: np.ndarray
     far_index: np.ndarray
+    far_weights: np.ndarray
     membership: np.ndarray
     data_sum: np.ndarray
     data_sq: np.ndarray
@@ -226,6 +234,7 @@ class LloydStats:
             np.concatenate([self.far_rows, other.far_rows])[far],
             np.concatenate([self.far_labels, other.far_labels])[far],
             index[far],
+            np.concatenate([self.far_weights, other.far_weights])[far],
             self.membership + other.membership,
             self.data_sum + other.data_sum,
             self.data_sq + other.data_sq,
@@ -252,28 +261,33 @@ def sum_by_label(labels: np.ndarray, values: np.ndarray, n_labels: int, weights=
     return sums
 
 
-def lloyd_stats(params: LloydParams, X: np.ndarray, start: int) -> LloydStats:
+def lloyd_stats(params: LloydParams, X: np.ndarray, start: int, weights=None) -> LloydStats:
     """Assign the rows of ``X`` (global rows ``start...``) to the nearest centre; sum up.
 
     Per tile, one GEMM against the centres and one compiled loop that picks
-    the nearest centre and adds the row (and its fingerprint) to its sums, on
-    rows shifted by the first centre.
+    the nearest centre and adds the row (times its weight, when ``weights``
+    are given) and its fingerprint to its sums, on rows shifted by the first
+    centre. The data's moments (for the tolerance) are unweighted, as
+    scikit-learn's.
     """
     k, d = params.centers.shape
     sums, counts, membership = np.zeros((k, d)), np.zeros(k), np.zeros(k)
     reference = params.centers[0]
-    labels, dist = assign(X, params.centers, reference, sums, counts, membership, start)
-    data_sq = np.zeros(d)
+    labels, dist = assign(X, params.centers, reference, sums, counts, membership, start,
+                          weights)
+    data_sq, data_sum = np.zeros(d), np.zeros(d)
     if params.moments:
         for rows in _tiles(X.shape[0]):
             centred = X[rows] - reference.astype(X.dtype)
+            data_sum += centred.sum(axis=0, dtype=np.float64)
             data_sq += np.einsum("nd,nd->d", centred, centred, dtype=np.float64)
     far = _top_far(dist, np.arange(X.shape[0]), k)
     offsets = sums - counts[:, None] * (params.centers - params.centers[0])
+    weights = np.ones(X.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
     return LloydStats(
-        X.shape[0], counts, offsets, float(dist.sum()),
-        dist[far], np.asarray(X[far], dtype=np.float64), labels[far], far + start,
-        membership, sums.sum(axis=0), data_sq,
+        X.shape[0], counts, offsets, float(weights @ dist),
+        dist[far], np.asarray(X[far], dtype=np.float64), labels[far], far + start, weights[far],
+        membership, data_sum, data_sq,
     )
 
 
@@ -288,6 +302,13 @@ def mean_variance(stats: LloydStats) -> float:
     return float(np.mean(stats.data_sq / stats.n_rows - mean_dev * mean_dev))
 
 
+def mean_variance_of(X) -> float:
+    """Mean over features of the population variance of the rows of ``X`` (dense or sparse)."""
+    n = X.shape[0]
+    mean = column_sums(X) / n
+    return float(np.mean(np.maximum(column_sums(X, squared=True) / n - mean * mean, 0.0)))
+
+
 def lloyd_update(centers: np.ndarray, stats: LloydStats):
     """New centres from one pass, relocating empty clusters as scikit-learn does.
 
@@ -300,10 +321,10 @@ def lloyd_update(centers: np.ndarray, stats: LloydStats):
     offsets = stats.offsets.copy()
     new = centers.copy()
     moved = np.zeros(len(counts), dtype=bool)
-    for new_id, row, old_id in zip(np.flatnonzero(counts == 0), stats.far_rows,
-                                   stats.far_labels, strict=False):
-        offsets[old_id] -= row - centers[old_id]
-        counts[old_id] -= 1
+    for new_id, row, old_id, weight in zip(np.flatnonzero(counts == 0), stats.far_rows,
+                                           stats.far_labels, stats.far_weights, strict=False):
+        offsets[old_id] -= weight * (row - centers[old_id])
+        counts[old_id] -= weight
         new[new_id] = row
         moved[new_id] = True
     update = (counts > 0) & ~moved
@@ -344,22 +365,28 @@ class Oversample:
         return self.rows[self.keys > self.phi][order]
 
 
-def oversample(spec, X: np.ndarray, start: int) -> Oversample:
-    """A k-means|| round over a block. ``spec`` is (centres so far, seed, l)."""
+def oversample(spec, X: np.ndarray, start: int, weights=None) -> Oversample:
+    """A k-means|| round over a block. ``spec`` is (centres so far, seed, l).
+
+    Weighted rows count w d^2(x): in cost and in their chance to be selected.
+    """
     centers, seed, oversampling = spec
     dist = min_sq_distances(X, centers)
+    if weights is not None:
+        dist = dist * weights
     uniforms = row_uniforms(seed, start, X.shape[0])[:, 0]
     with np.errstate(divide="ignore"):
         keys = oversampling * dist / uniforms
     phi = float(dist.sum())
     keep = keys > phi
-    return Oversample(phi, keys[keep], np.asarray(X[keep], dtype=np.float64),
+    return Oversample(phi, keys[keep], dense_rows(X, np.flatnonzero(keep)),
                       np.flatnonzero(keep) + start)
 
 
-def nearest_counts(centers: np.ndarray, X: np.ndarray, start: int) -> np.ndarray:
-    """How many rows of ``X`` are nearest to each centre (float64)."""
-    return np.bincount(nearest(X, centers)[0], minlength=centers.shape[0]).astype(np.float64)
+def nearest_counts(centers: np.ndarray, X: np.ndarray, start: int, weights=None) -> np.ndarray:
+    """How many rows of ``X`` (or how much weight) are nearest to each centre (float64)."""
+    return np.bincount(nearest(X, centers)[0], weights=weights,
+                       minlength=centers.shape[0]).astype(np.float64)
 
 
 def explain(centers: np.ndarray, X: np.ndarray):

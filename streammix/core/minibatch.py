@@ -16,6 +16,7 @@ import numpy as np
 from .._serial import serializable
 from .kmeans import assign
 from .random import row_uniforms
+from .sparse import dense_rows
 
 
 @serializable
@@ -50,11 +51,12 @@ class StepStats:
         )
 
 
-def run_batches(spec, X: np.ndarray, start: int) -> StepStats:
+def run_batches(spec, X: np.ndarray, start: int, weights=None) -> StepStats:
     """Sequential mini-batches over the rows of ``X`` (in a seeded random order).
 
     ``spec`` is ``(centers, counts, batch_size, seed)``. Each batch is assigned
-    to the centres as updated by the batches before it (running means).
+    to the centres as updated by the batches before it (running means; with
+    ``weights``, weighted running means: counts add up weights).
     """
     centers, counts, batch_size, seed = spec
     k = centers.shape[0]
@@ -63,26 +65,28 @@ def run_batches(spec, X: np.ndarray, start: int) -> StepStats:
     if X.shape[0] <= batch_size:  # one batch: its row order does not matter, only the sample's
         nearest_keys = np.argpartition(keys, k - 1)[:k] if len(keys) > k else np.arange(len(keys))
         order = nearest_keys[np.argsort(keys[nearest_keys], kind="stable")]
-        batches = [X]
+        batches = [np.arange(X.shape[0])]
     else:
         order = np.argsort(keys, kind="stable")
-        batches = (X[np.sort(order[b : b + batch_size])] for b in range(0, len(order), batch_size))
+        batches = (np.sort(order[b : b + batch_size]) for b in range(0, len(order), batch_size))
     total_counts = np.zeros(k)
     inertia = 0.0
-    for batch in batches:
+    for rows in batches:
+        batch = X if len(rows) == X.shape[0] else X[rows]
+        w = None if weights is None else weights[rows]
         sums, n = np.zeros_like(local), np.zeros(k)
-        _, dist = assign(batch, local, local[0], sums, n, np.zeros(k))
+        _, dist = assign(batch, local, local[0], sums, n, np.zeros(k), weights=w)
         moved = n > 0
-        offsets = sums - n[:, None] * (local - local[0])  # sum (x - c_j) per centre
+        offsets = sums - n[:, None] * (local - local[0])  # sum w (x - c_j) per centre
         local[moved] += offsets[moved] / (local_counts[moved] + n[moved])[:, None]
         local_counts += n
         total_counts += n
-        inertia += float(dist.sum())
+        inertia += float(dist.sum() if w is None else w @ dist)
     sample = order[:k]
     # Running means: (N + n) c_local = N c + sum x, so sum (x - c) = (N + n)(c_local - c).
     offsets = (counts + total_counts)[:, None] * (local - centers)
     return StepStats(X.shape[0], total_counts, offsets, inertia, keys[sample],
-                     np.asarray(X[sample], dtype=np.float64))
+                     dense_rows(X, sample))
 
 
 def apply_step(centers: np.ndarray, counts: np.ndarray, stats: StepStats):

@@ -96,10 +96,10 @@ class BlockCache:
         blocks = self.blocks.get(chunk.index)
         if blocks is None:
             blocks = []
-            for start, block in source.read_chunk(chunk, payload):
+            for start, block, weights in _blocks(source, chunk, payload):
                 view = self.buffer[start : start + block.shape[0]]
                 view[...] = block
-                blocks.append((start, view))
+                blocks.append((start, view, weights))
             self.blocks[chunk.index] = blocks
         return blocks
 
@@ -121,9 +121,25 @@ def available_memory() -> int:
 CACHE_SHARE = 0.5
 
 
+def _blocks(source, chunk, payload):
+    """``(start, block, weights)`` of one chunk; ``weights`` is None for unweighted rows."""
+    weights = source.chunk_weights(chunk, payload)
+    for start, block in source.read_chunk(chunk, payload):
+        offset = start - chunk.start
+        yield start, block, None if weights is None else \
+            weights[offset : offset + block.shape[0]]
+
+
 def _read(source, chunk, payload, cache):
     return cache.read(source, chunk, payload) if cache is not None else \
-        source.read_chunk(chunk, payload)
+        _blocks(source, chunk, payload)
+
+
+def _call(fn, params, block, start, weights):
+    """A chunk function on one block: weighted rows add their weights as a 4th argument."""
+    if weights is None:
+        return fn(params, block, start)
+    return fn(params, block, start, weights)
 
 
 def all_finite(value) -> bool:
@@ -144,21 +160,25 @@ def all_finite(value) -> bool:
     return True
 
 
-def _overflow_error(fn, params, source, chunk, block, start):
+def _overflow_error(fn, params, source, chunk, block, start, weights=None):
     """The DataError naming the row (and its largest value) whose statistics overflow.
 
     Statistics of rows are independent, so halving the block finds the first
     row whose statistics alone are not finite; rows that only overflow
     together (a huge sum) are named by the largest value of the block.
     """
+    def finite(a, b):
+        return all_finite(_call(fn, params, block[a:b], start + a,
+                                None if weights is None else weights[a:b]))
+
     low, high = 0, block.shape[0]
     while high - low > 1:
         middle = (low + high) // 2
-        if all_finite(fn(params, block[low:middle], start + low)):
+        if finite(low, middle):
             low = middle
         else:
             high = middle
-    if all_finite(fn(params, block[low:high], start + low)):
+    if finite(low, high):
         low = int(np.argmax(np.abs(block).max(axis=1)))
     column = int(np.argmax(np.abs(block[low])))
     names = source.feature_names
@@ -177,17 +197,17 @@ def _chunk_task(fn, params, source, chunk, payload, cache=None, *, merge, finite
     and row.
     """
     result = None
-    for start, block in _read(source, chunk, payload, cache):
-        part = fn(params, block, start)
+    for start, block, weights in _read(source, chunk, payload, cache):
+        part = _call(fn, params, block, start, weights)
         if finite and not all_finite(part):
-            raise _overflow_error(fn, params, source, chunk, block, start)
+            raise _overflow_error(fn, params, source, chunk, block, start, weights)
         result = part if result is None else merge(result, part)
     return result
 
 
 def _map_task(fn, params, source, chunk, payload, cache=None):
     """``fn`` over one chunk, its per-block results concatenated in row order."""
-    parts = [fn(params, block, start) for start, block in _read(source, chunk, payload, cache)]
+    parts = [fn(params, block, start) for start, block, _ in _read(source, chunk, payload, cache)]
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
@@ -409,6 +429,9 @@ class Engine:
     def map_reduce(self, fn: Callable, params, source: Source, merge: Callable = add, *,
                    chunks=None, finite=True):
         """``merge`` of ``fn(params, block, start)`` over every block of ``source``.
+
+        When the source's rows carry weights, the call is ``fn(params, block,
+        start, weights)``: a chunk function used on weighted data takes them.
 
         Each chunk (of ``chunks``, default the whole plan) is read exactly once.
         The merge tree has a fixed shape in chunk order, so the result is the

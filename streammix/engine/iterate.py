@@ -32,8 +32,8 @@ class Run:
     extra: dict = field(default_factory=dict)  # model-specific bookkeeping
 
 
-def _batch_step(step, params_batch, block, start):
-    return [step(params, block, start) for params in params_batch]
+def _batch_step(step, params_batch, block, start, *weights):
+    return [step(params, block, start, *weights) for params in params_batch]
 
 
 def _batch_merge(merge, a, b):

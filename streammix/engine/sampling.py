@@ -4,34 +4,43 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..core.sparse import dense_rows
 from ..exceptions import DataError
 from .engine import Engine
 
 
-def _pick_rows(wanted, block, start):
+def _pick_rows(wanted, block, start, weights=None):
     lo, hi = np.searchsorted(wanted, [start, start + block.shape[0]])
-    return np.array(block[wanted[lo:hi] - start], dtype=np.float64)
+    local = wanted[lo:hi] - start
+    return dense_rows(block, local), None if weights is None else weights[local]
 
 
 def _concat(a, b):
-    return np.concatenate([a, b])
+    return np.concatenate([a[0], b[0]]), None if a[1] is None else np.concatenate([a[1], b[1]])
 
 
-def sample_rows(engine: Engine, source, n_samples: int, rng: np.random.Generator) -> np.ndarray:
-    """``min(n_samples, n_rows)`` rows drawn uniformly without replacement, in row order.
+def sample_weighted_rows(engine: Engine, source, n_samples: int, rng: np.random.Generator):
+    """``(rows, weights)``: ``min(n_samples, n_rows)`` rows drawn uniformly without
+    replacement, in row order, with their weights (None for unweighted data).
 
     Row counts come from the plan, so only the chunks' selected rows travel
     back. A uniform subset of this sample is itself a uniform sample of the
-    data, which is what the seedings drawn from it rely on.
+    data, which is what the seedings drawn from it rely on; with weighted
+    rows, the seedings weigh the sampled rows by their weights.
     """
     n_rows = source.n_rows
     if n_samples >= n_rows:
         wanted = np.arange(n_rows)
     else:
         wanted = np.sort(rng.choice(n_rows, size=n_samples, replace=False))
-    sample = engine.map_reduce(_pick_rows, wanted, source, _concat)
+    sample, weights = engine.map_reduce(_pick_rows, wanted, source, _concat)
     _check_squares(sample, wanted, source)
-    return sample
+    return sample, weights
+
+
+def sample_rows(engine: Engine, source, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """The rows of :func:`sample_weighted_rows`, without their weights."""
+    return sample_weighted_rows(engine, source, n_samples, rng)[0]
 
 
 def _check_squares(sample, rows, source):

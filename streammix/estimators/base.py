@@ -115,7 +115,10 @@ class StreammixEstimator(BaseEstimator):
         params = {name: _fingerprint_value(value) for name, value in self.get_params().items()
                   if name not in self._RUN_ONLY}
         params["dtype"] = str(source.dtype)  # dtype=None and the dtype it resolves to: one fit
-        fingerprint = {"estimator": type(self).__name__, "data": source.fingerprint(),
+        data = source.fingerprint()
+        if source.sample_weight is not None:  # other weights, another fit
+            data["sample_weight"] = _fingerprint_value(source.sample_weight)
+        fingerprint = {"estimator": type(self).__name__, "data": data,
                        "params": params, "start": self._start_fingerprint(), "extra": extra}
         with Checkpoint(self.checkpoint, fingerprint, restart=self.restart) as checkpoint, \
                 Engine(self.scheduler, self.n_workers, checkpoint=checkpoint,
@@ -133,7 +136,12 @@ class StreammixEstimator(BaseEstimator):
         return check_random_state(self.random_state)
 
     # -- input ------------------------------------------------------------
-    def _source(self, X, *, fitted=False) -> Source:
+    def _source(self, X, *, fitted=False, sample_weight=None) -> Source:
+        """``X`` (with ``sample_weight``, when given) as a chunked source; see :meth:`_read`."""
+        source = self._read(X, fitted=fitted)
+        return source if sample_weight is None else source.with_weights(sample_weight)
+
+    def _read(self, X, *, fitted=False) -> Source:
         """``X`` as a chunked source with this estimator's dtype and chunk size.
 
         In-memory input is checked by scikit-learn's ``validate_data`` (its

@@ -24,21 +24,21 @@ from .persistence import BOUND, register, save_model
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 
 # Chunk functions: module level, so that they pickle by reference to workers.
-def _em_stats(params, block, start):
-    return gm.estep_stats(params, block)
+def _em_stats(params, block, start, weights=None):
+    return gm.estep_stats(params, block, weights)
 
 
 def _merge(a, b):
     return a.merge(b)
 
 
-def _hard_assignment_stats(spec, block, start):
+def _hard_assignment_stats(spec, block, start, weights=None):
     """Statistics of the partition of ``block`` by its nearest k-means centre."""
     centers, covariance_type = spec
     labels, _ = nearest(block, centers)
     resp = np.zeros((block.shape[0], centers.shape[0]), dtype=block.dtype)
     resp[np.arange(block.shape[0]), labels] = 1
-    return gm.resp_stats(resp, block, centers, covariance_type)
+    return gm.resp_stats(resp, block, centers, covariance_type, weights)
 
 
 def random_responsibilities(seed: int, start: int, n_rows: int, n_components: int):
@@ -50,10 +50,10 @@ def random_responsibilities(seed: int, start: int, n_rows: int, n_components: in
     return resp / resp.sum(axis=1, keepdims=True)
 
 
-def _random_stats(spec, block, start):
+def _random_stats(spec, block, start, weights=None):
     seed, shift, covariance_type = spec
     resp = random_responsibilities(seed, start, block.shape[0], shift.shape[0])
-    return gm.resp_stats(resp, block, shift, covariance_type)
+    return gm.resp_stats(resp, block, shift, covariance_type, weights)
 
 
 def _labels(params, block, start):
@@ -109,7 +109,8 @@ def initial_gaussians(engine, source, candidates, seeds, init_params, reg_covar,
         all_stats = [gm.resp_stats(np.eye(len(points)), points, points, kind)
                      for points, (_, kind) in zip(shifts, candidates, strict=True)]
         for stats in all_stats:
-            stats.n_rows = n_rows  # weights are N_k / n over all rows, as in scikit-learn
+            # weights are N_k / n over all rows (n: their total weight), as in scikit-learn
+            stats.n_rows = n_rows
     return [gm.estimate_parameters(stats, shift, reg_covar, kind, normalise_weights=False)
             for stats, shift, (_, kind) in zip(all_stats, shifts, candidates, strict=True)]
 
@@ -315,7 +316,7 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         return value
 
     # -- fitting ----------------------------------------------------------
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Estimate the parameters with EM, out-of-core.
 
         Parameters
@@ -323,12 +324,17 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         X : array-like, Dask collection, Zarr array, or path
             Any input :func:`streammix.as_source` accepts.
         y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Each row counts this many times (scikit-learn's GaussianMixture
+            has no weights: its issue #15647); integer weights give the model
+            of the repeated rows. For Parquet, a weight column: see
+            :func:`streammix.read_parquet` (``weight_column=``).
 
         Returns
         -------
         self
         """
-        source = self._source(X)
+        source = self._source(X, sample_weight=sample_weight)
         n_rows = source.n_rows
         self._check_params(source.n_features)
         if n_rows < self._min_samples:
@@ -341,7 +347,8 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         with self._fit_engine(source) as engine:
             seeds = self._root_seed(engine).spawn(self.n_init)
             if do_init:
-                runs = [Run(p) for p in self._initial_params(engine, source, seeds, n_rows)]
+                runs = [Run(p) for p in self._initial_params(engine, source, seeds,
+                                                              source.total_weight())]
             else:
                 runs = [Run(self._gaussian(), previous=self.lower_bound_)]
             iterate(engine, source, runs, step=_em_stats, merge=_merge, update=self._em_update,
@@ -473,9 +480,9 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         """
         return self._per_row(_labels, X)
 
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X, y=None, sample_weight=None):
         """``fit(X)`` then ``predict(X)``."""
-        return self.fit(X).predict(X)
+        return self.fit(X, sample_weight=sample_weight).predict(X)
 
     def predict_proba(self, X):
         """Posterior probability of each component, shape (n_samples, n_components)."""

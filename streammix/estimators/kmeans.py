@@ -9,8 +9,10 @@ import numpy as np
 from sklearn.base import ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin
 
 from ..core import kmeans as km
-from ..engine import Run, iterate, sample_rows
+from ..core.sparse import dense_rows
+from ..engine import Run, iterate
 from ..engine.iterate import batch_map_reduce
+from ..engine.sampling import sample_weighted_rows
 from ..exceptions import ConvergenceWarning
 from .base import StreammixEstimator
 from .persistence import register, save_model
@@ -34,8 +36,8 @@ def _distances(centers, block, start):
     return km.distances(block, centers)
 
 
-def _pick_row(index, block, start):
-    return np.asarray(block[index - start], dtype=np.float64) if (
+def _pick_row(index, block, start, weights=None):
+    return dense_rows(block, [index - start])[0] if (
         start <= index < start + block.shape[0]) else None
 
 
@@ -77,17 +79,19 @@ def initial_centers(engine, source, init, n_clusters, seeds, *, oversampling_fac
         return kmeans_parallel(engine, source, ks, rngs,
                                oversampling_factor=oversampling_factor, rounds=rounds)
     if source.in_memory and init != "random":
-        data = source.array
+        data, weights = source.array, source.sample_weight
     else:
-        data = sample_rows(engine, source, INIT_SAMPLE_ROWS, rngs[0].spawn(1)[0])
+        data, weights = sample_weighted_rows(engine, source, INIT_SAMPLE_ROWS,
+                                             rngs[0].spawn(1)[0])
     if callable(init):  # scikit-learn's call: init(X, n_clusters, random_state=RandomState)
         return [check_centers(init(data, k, random_state=np.random.RandomState(
             np.random.MT19937(rng.integers(2**63)))), k, source.n_features)
             for k, rng in zip(ks, rngs, strict=True)]
-    if init == "random":
-        return [np.array(data[rng.choice(len(data), k, replace=False)], dtype=np.float64)
+    if init == "random":  # k distinct rows, drawn in proportion to their weights
+        p = None if weights is None else weights / weights.sum()
+        return [dense_rows(data, rng.choice(data.shape[0], k, replace=False, p=p))
                 for k, rng in zip(ks, rngs, strict=True)]
-    return [np.array(data[km.kmeans_plusplus(data, k, rng)], dtype=np.float64)
+    return [dense_rows(data, km.kmeans_plusplus(data, k, rng, weights=weights))
             for k, rng in zip(ks, rngs, strict=True)]
 
 
@@ -236,22 +240,22 @@ class CentersModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMix
         """Index of the nearest centre for each row (lazy Dask array out-of-core)."""
         return self._per_row(_labels, X, dtype=np.int64)
 
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X, y=None, sample_weight=None):
         """``fit(X)`` and the labels of ``X``."""
-        self.fit(X)
+        self.fit(X, sample_weight=sample_weight)
         return self.labels_ if hasattr(self, "labels_") else self.predict(X)
 
     def transform(self, X):
         """Euclidean distance of each row to every centre, shape (n_samples, n_clusters)."""
         return self._per_row(_distances, X, width=self.n_clusters, dtype=np.float64)
 
-    def fit_transform(self, X, y=None):
+    def fit_transform(self, X, y=None, sample_weight=None):
         """``fit(X)`` then ``transform(X)``."""
-        return self.fit(X).transform(X)
+        return self.fit(X, sample_weight=sample_weight).transform(X)
 
-    def score(self, X, y=None):
-        """Opposite of the inertia of ``X`` with respect to the fitted centres (one pass)."""
-        source = self._source(X, fitted=True)
+    def score(self, X, y=None, sample_weight=None):
+        """Opposite of the (weighted) inertia of ``X`` for the fitted centres (one pass)."""
+        source = self._source(X, fitted=True, sample_weight=sample_weight)
         with self._engine() as engine:
             stats = engine.map_reduce(km.lloyd_stats, km.LloydParams(self._centers64()),
                                       source, _merge)
@@ -411,13 +415,20 @@ class KMeans(CentersModel):
     def fit(self, X, y=None, sample_weight=None):
         """Compute the k-means clustering of ``X`` (any input streammix reads).
 
+        Parameters
+        ----------
+        X : array-like, scipy.sparse matrix, Dask collection, Zarr array, or path
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Weight of each row in the centres, the inertia and the seeding, as
+            in scikit-learn. For Parquet, a weight column: see
+            :func:`streammix.read_parquet` (``weight_column=``).
+
         Returns
         -------
         self
         """
-        if sample_weight is not None:
-            raise NotImplementedError("sample_weight is not supported yet")
-        source = self._source(X)
+        source = self._source(X, sample_weight=sample_weight)
         n_init = self._check_params(source.n_features)
         if source.n_rows < self.n_clusters:
             raise ValueError(f"n_samples={source.n_rows} should be >= "

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..core import kmeans as km
 from ..core import minibatch as mb
-from ..engine import sample_rows
+from ..engine.sampling import sample_weighted_rows
 from ..io import ArraySource
 from .base import check_random_state
 from .kmeans import INITS, CentersModel, initial_centers
@@ -148,8 +148,8 @@ class MiniBatchKMeans(CentersModel):
             return 1
         return int(self.n_init)
 
-    def _initialise(self, engine, source, sample, seeds):
-        """Best of the initialisations by inertia on ``sample``; resets the counts."""
+    def _initialise(self, engine, source, sample, weights, seeds):
+        """Best of the initialisations by (weighted) inertia on ``sample``; resets the counts."""
         if source.n_rows < self.n_clusters:
             raise ValueError(f"n_samples={source.n_rows} should be >= "
                              f"n_clusters={self.n_clusters}.")
@@ -157,9 +157,11 @@ class MiniBatchKMeans(CentersModel):
         if isinstance(init, str) and init == "k-means||":
             candidates = initial_centers(engine, source, init, self.n_clusters, seeds)
         else:
-            candidates = initial_centers(engine, ArraySource(sample), init, self.n_clusters,
-                                         seeds)
-        costs = [km.min_sq_distances(sample, c).sum() for c in candidates]
+            on_sample = ArraySource(sample) if weights is None else \
+                ArraySource(sample).with_weights(weights)
+            candidates = initial_centers(engine, on_sample, init, self.n_clusters, seeds)
+        costs = [km.min_sq_distances(sample, c) @ (np.ones(sample.shape[0]) if weights is None
+                                                   else weights) for c in candidates]
         self.cluster_centers_ = np.array(candidates[int(np.argmin(costs))], dtype=np.float64)
         if self.cluster_centers_.shape != (self.n_clusters, source.n_features):
             raise ValueError(f"The shape of the initial centers {self.cluster_centers_.shape} "
@@ -197,14 +199,20 @@ class MiniBatchKMeans(CentersModel):
     def fit(self, X, y=None, sample_weight=None):
         """Stream over ``X`` in mini-batches for up to ``max_iter`` epochs.
 
+        Parameters
+        ----------
+        X : array-like, scipy.sparse matrix, Dask collection, Zarr array, or path
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Weight of each row (its share in the centres' running means), as
+            in scikit-learn; for Parquet, ``read_parquet(weight_column=)``.
+
         Returns
         -------
         self
         """
-        if sample_weight is not None:
-            raise NotImplementedError("sample_weight is not supported yet")
         n_init = self._check_params()
-        source = self._source(X)
+        source = self._source(X, sample_weight=sample_weight)
         n_rows = source.n_rows
         init_size = self.init_size
         if init_size is not None and init_size < self.n_clusters:
@@ -217,9 +225,10 @@ class MiniBatchKMeans(CentersModel):
             root = self._root_seed(engine)
             self._entropy = root.entropy
             sample_seed, order_seed, *init_seeds = root.spawn(2 + n_init)
-            sample = sample_rows(engine, source, init_size, np.random.default_rng(sample_seed))
-            self._initialise(engine, source, sample, init_seeds)
-            tol = self.tol * float(np.mean(np.var(sample, axis=0)))
+            sample, weights = sample_weighted_rows(engine, source, init_size,
+                                                   np.random.default_rng(sample_seed))
+            self._initialise(engine, source, sample, weights, init_seeds)
+            tol = self.tol * km.mean_variance_of(sample)  # unweighted, as scikit-learn's
             self._stream(engine, source, order_seed, tol)
             if self.compute_labels:
                 self._final_labels(engine, source)
@@ -300,20 +309,21 @@ class MiniBatchKMeans(CentersModel):
         -------
         self
         """
-        if sample_weight is not None:
-            raise NotImplementedError("sample_weight is not supported yet")
         first = not hasattr(self, "cluster_centers_")
         n_init = self._check_params()
-        source = self._source(X, fitted=not first)
+        source = self._source(X, fitted=not first, sample_weight=sample_weight)
         with self._engine() as engine:
             if first:
                 root = check_random_state(self.random_state)
                 self._entropy = root.entropy
                 seeds = root.spawn(n_init)
-                data = source.array if source.in_memory else sample_rows(
-                    engine, source, max(3 * self.batch_size, 3 * self.n_clusters),
-                    np.random.default_rng(seeds[0]))
-                self._initialise(engine, source, data, seeds)
+                if source.in_memory:
+                    data, weights = source.array, source.sample_weight
+                else:
+                    data, weights = sample_weighted_rows(
+                        engine, source, max(3 * self.batch_size, 3 * self.n_clusters),
+                        np.random.default_rng(seeds[0]))
+                self._initialise(engine, source, data, weights, seeds)
                 self._set_features(source)
                 self.n_iter_ = 0
             self._step(engine, source)

@@ -18,7 +18,8 @@ __all__ = ["Chunk", "Source", "ArraySource", "DaskSource", "ParquetSource", "Zar
            "as_source", "read_parquet", "read_zarr"]
 
 
-def read_parquet(path, columns=None, *, chunk_size=None, dtype=None) -> ParquetSource:
+def read_parquet(path, columns=None, *, chunk_size=None, dtype=None,
+                 weight_column=None) -> ParquetSource:
     """Open Parquet data as a chunked source; no rows are read yet.
 
     Parameters
@@ -33,6 +34,10 @@ def read_parquet(path, columns=None, *, chunk_size=None, dtype=None) -> ParquetS
         Working dtype of the arithmetic; None: float32 when every column is
         float32, else float64.
 
+    weight_column : str, optional
+        Numeric column of per-row weights: a fit weighs each row by it (as
+        ``sample_weight``); it is not a feature.
+
     Returns
     -------
     ParquetSource
@@ -42,8 +47,11 @@ def read_parquet(path, columns=None, *, chunk_size=None, dtype=None) -> ParquetS
     >>> import streammix as sm
     >>> data = sm.read_parquet("data/*.parquet", columns=["x", "y"])  # doctest: +SKIP
     >>> sm.GaussianMixture(3).fit(data)  # doctest: +SKIP
+    >>> weighted = sm.read_parquet("data/", weight_column="count")  # doctest: +SKIP
+    >>> sm.KMeans(8).fit(weighted)  # doctest: +SKIP
     """
-    return ParquetSource(path, columns=columns, chunk_size=chunk_size, dtype=dtype)
+    return ParquetSource(path, columns=columns, chunk_size=chunk_size, dtype=dtype,
+                         weight_column=weight_column)
 
 
 def read_zarr(store, *, chunk_size=None, dtype=None) -> ZarrSource:

@@ -85,6 +85,37 @@ class Source:
             return self
         return type(self)(self._data, **{**self._options, **changes})
 
+    #: Per-row weights aligned with the rows (see :meth:`with_weights`), or None.
+    sample_weight: np.ndarray | None = None
+
+    @property
+    def weighted(self) -> bool:
+        """Whether rows carry weights (fits then weigh each row's statistics by them)."""
+        return self.sample_weight is not None
+
+    def with_weights(self, sample_weight) -> Source:
+        """A copy of this source whose rows carry ``sample_weight`` (an aligned 1-D array).
+
+        Checked as scikit-learn checks ``sample_weight``: one finite, non-negative
+        number per row, not all zero.
+        """
+        import copy
+
+        weighted = copy.copy(self)
+        weighted.sample_weight = check_sample_weight(sample_weight, self.n_rows)
+        return weighted
+
+    def total_weight(self) -> float:
+        """The rows' total weight: their number when unweighted."""
+        return float(self.n_rows) if self.sample_weight is None else \
+            float(self.sample_weight.sum())
+
+    def chunk_weights(self, chunk: Chunk, payload=None) -> np.ndarray | None:
+        """The weights of the chunk's rows (float64, ``chunk.n_rows``), or None."""
+        if self.sample_weight is None:
+            return None
+        return self.sample_weight[chunk.start : chunk.start + chunk.n_rows]
+
     def read_chunk(self, chunk: Chunk, payload=None) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(global_start_row, block)`` pairs covering the chunk in order.
 
@@ -149,6 +180,38 @@ def check_finite(block: np.ndarray, start: int, *, where, feature_names=None,
         column=feature_names[col] if feature_names else col,
         row=start + row,
     )
+
+
+def check_sample_weight(sample_weight, n_rows: int) -> np.ndarray:
+    """``sample_weight`` as float64, or scikit-learn's ValueError naming what is wrong."""
+    if isinstance(sample_weight, int | float | np.number):  # a scalar: every row alike
+        sample_weight = np.full(n_rows, float(sample_weight))
+    weights = np.asarray(sample_weight)
+    if weights.dtype.kind not in "biuf":
+        raise ValueError(f"sample_weight must be numeric, got dtype {weights.dtype}")
+    weights = weights.astype(np.float64)
+    if weights.ndim != 1:
+        raise ValueError("Sample weights must be 1D array or scalar")
+    if weights.shape != (n_rows,):
+        raise ValueError(f"sample_weight.shape == {weights.shape}, expected {(n_rows,)}!")
+    check_weight_values(weights, start=0, where="sample_weight")
+    if weights.sum() <= 0:
+        raise ValueError("Sample weights must contain at least one non-zero number: all "
+                         "weights are zero.")
+    return weights
+
+
+def check_weight_values(weights: np.ndarray, *, start: int, where, **located) -> None:
+    """Weights must be finite and non-negative: else an error naming the first bad row."""
+    bad = np.flatnonzero(~(np.isfinite(weights) & (weights >= 0)))
+    if bad.size:
+        row = int(bad[0])
+        value = weights[row]
+        # scikit-learn's wording, with the place of the first bad weight.
+        message = "Input sample_weight contains NaN" if np.isnan(value) else \
+            "Input sample_weight contains infinity" if np.isinf(value) else \
+            f"Negative values in data passed to sample_weight ({value})"
+        raise DataError(message, file=where, row=start + row, **located)
 
 
 def check_has_features(n_features: int, name) -> None:

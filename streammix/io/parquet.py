@@ -20,7 +20,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..exceptions import DataError
-from .base import Chunk, Source, check_finite, chunk_rows_for, resolve_dtype
+from .base import (
+    Chunk,
+    Source,
+    check_finite,
+    check_weight_values,
+    chunk_rows_for,
+    resolve_dtype,
+)
 
 #: Options of every Parquet file streammix writes: page checksums (CRC32), so that
 #: damage to a page is detected when it is read, and plain (not dictionary)
@@ -118,6 +125,9 @@ class ParquetSource(Source):
     dtype : {"float64", "float32"} or None
         Working dtype of the arithmetic; None: float32 when every column is
         float32, else float64.
+    weight_column : str, optional
+        A numeric column holding each row's weight (its ``sample_weight`` in
+        a fit); it is not a feature. Weights must be finite and >= 0.
 
     Examples
     --------
@@ -125,9 +135,11 @@ class ParquetSource(Source):
     >>> source = sm.read_parquet("data/", columns=["x", "y"])  # doctest: +SKIP
     """
 
-    def __init__(self, path, *, columns=None, chunk_size=None, dtype=None):
+    def __init__(self, path, *, columns=None, chunk_size=None, dtype=None, weight_column=None):
         self.path = path
-        self._remember(path, columns=columns, chunk_size=chunk_size, dtype=dtype)
+        self.weight_column = weight_column
+        self._remember(path, columns=columns, chunk_size=chunk_size, dtype=dtype,
+                       weight_column=weight_column)
         self.chunk_size = chunk_size
         self.files = []
         schema = None
@@ -138,8 +150,14 @@ class ParquetSource(Source):
                 self._check_columns(file, schema, columns or schema.names)
             else:
                 self._check_same_schema(file, file_schema, schema, columns)
+            if weight_column is not None:
+                self._check_columns(file, file_schema, [weight_column])
             self.files.append(info)
-        self.columns = list(columns) if columns else list(schema.names)
+        self.columns = list(columns) if columns else [
+            name for name in schema.names if name != weight_column]
+        if weight_column is not None and weight_column in self.columns:
+            raise DataError("is the weight column, so it cannot also be a feature",
+                            file=self.files[0].path, column=weight_column)
         self.column_types = [str(schema.field(c).type) for c in self.columns]
         all_float32 = all(t == "float" for t in self.column_types)
         self.dtype = resolve_dtype(dtype, np.float32 if all_float32 else None)
@@ -294,6 +312,41 @@ class ParquetSource(Source):
             raise DataError(f"cannot read column ({exc})", file=path, column=name) from None
         return table.column(0).combine_chunks()
 
+    @property
+    def weighted(self) -> bool:
+        return self.weight_column is not None or self.sample_weight is not None
+
+    def with_weights(self, sample_weight):
+        if self.weight_column is not None:
+            raise ValueError(f"{self.name} already has its weights in column "
+                             f"{self.weight_column!r}; give sample_weight or weight_column, "
+                             "not both")
+        return super().with_weights(sample_weight)
+
+    def chunk_weights(self, chunk, payload=None):
+        """The chunk's weights: from ``sample_weight``, or read from the weight column."""
+        if self.weight_column is None:
+            return super().chunk_weights(chunk, payload)
+        column = self.read_column(chunk, self.weight_column)
+        file = self.files[chunk.key[0]].path
+        if column.null_count:
+            first = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
+            raise DataError("has missing values (null): every row needs a weight",
+                            column=self.weight_column, **self.locate(chunk, chunk.start + first),
+                            row=chunk.start + first)
+        weights = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+        bad = np.flatnonzero(~(np.isfinite(weights) & (weights >= 0)))
+        if bad.size:
+            row = chunk.start + int(bad[0])
+            check_weight_values(weights[bad[:1]], start=row, column=self.weight_column,
+                                where=file, row_group=self.locate(chunk, row)["row_group"])
+        return weights
+
+    def total_weight(self) -> float:
+        if self.weight_column is None:
+            return super().total_weight()
+        return float(sum(self.chunk_weights(chunk).sum() for chunk in self.plan()))
+
     def has_column(self, name) -> bool:
         """Whether every file has column ``name`` (a DataError if only some have it)."""
         lacking = [f.path for f in self.files if name not in f.column_names]
@@ -307,6 +360,7 @@ class ParquetSource(Source):
             "source": "parquet",
             "files": [[f.path, f.size, f.mtime_ns] for f in self.files],
             "columns": self.columns,
+            "weight_column": self.weight_column,
             "types": self.column_types,
             "n_rows": self.n_rows,
         }
