@@ -27,7 +27,7 @@ from numba import njit
 # Fingerprint of global row i: frac(i * golden ratio), a Weyl sequence: distinct rows
 # get distinct, well-spread values, so moving any row changes the sums. Float
 # sums are reproducible because the chunking and the reduction tree are fixed.
-_GOLDEN = 0.6180339887498949
+GOLDEN = 0.6180339887498949
 
 # error_model="numpy": a division by zero gives inf/nan as in NumPy, not an exception.
 _jit = njit(nogil=True, cache=True, error_model="numpy",
@@ -87,7 +87,7 @@ def assign(X, reference, centers, scores, shift, tile_rows, start, labels, dist,
                     sums[best, j] += w * value
                     norm += value * value
                 counts[best] += w
-                weyl = (start + first + i) * _GOLDEN
+                weyl = (start + first + i) * GOLDEN
                 membership[best] += weyl - math.floor(weyl)
             else:
                 for j in range(d):

@@ -17,7 +17,7 @@ import numpy as np
 from .._serial import serializable
 from . import kernels
 from .random import row_uniforms
-from .sparse import column_sums, dense_rows
+from .sparse import column_sums, dense_rows, is_sparse, row_sq_norms, sums_by_label
 
 _TILE_ROWS = 2048
 _NO_WEIGHTS = np.empty(0)  # unweighted rows, for the compiled loops
@@ -40,8 +40,11 @@ def assign(X, centers, reference, sums=None, counts=None, membership=None, start
     first copied minus the reference, so data far from the origin keeps its
     digits. When given, ``sums`` get x - reference, ``counts`` 1 and
     ``membership`` the fingerprint of global row ``start + i``, per label;
-    with ``weights``, w (x - reference) and w.
+    with ``weights``, w (x - reference) and w. Sparse rows take
+    :func:`_assign_sparse`.
     """
+    if is_sparse(X):
+        return _assign_sparse(X, centers, reference, sums, counts, membership, start, weights)
     reference = np.asarray(reference, dtype=np.float64)
     shifted = np.ascontiguousarray(centers - reference, dtype=X.dtype)
     shift = X.dtype != np.float64
@@ -65,6 +68,30 @@ def assign(X, centers, reference, sums=None, counts=None, membership=None, start
     return labels, dist
 
 
+def _assign_sparse(X, centers, reference, sums, counts, membership, start, weights):
+    """:func:`assign` for scipy.sparse rows: ||x||^2 - 2 x.c + ||c||^2 from a sparse GEMM.
+
+    Rows are not shifted (that would densify them), as in scikit-learn's
+    sparse k-means; sparse data (counts, TF-IDF) sits near the origin, where
+    the expansion keeps its digits. Only (rows x clusters) arrays are dense.
+    """
+    centers = np.asarray(centers, dtype=np.float64)
+    scores = np.einsum("kd,kd->k", centers, centers)
+    products = np.asarray((X @ centers.T), dtype=np.float64)  # (n, k), dense
+    partial = scores[None, :] - 2.0 * products
+    labels = partial.argmin(axis=1)  # lowest index on ties, as the dense loop
+    dist = np.maximum(row_sq_norms(X) + partial[np.arange(X.shape[0]), labels], 0.0)
+    if sums is not None and sums.shape[0]:
+        k = centers.shape[0]
+        w = np.ones(X.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
+        added = np.bincount(labels, weights=w, minlength=k)
+        sums += sums_by_label(X, labels, k, w) - added[:, None] * np.asarray(reference)[None, :]
+        counts += added
+        weyl = (start + np.arange(X.shape[0])) * kernels.GOLDEN
+        membership += np.bincount(labels, weights=weyl - np.floor(weyl), minlength=k)
+    return labels, dist
+
+
 def nearest(X: np.ndarray, centers: np.ndarray, reference: np.ndarray | None = None):
     """Index of, and squared distance to, the nearest centre of each row.
 
@@ -74,7 +101,7 @@ def nearest(X: np.ndarray, centers: np.ndarray, reference: np.ndarray | None = N
     labels, dist = assign(X, centers, centers[0] if reference is None else reference)
     far = ~np.isfinite(dist)
     if far.any():  # the expansion overflowed: rows far beyond every centre
-        far_dist = far_distances(X[far], centers)
+        far_dist = far_distances(dense_rows(X, far), centers)
         with np.errstate(over="ignore"):
             labels[far], dist[far] = far_dist.argmin(axis=1), far_dist.min(axis=1) ** 2
     return labels, dist
@@ -100,8 +127,10 @@ def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Euclidean distance of every row to every centre, shape (n, k), tile by tile.
 
     The same centred expansion as :func:`nearest`, so memory is a tile, never
-    an (n, k, d) array of differences.
+    an (n, k, d) array of differences (sparse rows: uncentred, as in :func:`assign`).
     """
+    if is_sparse(X):
+        return np.sqrt(_assign_sparse_all(X, centers))
     reference = centers[0].astype(X.dtype)
     shifted = (centers - centers[0]).astype(X.dtype)
     c_sq = np.einsum("kd,kd->k", shifted, shifted)
@@ -113,8 +142,16 @@ def distances(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
         out[rows] = np.sqrt(np.maximum(d2, 0.0))
     far = ~np.isfinite(out).all(axis=1)
     if far.any():
-        out[far] = far_distances(X[far], centers)
+        out[far] = far_distances(dense_rows(X, far), centers)
     return out
+
+
+def _assign_sparse_all(X, centers) -> np.ndarray:
+    """Squared distances (n, k) of sparse rows to every centre, clamped at 0."""
+    centers = np.asarray(centers, dtype=np.float64)
+    products = np.asarray(X @ centers.T, dtype=np.float64)
+    d2 = row_sq_norms(X)[:, None] - 2.0 * products + np.einsum("kd,kd->k", centers, centers)
+    return np.maximum(d2, 0.0)
 
 
 def min_sq_distances(X: np.ndarray, centers: np.ndarray, reference=None) -> np.ndarray:
@@ -133,11 +170,14 @@ def kmeans_plusplus(X: np.ndarray, n_clusters: int, rng: np.random.Generator, we
     n = X.shape[0]
     weights = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
     trials = 2 + int(math.log(n_clusters))
-    centred = X - np.average(X, axis=0, weights=weights)  # the expansion stays precise
-    sq_norms = np.einsum("nd,nd->n", centred, centred)
+    # Centred, the expansion stays precise; sparse rows stay sparse (and uncentred).
+    centred = X if is_sparse(X) else X - np.average(X, axis=0, weights=weights)
+    sq_norms = row_sq_norms(centred)
 
     def sq_distances(rows):  # (len(rows), n)
-        d2 = sq_norms[rows][:, None] - 2.0 * (centred[rows] @ centred.T) + sq_norms[None, :]
+        products = centred[rows] @ centred.T
+        products = products.toarray() if is_sparse(products) else products
+        d2 = sq_norms[rows][:, None] - 2.0 * products + sq_norms[None, :]
         return np.maximum(d2, 0.0)
 
     first = int(rng.choice(n, p=weights / weights.sum()))
@@ -276,7 +316,11 @@ def lloyd_stats(params: LloydParams, X: np.ndarray, start: int, weights=None) ->
     labels, dist = assign(X, params.centers, reference, sums, counts, membership, start,
                           weights)
     data_sq, data_sum = np.zeros(d), np.zeros(d)
-    if params.moments:
+    if params.moments and is_sparse(X):  # sum (x - r), sum (x - r)^2 without densifying
+        n, first = X.shape[0], column_sums(X)
+        data_sum = first - n * reference
+        data_sq = column_sums(X, squared=True) - 2.0 * reference * first + n * reference ** 2
+    elif params.moments:
         for rows in _tiles(X.shape[0]):
             centred = X[rows] - reference.astype(X.dtype)
             data_sum += centred.sum(axis=0, dtype=np.float64)
@@ -286,7 +330,7 @@ def lloyd_stats(params: LloydParams, X: np.ndarray, start: int, weights=None) ->
     weights = np.ones(X.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
     return LloydStats(
         X.shape[0], counts, offsets, float(weights @ dist),
-        dist[far], np.asarray(X[far], dtype=np.float64), labels[far], far + start, weights[far],
+        dist[far], dense_rows(X, far), labels[far], far + start, weights[far],
         membership, data_sum, data_sq,
     )
 
@@ -313,7 +357,9 @@ def lloyd_update(centers: np.ndarray, stats: LloydStats):
     """New centres from one pass, relocating empty clusters as scikit-learn does.
 
     Each empty cluster takes one of the rows farthest from their centres
-    (largest distance first), which leaves its old cluster. Centres move by
+    (largest distance first), which leaves its old cluster; when every row
+    sits on its centre (more clusters than distinct rows) nothing moves, and
+    an empty cluster goes where the biggest cluster goes. Centres move by
     their mean offset, never through raw sums, to keep precision far from the
     origin. Returns ``(new_centers, squared_shift_total, n_relocated)``.
     """
@@ -321,14 +367,18 @@ def lloyd_update(centers: np.ndarray, stats: LloydStats):
     offsets = stats.offsets.copy()
     new = centers.copy()
     moved = np.zeros(len(counts), dtype=bool)
-    for new_id, row, old_id, weight in zip(np.flatnonzero(counts == 0), stats.far_rows,
-                                           stats.far_labels, stats.far_weights, strict=False):
+    relocate = len(stats.far_dist) > 0 and stats.far_dist.max() > 0
+    for new_id, row, old_id, weight in zip(np.flatnonzero(counts == 0) if relocate else [],
+                                           stats.far_rows, stats.far_labels, stats.far_weights,
+                                           strict=False):
         offsets[old_id] -= weight * (row - centers[old_id])
         counts[old_id] -= weight
         new[new_id] = row
         moved[new_id] = True
     update = (counts > 0) & ~moved
     new[update] = centers[update] + offsets[update] / counts[update, None]
+    empty = (counts <= 0) & ~moved
+    new[empty] = new[int(np.argmax(counts))]  # scikit-learn's place for an empty cluster
     shift = float(((new - centers) ** 2).sum())
     return new, shift, int(moved.sum())
 

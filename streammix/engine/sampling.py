@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse
 
-from ..core.sparse import dense_rows
+from ..core.sparse import dense_rows, is_sparse, row_sq_norms
 from ..exceptions import DataError
 from .engine import Engine
 
@@ -12,11 +13,15 @@ from .engine import Engine
 def _pick_rows(wanted, block, start, weights=None):
     lo, hi = np.searchsorted(wanted, [start, start + block.shape[0]])
     local = wanted[lo:hi] - start
-    return dense_rows(block, local), None if weights is None else weights[local]
+    # Sparse rows stay sparse: a sample of wide TF-IDF rows would not fit densified.
+    rows = block[local].astype(np.float64) if is_sparse(block) else dense_rows(block, local)
+    return rows, None if weights is None else weights[local]
 
 
 def _concat(a, b):
-    return np.concatenate([a[0], b[0]]), None if a[1] is None else np.concatenate([a[1], b[1]])
+    rows = scipy.sparse.vstack([a[0], b[0]], format="csr") if is_sparse(a[0]) else \
+        np.concatenate([a[0], b[0]])
+    return rows, None if a[1] is None else np.concatenate([a[1], b[1]])
 
 
 def sample_weighted_rows(engine: Engine, source, n_samples: int, rng: np.random.Generator):
@@ -46,14 +51,15 @@ def sample_rows(engine: Engine, source, n_samples: int, rng: np.random.Generator
 def _check_squares(sample, rows, source):
     """Seedings square the sampled rows: a row whose squares overflow is a located error."""
     with np.errstate(over="ignore"):
-        bad = np.flatnonzero(~np.isfinite(np.einsum("nd,nd->n", sample, sample)))
+        bad = np.flatnonzero(~np.isfinite(row_sq_norms(sample)))
     if bad.size:
         i = int(bad[0])
-        row, column = int(rows[i]), int(np.argmax(np.abs(sample[i])))
+        values = dense_rows(sample, [i])[0]
+        row, column = int(rows[i]), int(np.argmax(np.abs(values)))
         plan = source.plan()
         chunk = plan[int(np.searchsorted([c.start for c in plan], row, side="right")) - 1]
         names = source.feature_names
         raise DataError(
-            f"value {sample[i, column]:g} is too large: its square leaves the float range "
+            f"value {values[column]:g} is too large: its square leaves the float range "
             "(values beyond about 1e154); scale this column or remove the row",
             **source.locate(chunk, row), column=names[column] if names else column, row=row)

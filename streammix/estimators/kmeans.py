@@ -78,7 +78,7 @@ def initial_centers(engine, source, init, n_clusters, seeds, *, oversampling_fac
     if isinstance(init, str) and init == "k-means||":
         return kmeans_parallel(engine, source, ks, rngs,
                                oversampling_factor=oversampling_factor, rounds=rounds)
-    if source.in_memory and init != "random":
+    if source.in_memory:
         data, weights = source.array, source.sample_weight
     else:
         data, weights = sample_weighted_rows(engine, source, INIT_SAMPLE_ROWS,

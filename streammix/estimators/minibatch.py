@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import sys
 import warnings
 from contextlib import nullcontext
 from typing import ClassVar
@@ -15,7 +14,7 @@ from ..core import minibatch as mb
 from ..engine.sampling import sample_weighted_rows
 from ..io import ArraySource
 from .base import check_random_state
-from .kmeans import INITS, CentersModel, initial_centers
+from .kmeans import INITS, CentersModel, check_centers, initial_centers
 from .persistence import register
 
 
@@ -124,13 +123,16 @@ class MiniBatchKMeans(CentersModel):
 
     # -- checks and initialisation ---------------------------------------
     def _check_params(self, n_features=None):
-        """Validate the parameters; returns the number of initialisations."""
+        """Validate the parameters (with ``n_features``, an array ``init``'s shape too);
+        returns the number of initialisations."""
         self._check_common_params()
         for name in ("n_clusters", "batch_size", "max_iter"):
             self._check_integer(name, 1)
         for name in ("max_no_improvement", "init_size"):
             if getattr(self, name) is not None:
                 self._check_integer(name, 1)
+        if n_features is not None:
+            self._check_init_shape(n_features)
         if isinstance(self.init, str) and self.init not in INITS:
             raise ValueError(f"init must be one of {INITS}, a callable or an array")
         self._check_number("tol")
@@ -148,6 +150,11 @@ class MiniBatchKMeans(CentersModel):
             return 1
         return int(self.n_init)
 
+    def _check_init_shape(self, n_features):
+        """An array ``init`` must be (n_clusters, n_features): scikit-learn's error if not."""
+        if not isinstance(self.init, str) and not callable(self.init):
+            check_centers(self.init, self.n_clusters, n_features)
+
     def _initialise(self, engine, source, sample, weights, seeds):
         """Best of the initialisations by (weighted) inertia on ``sample``; resets the counts."""
         if source.n_rows < self.n_clusters:
@@ -163,9 +170,6 @@ class MiniBatchKMeans(CentersModel):
         costs = [km.min_sq_distances(sample, c) @ (np.ones(sample.shape[0]) if weights is None
                                                    else weights) for c in candidates]
         self.cluster_centers_ = np.array(candidates[int(np.argmin(costs))], dtype=np.float64)
-        if self.cluster_centers_.shape != (self.n_clusters, source.n_features):
-            raise ValueError(f"The shape of the initial centers {self.cluster_centers_.shape} "
-                             f"does not match ({self.n_clusters}, {source.n_features}).")
         self._counts = np.zeros(self.n_clusters)
         self._n_since_last_reassign = 0
         self.n_steps_ = 0
@@ -190,8 +194,7 @@ class MiniBatchKMeans(CentersModel):
             self.cluster_centers_, self._counts, moved = mb.reassign_starving(
                 self.cluster_centers_, self._counts, stats, self.reassignment_ratio, rng)
             if moved and self.verbose:
-                print(f"[MiniBatchKMeans] Reassigning {moved} cluster centers.",
-                      file=sys.stderr)
+                print(f"[MiniBatchKMeans] Reassigning {moved} cluster centers.")
         self.n_steps_ += 1
         return stats, shift
 
@@ -213,6 +216,7 @@ class MiniBatchKMeans(CentersModel):
         """
         n_init = self._check_params()
         source = self._source(X, sample_weight=sample_weight)
+        self._check_init_shape(source.n_features)
         n_rows = source.n_rows
         init_size = self.init_size
         if init_size is not None and init_size < self.n_clusters:
@@ -282,15 +286,25 @@ class MiniBatchKMeans(CentersModel):
         ewa = cursor["ewa"]
         ewa = cursor["ewa"] = batch_inertia if ewa is None else ewa * (1 - alpha) + \
             batch_inertia * alpha
+        # scikit-learn's verbose lines (on stdout); a step here is rows / batch_size of its.
+        step, n_steps = (cursor["rows"] + stats.n_rows) // self.batch_size, \
+            self.max_iter * n_rows // self.batch_size
         if self.verbose:
-            print(f"Minibatch step {self.n_steps_}: mean batch inertia {batch_inertia:.6g}, "
-                  f"ewa inertia {ewa:.6g}", file=sys.stderr)
+            print(f"Minibatch step {step}/{n_steps}: mean batch inertia: {batch_inertia}, "
+                  f"ewa inertia: {ewa}")
         if ewa < cursor["best"]:
             cursor["best"], cursor["stale"] = ewa, 0
         else:
             cursor["stale"] += 1
-        return bool((tol > 0 and shift <= tol) or (
-            self.max_no_improvement is not None and cursor["stale"] >= self.max_no_improvement))
+        if tol > 0 and shift <= tol:
+            if self.verbose:
+                print(f"Converged (small centers change) at step {step}/{n_steps}")
+            return True
+        if self.max_no_improvement is not None and cursor["stale"] >= self.max_no_improvement:
+            if self.verbose:
+                print(f"Converged (lack of improvement in inertia) at step {step}/{n_steps}")
+            return True
+        return False
 
     def _final_labels(self, engine, source):
         stats = engine.map_reduce(km.lloyd_stats, km.LloydParams(self.cluster_centers_), source,
@@ -312,6 +326,7 @@ class MiniBatchKMeans(CentersModel):
         first = not hasattr(self, "cluster_centers_")
         n_init = self._check_params()
         source = self._source(X, fitted=not first, sample_weight=sample_weight)
+        self._check_init_shape(source.n_features)
         with self._engine() as engine:
             if first:
                 root = check_random_state(self.random_state)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from streammix.core import kmeans as km
-from streammix.core.kernels import _GOLDEN
+from streammix.core.kernels import GOLDEN
 from tests.conftest import make_blobs
 
 
@@ -21,7 +21,7 @@ def test_column_major_assignment_equals_row_major_and_fingerprints_global_rows()
         np.testing.assert_array_equal(ours, theirs)
 
     labels, dist, sums, counts, membership = outputs["columns"]
-    weyl = (start + np.arange(len(rows))) * _GOLDEN
+    weyl = (start + np.arange(len(rows))) * GOLDEN
     expected = np.bincount(labels, weyl - np.floor(weyl), k)
     np.testing.assert_allclose(membership, expected, rtol=1e-12)
     np.testing.assert_array_equal(counts, np.bincount(labels, minlength=k))
