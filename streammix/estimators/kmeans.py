@@ -33,7 +33,7 @@ def _labels(centers, block, start):
 
 
 def _distances(centers, block, start):
-    return km.distances(block, centers)
+    return km.distances(block, centers).astype(block.dtype, copy=False)  # the input's dtype
 
 
 def _pick_row(index, block, start, weights=None):
@@ -79,7 +79,7 @@ def initial_centers(engine, source, init, n_clusters, seeds, *, oversampling_fac
         return kmeans_parallel(engine, source, ks, rngs,
                                oversampling_factor=oversampling_factor, rounds=rounds)
     if source.in_memory:
-        data, weights = source.array, source.sample_weight
+        data, weights = source.checked_array(), source.sample_weight
     else:
         data, weights = sample_weighted_rows(engine, source, INIT_SAMPLE_ROWS,
                                              rngs[0].spawn(1)[0])
@@ -246,8 +246,11 @@ class CentersModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMix
         return self.labels_ if hasattr(self, "labels_") else self.predict(X)
 
     def transform(self, X):
-        """Euclidean distance of each row to every centre, shape (n_samples, n_clusters)."""
-        return self._per_row(_distances, X, width=self.n_clusters, dtype=np.float64)
+        """Euclidean distance of each row to every centre, shape (n_samples, n_clusters).
+
+        In the input's dtype (float32 in, float32 out), as in scikit-learn.
+        """
+        return self._per_row(_distances, X, width=self.n_clusters)
 
     def fit_transform(self, X, y=None, sample_weight=None):
         """``fit(X)`` then ``transform(X)``."""

@@ -333,7 +333,7 @@ class MiniBatchKMeans(CentersModel):
                 self._entropy = root.entropy
                 seeds = root.spawn(n_init)
                 if source.in_memory:
-                    data, weights = source.array, source.sample_weight
+                    data, weights = source.checked_array(), source.sample_weight
                 else:
                     data, weights = sample_weighted_rows(
                         engine, source, max(3 * self.batch_size, 3 * self.n_clusters),

@@ -99,6 +99,16 @@ class ArraySource(Source):
             for i, start in enumerate(range(0, self.n_rows, rows))
         ]
 
+    def checked_array(self):
+        """The whole array, every row checked finite (a located DataError otherwise).
+
+        For seedings that work on in-memory data directly, before any pass.
+        """
+        for chunk in self.plan():
+            for _ in self.read_chunk(chunk):
+                pass
+        return self.array
+
     def read_chunk(self, chunk, payload=None):
         start, stop = chunk.key
         block = self.array[start:stop]
