@@ -97,9 +97,9 @@ def verbosity_options(command):
 
 
 def data_options(command):
-    command = click.option("--dtype", default="float64", show_default=True,
-                           type=click.Choice(["float64", "float32"]),
-                           help="Working dtype of the arithmetic.")(command)
+    command = click.option("--dtype", type=click.Choice(["float64", "float32"]),
+                           help="Working dtype of the arithmetic (default: float32 when every "
+                                "column is float32, else float64).")(command)
     command = click.option("--chunk-size", type=click.IntRange(1),
                            help="Rows per chunk (default: about 8 MiB).")(command)
     return click.option("--columns", help="Comma-separated columns to use (Parquet).")(command)
@@ -127,11 +127,23 @@ def _load(model_path, scheduler=None, workers=None, level=0):
     return model
 
 
-def _source(data, columns, chunk_size=None, dtype="float64"):
-    from .io import as_source
+def _source(data, columns, chunk_size=None, dtype=None, weight_column=None):
+    from .io import _is_zarr_path, as_source, read_parquet
 
     names = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-    return as_source(data, columns=names, chunk_size=chunk_size, dtype=dtype)
+    if weight_column is None:
+        return as_source(data, columns=names, chunk_size=chunk_size, dtype=dtype)
+    if _is_zarr_path(data):
+        raise click.UsageError("--weight-column names a Parquet column; Zarr data has none "
+                               "(use the Python API's sample_weight= with an aligned array)")
+    return read_parquet(data, names, chunk_size=chunk_size, dtype=dtype,
+                        weight_column=weight_column)
+
+
+def weight_option(command):
+    return click.option("--weight-column",
+                        help="Parquet column of per-row weights (sample_weight); not a "
+                             "feature.")(command)
 
 
 def _integers(text) -> list[int]:
@@ -177,11 +189,12 @@ def _say(message, quiet=False):
 @click.option("--contamination", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
               help="Also calibrate the anomaly threshold: flag this fraction of DATA.")
 @data_options
+@weight_option
 @cluster_options
 @verbosity_options
 def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg_covar,
         batch_size, seed, checkpoint, restart, contamination, columns, chunk_size, dtype,
-        scheduler, workers, verbose, quiet):
+        weight_column, scheduler, workers, verbose, quiet):
     """Fit a model on DATA (Parquet file, folder or glob; Zarr store), out-of-core.
 
     \b
@@ -190,10 +203,11 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
       streammix fit data/ --model kmeans -k 20 -o kmeans.npz
       streammix fit data/ -k 5 --checkpoint ckpt/ -o model.npz        # resumable
       streammix fit data/ -k 5 --scheduler tcp://10.0.0.5:8786 -o model.npz
+      streammix fit data/ --model kmeans -k 8 --weight-column count -o kmeans.npz
     """
     level = _verbosity(verbose, quiet)
     _quiet_cluster_logs(scheduler)
-    source = _source(data, columns, chunk_size, dtype)
+    source = _source(data, columns, chunk_size, dtype, weight_column)
     params = {"random_state": seed, "checkpoint": checkpoint, "restart": restart,
               "scheduler": scheduler, "n_workers": workers, "verbose": level, "dtype": dtype,
               "chunk_size": chunk_size}
@@ -210,8 +224,10 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
         model.fit(source)
     summary = (f"lower bound {model.lower_bound_:.6f}, converged={model.converged_}"
                if kind == "gmm" else f"inertia {model.inertia_:.6g}")
-    if contamination is not None:
-        scorer = AnomalyScorer(model, contamination=contamination).fit(source)
+    if contamination is not None:  # a quantile of the rows, not of their weights
+        unweighted = source if weight_column is None else _source(data, columns, chunk_size,
+                                                                   dtype)
+        scorer = AnomalyScorer(model, contamination=contamination).fit(unweighted)
         scorer.save(output)
         summary += f", anomaly threshold {scorer.offset_:.6g}"
     else:
@@ -266,10 +282,11 @@ def predict(model_path, data, output, proba, id_field, scheduler, workers, verbo
 @click.option("--restart", is_flag=True)
 @data_options
 @cluster_options
+@weight_option
 @verbosity_options
 def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter, n_init,
                    sample_size, seed, checkpoint, restart, columns, chunk_size, dtype, scheduler,
-                   workers, verbose, quiet):
+                   workers, weight_column, verbose, quiet):
     """Fit every candidate of a grid, sharing the data passes, and keep the best.
 
     For Gaussian mixtures: BIC and AIC of every (k, covariance type); the
@@ -284,7 +301,7 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
     from . import plotting
 
     _quiet_cluster_logs(scheduler)
-    source = _source(data, columns, chunk_size, dtype)
+    source = _source(data, columns, chunk_size, dtype, weight_column)
     params = {"random_state": seed, "checkpoint": checkpoint, "restart": restart,
               "scheduler": scheduler, "n_workers": workers, "chunk_size": chunk_size,
               "dtype": dtype, "verbose": _verbosity(verbose, quiet)}

@@ -139,3 +139,25 @@ def test_damaged_input_and_bad_options_exit_2_with_one_line(tmp_path, data):
         assert result.exit_code == 2, (args, result.output)
         assert "Traceback" not in result.output
     assert "broken.parquet: is not a readable Parquet file" in run(*cases[0]).output
+
+
+def test_fit_with_a_weight_column_and_float32_columns(tmp_path):
+    from sklearn.cluster import KMeans as SkKMeans
+
+    rng = np.random.default_rng(3)
+    X = rng.permutation(np.concatenate([rng.normal(0, 1, (300, 2)), rng.normal(6, 1, (300, 2))]))
+    weights = rng.integers(0, 4, len(X))
+    table = pa.table({"a": X[:, 0].astype(np.float32), "b": X[:, 1].astype(np.float32),
+                      "count": weights})
+    pq.write_table(table, tmp_path / "w.parquet", row_group_size=111)
+    ok("fit", tmp_path / "w.parquet", "--model", "kmeans", "-k", 2, "--weight-column", "count",
+       "--seed", 0, "-o", tmp_path / "k.npz")
+    model = sm.load(tmp_path / "k.npz")
+    assert list(model.feature_names_in_) == ["a", "b"]  # the weight column is not a feature
+    assert model.cluster_centers_.dtype == np.float32  # dtype follows the columns
+    data = np.column_stack([table["a"].to_numpy(), table["b"].to_numpy()])
+    theirs = SkKMeans(2, n_init=10, random_state=0).fit(data, sample_weight=weights)
+    np.testing.assert_allclose(np.sort(model.cluster_centers_[:, 0]),
+                               np.sort(theirs.cluster_centers_[:, 0]), atol=1e-4)
+    bad = run("fit", tmp_path / "w.parquet", "--weight-column", "nope", "-o", tmp_path / "x.npz")
+    assert bad.exit_code == 2 and "column 'nope': no such column" in bad.output

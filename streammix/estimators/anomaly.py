@@ -5,6 +5,7 @@ from __future__ import annotations
 from operator import add
 
 import numpy as np
+from sklearn.base import OutlierMixin
 
 from ..core import gaussian as gm
 from ..core import kmeans as km
@@ -43,9 +44,13 @@ def _merge(a, b):
     return a.merge(b)
 
 
-def _count_below(spec, block, start):
+def _count_below(spec, block, start, weights=None):
+    """(rows below the threshold, rows), counted by weight for weighted rows."""
     score, params, offset = spec
-    return np.array([(~(score(params, block, start) >= offset)).sum(), block.shape[0]])
+    below = ~(score(params, block, start) >= offset)
+    if weights is None:
+        return np.array([below.sum(), block.shape[0]])
+    return np.array([weights @ below, weights.sum()])
 
 
 def _finite(value) -> float:
@@ -54,7 +59,7 @@ def _finite(value) -> float:
     return float(np.clip(value, -np.finfo(np.float64).max, np.finfo(np.float64).max))
 
 
-class AnomalyScorer(StreammixEstimator):
+class AnomalyScorer(OutlierMixin, StreammixEstimator):
     """Flags records whose score under a fitted model is unusually low.
 
     Follows scikit-learn's outlier-detector conventions. The score is the log
@@ -90,6 +95,8 @@ class AnomalyScorer(StreammixEstimator):
     >>> scorer.predict(np.array([[0.0, 0.0], [9.0, 9.0]])).tolist()
     [1, -1]
     """
+
+    _fitted_attribute = "offset_"
 
     def __init__(self, model, *, contamination=0.01, threshold=None, top_features=3):
         self.model = model
@@ -144,6 +151,9 @@ class AnomalyScorer(StreammixEstimator):
             raise ValueError(f"contamination must be in (0, 0.5), got {q!r}")
         score, params, _ = self._scoring()
         source = self.model._source(X, fitted=True)
+        if source.weighted:
+            raise ValueError("the anomaly threshold is a quantile of unweighted rows: calibrate "
+                             "on the data read without weight_column")
         n = source.n_rows
         with self.model._engine() as engine:
             sample = engine.map_reduce(_sample_scores, (score, params, CALIBRATION_SAMPLE, 0),

@@ -68,8 +68,13 @@ def _score_samples(params, block, start):
     return gm.log_prob_resp(params, block)[0]
 
 
-def _log_lik_and_rows(params, block, start):
-    return np.array([_score_samples(params, block, start).sum(dtype=np.float64), block.shape[0]])
+def _log_lik_and_rows(params, block, start, weights=None):
+    """(sum of log-likelihoods, rows): each weighted by the row's weight when given."""
+    scores = _score_samples(params, block, start)
+    if weights is None:
+        return np.array([scores.sum(dtype=np.float64), block.shape[0]])
+    # a row of weight 0 counts nothing, even at a log-likelihood of -inf
+    return np.array([weights[weights > 0] @ scores[weights > 0], weights.sum()])
 
 
 def best_run(runs, max_iter):
@@ -549,9 +554,11 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         gm.check_covariances(self.covariances_, self.covariance_type, "covariances_")
         gm.check_covariances(self.precisions_, self.covariance_type, "precisions_")
         gm.check_precisions_cholesky(self.precisions_cholesky_, self.covariance_type)
-        expected = gm.precisions_from_cholesky(self.precisions_cholesky_, self.covariance_type)
-        if not np.allclose(self.precisions_, expected, rtol=1e-8,
-                           atol=1e-12 * np.abs(expected).max()):
+        expected = gm.precisions_from_cholesky(np.asarray(self.precisions_cholesky_, np.float64),
+                                               self.covariance_type)
+        rtol = 1e-8 if self.precisions_.dtype == np.float64 else 1e-4  # float32 models
+        if not np.allclose(self.precisions_, expected, rtol=rtol,
+                           atol=rtol * 1e-4 * np.abs(expected).max()):
             raise ValueError("attributes 'precisions_' and 'precisions_cholesky_' disagree")
         if len(self.lower_bounds_) != self.n_iter_:
             raise ValueError(f"attribute 'lower_bounds_' has {len(self.lower_bounds_)} values "

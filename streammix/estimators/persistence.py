@@ -213,7 +213,9 @@ def _load(npz: NpzReader, path):
         array = npz.read(f"attr.{name}", shape)
         if array.dtype.kind == "f" and not np.isfinite(array).all():
             raise _Invalid(f"attribute {name!r} has values that are not finite")
-        setattr(estimator, name, array.astype(np.float64))
+        # float32 models (fitted on float32 data) stay float32, as they were fitted
+        setattr(estimator, name, array.astype(np.float32 if array.dtype == np.float32
+                                              else np.float64))
     try:
         estimator._check_model()
     except ValueError as exc:

@@ -120,7 +120,7 @@ def select(X, n_components=range(1, 11), covariance_types=gm.COVARIANCE_TYPES,
     with template._fit_engine(source, extra={"select": grid, "criterion": criterion}) as engine:
         seeds = template._root_seed(engine).spawn(len(candidates))
         starts = initial_gaussians(engine, source, candidates, seeds, template.init_params,
-                                   template.reg_covar, n_rows)
+                                   template.reg_covar, source.total_weight())
         runs = [Run(gm.GaussianParams(w, m, gm.precision_cholesky(c, kind), kind, c))
                 for (w, m, c), (_, kind) in zip(starts, candidates, strict=True)]
         iterate(engine, source, runs, step=_em_stats, merge=_merge,
@@ -130,17 +130,17 @@ def select(X, n_components=range(1, 11), covariance_types=gm.COVARIANCE_TYPES,
         log_liks = batch_map_reduce(engine, source, _log_lik_and_rows, add,
                                     [run.params for run, _ in finals])
     table, models = [], []
-    for (k, kind), (run, bound), (log_lik, _) in zip(grid, finals, log_liks, strict=True):
+    for (k, kind), (run, bound), (log_lik, total) in zip(grid, finals, log_liks, strict=True):
         n_params = gm.n_parameters(k, source.n_features, kind)
         table.append({"n_components": k, "covariance_type": kind,
-                      "bic": -2 * log_lik + n_params * math.log(n_rows),
+                      "bic": -2 * log_lik + n_params * math.log(total),
                       "aic": -2 * log_lik + 2 * n_params, "lower_bound": float(bound),
                       "n_iter": run.n_iter, "converged": bool(run.converged)})
         model = GaussianMixture(**params, n_components=k, covariance_type=kind)
         model._set_features(source)
         with warnings.catch_warnings():  # the table says which candidates converged
             warnings.simplefilter("ignore", ConvergenceWarning)
-            model._set_fitted(run, bound)
+            model._set_fitted(run, bound, source.dtype)
         models.append(model)
     best = int(np.argmin([row[criterion] for row in table]))
     return Selection(table, models, models[best], criterion)
@@ -203,11 +203,11 @@ def select_kmeans(X, n_clusters=range(2, 11), *, sample_size=2000, **params) -> 
     table, models = [], []
     for k, run in zip(ks, runs, strict=True):
         model = KMeans(**params, n_clusters=k)
-        model.cluster_centers_ = run.params.centers
+        model.cluster_centers_ = run.params.centers.astype(source.dtype)
         model.inertia_ = float(run.extra["final_stats"].inertia)
         model.n_iter_ = run.n_iter
         model._set_features(source)
-        labels = km.nearest(sample, model.cluster_centers_)[0]
+        labels = km.nearest(sample, run.params.centers)[0]
         silhouette = km.silhouette_score(sample, labels) if len(np.unique(labels)) > 1 else -1.0
         table.append({"n_clusters": k, "inertia": model.inertia_, "silhouette": silhouette,
                       "n_iter": run.n_iter})
