@@ -98,6 +98,58 @@ def assign(X, reference, centers, scores, shift, tile_rows, start, labels, dist,
 
 
 @_jit
+def assign_sparse(data, indices, indptr, centers_t, scores, reference, start, labels, dist,
+                  sums, counts, membership, weights):
+    """:func:`assign` for CSR rows (``data``, ``indices``, ``indptr``), in one pass.
+
+    ``centers_t`` is the centres transposed (features x K), so a stored value
+    meets its K centre coordinates in one contiguous row; ``scores[c]`` is
+    ||c||^2. Per row: x.c for every centre from its stored values, the
+    arg-min of ||c||^2 - 2 x.c (lowest index on ties), the squared distance
+    (clamped at 0); when ``sums`` has rows, w (x - reference) is added to
+    ``sums[l]`` (the stored values first, the reference once per centre at
+    the end), w to ``counts[l]`` and the row's fingerprint to
+    ``membership[l]``. ``weights`` is empty for unweighted rows.
+    """
+    n = indptr.shape[0] - 1
+    k = centers_t.shape[1]
+    accumulate = sums.shape[0] > 0
+    weighted = weights.shape[0] > 0
+    products = np.empty(k)
+    added = np.zeros(k)
+    for i in range(n):
+        products[:] = 0.0
+        norm = 0.0
+        for p in range(indptr[i], indptr[i + 1]):
+            value = data[p]
+            norm += value * value
+            column = indices[p]
+            for c in range(k):
+                products[c] += value * centers_t[column, c]
+        best = 0
+        best_value = scores[0] - 2.0 * products[0]
+        for c in range(1, k):
+            value = scores[c] - 2.0 * products[c]
+            if value < best_value:
+                best_value = value
+                best = c
+        labels[i] = best
+        dist[i] = max(best_value + norm, 0.0)
+        if accumulate:
+            w = weights[i] if weighted else 1.0
+            for p in range(indptr[i], indptr[i + 1]):
+                sums[best, indices[p]] += w * data[p]
+            added[best] += w
+            weyl = (start + i) * GOLDEN
+            membership[best] += weyl - math.floor(weyl)
+    if accumulate:
+        for c in range(k):
+            counts[c] += added[c]
+            for j in range(reference.shape[0]):
+                sums[c, j] -= added[c] * reference[j]
+
+
+@_jit
 def add_by_label(rows, reference, labels, sums, counts):
     """``sums[l] += x - reference`` and ``counts[l] += 1`` for each row x with label l."""
     n, d = rows.shape

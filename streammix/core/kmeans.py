@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+import scipy.sparse
 
 from .._serial import serializable
 from . import kernels
 from .random import row_uniforms
-from .sparse import column_sums, dense_rows, is_sparse, row_sq_norms, sums_by_label
+from .sparse import column_sums, dense_rows, is_sparse, row_sq_norms
 
 _TILE_ROWS = 2048
 _NO_WEIGHTS = np.empty(0)  # unweighted rows, for the compiled loops
@@ -69,26 +70,29 @@ def assign(X, centers, reference, sums=None, counts=None, membership=None, start
 
 
 def _assign_sparse(X, centers, reference, sums, counts, membership, start, weights):
-    """:func:`assign` for scipy.sparse rows: ||x||^2 - 2 x.c + ||c||^2 from a sparse GEMM.
+    """:func:`assign` for scipy.sparse rows: ||x||^2 - 2 x.c + ||c||^2, one compiled pass.
 
     Rows are not shifted (that would densify them), as in scikit-learn's
     sparse k-means; sparse data (counts, TF-IDF) sits near the origin, where
-    the expansion keeps its digits. Only (rows x clusters) arrays are dense.
+    the expansion keeps its digits. The work is one multiply-add per stored
+    value and centre (``kernels.assign_sparse``); nothing of the rows'
+    width is allocated but the (K x features) sums.
     """
+    X = scipy.sparse.csr_matrix(X)
+    if not X.has_canonical_format:  # duplicate entries would miscount ||x||^2
+        X = X.copy()
+        X.sum_duplicates()
     centers = np.asarray(centers, dtype=np.float64)
     scores = np.einsum("kd,kd->k", centers, centers)
-    products = np.asarray((X @ centers.T), dtype=np.float64)  # (n, k), dense
-    partial = scores[None, :] - 2.0 * products
-    labels = partial.argmin(axis=1)  # lowest index on ties, as the dense loop
-    dist = np.maximum(row_sq_norms(X) + partial[np.arange(X.shape[0]), labels], 0.0)
-    if sums is not None and sums.shape[0]:
-        k = centers.shape[0]
-        w = np.ones(X.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
-        added = np.bincount(labels, weights=w, minlength=k)
-        sums += sums_by_label(X, labels, k, w) - added[:, None] * np.asarray(reference)[None, :]
-        counts += added
-        weyl = (start + np.arange(X.shape[0])) * kernels.GOLDEN
-        membership += np.bincount(labels, weights=weyl - np.floor(weyl), minlength=k)
+    labels = np.empty(X.shape[0], dtype=np.int64)
+    dist = np.empty(X.shape[0], dtype=np.float64)
+    if sums is None:
+        sums, counts, membership = np.zeros((0, X.shape[1])), np.zeros(0), np.zeros(0)
+    weights = _NO_WEIGHTS if weights is None else np.asarray(weights, dtype=np.float64)
+    kernels.assign_sparse(X.data.astype(np.float64, copy=False), X.indices, X.indptr,
+                          np.ascontiguousarray(centers.T), scores,
+                          np.asarray(reference, dtype=np.float64), start, labels, dist, sums,
+                          counts, membership, weights)
     return labels, dist
 
 
@@ -238,9 +242,11 @@ class LloydStats:
 
     ``offsets[k]`` is sum w (x - c_k) over the rows nearest to centre k, and
     ``counts[k]`` sum w (w = 1 for unweighted rows); ``inertia`` is the weighted
-    sum of squared distances. ``far_*`` hold the rows farthest from their
-    centres (at most n_clusters) and their weights, the candidates
-    scikit-learn moves into empty clusters; ``membership[k]``
+    sum of squared distances. ``far_*`` describe the rows farthest from their
+    centres (at most n_clusters: global index, distance, label, weight), the
+    candidates scikit-learn moves into empty clusters; the rows themselves
+    are read only when a cluster is empty (see :func:`rows_to_relocate`), so
+    a pass never carries n_clusters rows per chunk. ``membership[k]``
     sums a per-row fingerprint of the global row number, so two passes that
     put every row in the same cluster give equal values (scikit-learn's
     "strict convergence"). ``data_sum``/``data_sq`` are sum (x - r) and
@@ -253,7 +259,6 @@ class LloydStats:
     offsets: np.ndarray
     inertia: float
     far_dist: np.ndarray
-    far_rows: np.ndarray
     far_labels: np.ndarray
     far_index: np.ndarray
     far_weights: np.ndarray
@@ -271,7 +276,6 @@ class LloydStats:
             self.offsets + other.offsets,
             self.inertia + other.inertia,
             dist[far],
-            np.concatenate([self.far_rows, other.far_rows])[far],
             np.concatenate([self.far_labels, other.far_labels])[far],
             index[far],
             np.concatenate([self.far_weights, other.far_weights])[far],
@@ -330,7 +334,7 @@ def lloyd_stats(params: LloydParams, X: np.ndarray, start: int, weights=None) ->
     weights = np.ones(X.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
     return LloydStats(
         X.shape[0], counts, offsets, float(weights @ dist),
-        dist[far], dense_rows(X, far), labels[far], far + start, weights[far],
+        dist[far], labels[far], far + start, weights[far],
         membership, data_sum, data_sq,
     )
 
@@ -353,24 +357,35 @@ def mean_variance_of(X) -> float:
     return float(np.mean(np.maximum(column_sums(X, squared=True) / n - mean * mean, 0.0)))
 
 
-def lloyd_update(centers: np.ndarray, stats: LloydStats):
+def rows_to_relocate(stats: LloydStats) -> np.ndarray:
+    """Global indices of the far rows :func:`lloyd_update` moves into empty clusters.
+
+    None when no cluster is empty, or when every row sits on its centre (more
+    clusters than distinct rows: moving one is pointless, as scikit-learn
+    decides).
+    """
+    if len(stats.far_dist) == 0 or stats.far_dist.max() <= 0:
+        return stats.far_index[:0]
+    return stats.far_index[: int((stats.counts == 0).sum())]
+
+
+def lloyd_update(centers: np.ndarray, stats: LloydStats, far_rows=None):
     """New centres from one pass, relocating empty clusters as scikit-learn does.
 
     Each empty cluster takes one of the rows farthest from their centres
-    (largest distance first), which leaves its old cluster; when every row
-    sits on its centre (more clusters than distinct rows) nothing moves, and
-    an empty cluster goes where the biggest cluster goes. Centres move by
-    their mean offset, never through raw sums, to keep precision far from the
-    origin. Returns ``(new_centers, squared_shift_total, n_relocated)``.
+    (largest distance first), which leaves its old cluster: ``far_rows`` are
+    the rows at :func:`rows_to_relocate`. An empty cluster left over goes
+    where the biggest cluster goes. Centres move by their mean offset, never
+    through raw sums, to keep precision far from the origin. Returns
+    ``(new_centers, squared_shift_total, n_relocated)``.
     """
     counts = stats.counts.copy()
     offsets = stats.offsets.copy()
     new = centers.copy()
     moved = np.zeros(len(counts), dtype=bool)
-    relocate = len(stats.far_dist) > 0 and stats.far_dist.max() > 0
-    for new_id, row, old_id, weight in zip(np.flatnonzero(counts == 0) if relocate else [],
-                                           stats.far_rows, stats.far_labels, stats.far_weights,
-                                           strict=False):
+    far_rows = np.zeros((0, centers.shape[1])) if far_rows is None else far_rows
+    for new_id, row, old_id, weight in zip(np.flatnonzero(counts == 0), far_rows,
+                                           stats.far_labels, stats.far_weights, strict=False):
         offsets[old_id] -= weight * (row - centers[old_id])
         counts[old_id] -= weight
         new[new_id] = row

@@ -30,15 +30,6 @@ def row_sq_norms(X) -> np.ndarray:
     return np.einsum("nd,nd->n", X, X, dtype=np.float64)
 
 
-def sums_by_label(X, labels, n_labels: int, weights=None) -> np.ndarray:
-    """(n_labels, d) float64: sum of the (weighted) rows of each label."""
-    n = X.shape[0]
-    values = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
-    indicator = scipy.sparse.csr_matrix((values, (labels, np.arange(n))), shape=(n_labels, n))
-    out = indicator @ X
-    return out.toarray() if is_sparse(out) else np.asarray(out, dtype=np.float64)
-
-
 def column_sums(X, squared=False) -> np.ndarray:
     """Per-feature sum of the rows (or of their squares), in float64."""
     if squared:

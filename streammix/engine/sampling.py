@@ -43,6 +43,26 @@ def sample_weighted_rows(engine: Engine, source, n_samples: int, rng: np.random.
     return sample, weights
 
 
+def rows_at(engine: Engine, source, rows) -> np.ndarray:
+    """The rows at global positions ``rows``, dense float64, in the order given.
+
+    Reads only the chunks that hold them (one small pass over those chunks).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if rows.size == 0:
+        return np.zeros((0, source.n_features))
+    order = np.argsort(rows, kind="stable")
+    wanted = rows[order]
+    plan = source.plan()
+    starts = np.array([chunk.start for chunk in plan])
+    holding = np.unique(np.searchsorted(starts, wanted, side="right") - 1)
+    picked, _ = engine.map_reduce(_pick_rows, wanted, source, _concat,
+                                  chunks=[plan[i] for i in holding])
+    out = np.empty((len(rows), source.n_features))
+    out[order] = dense_rows(picked, np.arange(len(rows)))
+    return out
+
+
 def sample_rows(engine: Engine, source, n_samples: int, rng: np.random.Generator) -> np.ndarray:
     """The rows of :func:`sample_weighted_rows`, without their weights."""
     return sample_weighted_rows(engine, source, n_samples, rng)[0]

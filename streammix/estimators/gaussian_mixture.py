@@ -16,9 +16,10 @@ from ..core.kmeans import nearest
 from ..core.random import row_uniforms
 from ..engine import Run, iterate
 from ..engine.iterate import batch_map_reduce
+from ..engine.sampling import rows_at
 from ..exceptions import ConvergenceWarning, PrecisionWarning
 from .base import StreammixEstimator, check_random_state
-from .kmeans import initial_centers, read_row, resolve_init, run_lloyd
+from .kmeans import initial_centers, resolve_init, run_lloyd
 from .persistence import BOUND, register, save_model
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
@@ -103,7 +104,7 @@ def initial_gaussians(engine, source, candidates, seeds, init_params, reg_covar,
         specs = [(centers, kind) for centers, (_, kind) in zip(shifts, candidates, strict=True)]
         all_stats = batch_map_reduce(engine, source, _hard_assignment_stats, _merge, specs)
     elif init_params == "random":
-        reference = read_row(engine, source, 0)
+        reference = rows_at(engine, source, [0])[0]
         shifts = [np.tile(reference, (k, 1)) for k in ks]
         specs = [(int(np.random.default_rng(seed).integers(2**63)), shift, kind)
                  for seed, shift, (_, kind) in zip(seeds, shifts, candidates, strict=True)]

@@ -12,7 +12,7 @@ from ..core import kmeans as km
 from ..core.sparse import dense_rows
 from ..engine import Run, iterate
 from ..engine.iterate import batch_map_reduce
-from ..engine.sampling import sample_weighted_rows
+from ..engine.sampling import rows_at, sample_weighted_rows
 from ..exceptions import ConvergenceWarning
 from .base import StreammixEstimator
 from .persistence import register, save_model
@@ -34,15 +34,6 @@ def _labels(centers, block, start):
 
 def _distances(centers, block, start):
     return km.distances(block, centers).astype(block.dtype, copy=False)  # the input's dtype
-
-
-def _pick_row(index, block, start, weights=None):
-    return dense_rows(block, [index - start])[0] if (
-        start <= index < start + block.shape[0]) else None
-
-
-def _first_non_none(a, b):
-    return a if a is not None else b
 
 
 def _add(a, b):
@@ -107,14 +98,6 @@ def check_centers(centers, n_clusters, n_features) -> np.ndarray:
     return centers
 
 
-def read_row(engine, source, row: int) -> np.ndarray:
-    """One row of the data, reading only the chunk that holds it."""
-    plan = source.plan()
-    starts = np.array([c.start for c in plan])
-    chunk = plan[int(np.searchsorted(starts, row, side="right")) - 1]
-    return engine.map_reduce(_pick_row, row, source, _first_non_none, chunks=[chunk])
-
-
 def kmeans_parallel(engine, source, ks, rngs, *, oversampling_factor=2.0, rounds=5):
     """k-means|| seeding (Bahmani et al. 2012) for each (k, generator), as one batch.
 
@@ -126,8 +109,7 @@ def kmeans_parallel(engine, source, ks, rngs, *, oversampling_factor=2.0, rounds
     memory, picks the k centres. Per-row draws are tied to the row, so the result does not
     depend on the chunking.
     """
-    candidates = [read_row(engine, source, int(rng.integers(source.n_rows)))[None, :]
-                  for rng in rngs]
+    candidates = [rows_at(engine, source, [int(rng.integers(source.n_rows))]) for rng in rngs]
     for _ in range(rounds):
         specs = [(c, int(rng.integers(2**63)), oversampling_factor * k)
                  for c, k, rng in zip(candidates, ks, rngs, strict=True)]
@@ -182,7 +164,8 @@ def run_lloyd(engine, source, starts, *, max_iter, tol, verbose=0, final_pass=Tr
             if verbose:
                 print(f"Converged at iteration {run.n_iter - 1}: strict convergence.")
             return run.params, stats.inertia, True
-        new, shift, _ = km.lloyd_update(run.params.centers, stats)
+        far_rows = rows_at(engine, source, km.rows_to_relocate(stats))  # empty clusters only
+        new, shift, _ = km.lloyd_update(run.params.centers, stats, far_rows)
         run.extra["final_stats"] = stats if shift == 0 else None
         converged = shift <= run.extra["tol"]
         if verbose:  # scikit-learn's lines, on stdout

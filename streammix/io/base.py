@@ -142,14 +142,22 @@ class Source:
                 "n_features": self.n_features, "feature_names": self.feature_names}
 
 
-def chunk_rows_for(n_features: int, dtype, chunk_size: int | None) -> int:
-    """Rows per chunk: ``chunk_size`` if given, else about DEFAULT_CHUNK_BYTES."""
+#: Target of one chunk of sparse rows, in bytes of stored values. Larger than for
+#: dense rows: each chunk's statistics are centre-sized (clusters x features)
+#: arrays, as wide as the sparse rows themselves, and larger chunks amortise
+#: them (a Lloyd pass over 100,000-column TF-IDF rows ran 1.4x faster).
+SPARSE_CHUNK_BYTES = 4 * DEFAULT_CHUNK_BYTES
+
+
+def chunk_rows_for(n_features: int, dtype, chunk_size: int | None,
+                   target: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Rows per chunk: ``chunk_size`` if given, else about ``target`` bytes of values."""
     if chunk_size is not None:
         if int(chunk_size) < 1:
             raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size!r}")
         return int(chunk_size)
     row_bytes = max(1, n_features) * np.dtype(dtype).itemsize
-    return max(1024, DEFAULT_CHUNK_BYTES // row_bytes)
+    return max(1024, target // row_bytes)
 
 
 def check_finite(block: np.ndarray, start: int, *, where, feature_names=None,

@@ -7,6 +7,7 @@ import scipy.sparse
 
 from ..exceptions import DataError
 from .base import (
+    SPARSE_CHUNK_BYTES,
     Chunk,
     Source,
     check_finite,
@@ -83,10 +84,13 @@ class ArraySource(Source):
         self._checked = set()  # row ranges already found finite
         self.n_features = array.shape[1]
         check_has_features(self.n_features, self.name)
-        # A sparse row costs its stored values, not its width: size chunks as if dense
-        # rows had the mean number of stored values per row.
-        width = max(1, array.nnz // max(1, array.shape[0])) if self.sparse else self.n_features
-        self._chunk_rows = chunk_rows_for(width, self.dtype, chunk_size)
+        # A sparse row costs its stored values, not its width: size chunks by the mean
+        # number of stored values per row.
+        if self.sparse:
+            self._chunk_rows = chunk_rows_for(max(1, array.nnz // max(1, array.shape[0])),
+                                              self.dtype, chunk_size, SPARSE_CHUNK_BYTES)
+        else:
+            self._chunk_rows = chunk_rows_for(self.n_features, self.dtype, chunk_size)
 
     @property
     def n_rows(self) -> int:
