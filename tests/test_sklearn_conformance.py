@@ -85,3 +85,13 @@ def test_scikit_learn_own_test_files_pass():
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
     assert " failed" not in summary and "error" not in summary, summary
     assert "xfailed" in summary and " passed" in summary, summary
+
+
+def test_dataframe_input_names_a_non_numeric_column_and_takes_nullable_ones():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"a": [1.0, 2, 3, 4], "b": ["x", "y", "z", "w"]})
+    with pytest.raises(sm.DataError, match=r"column 'b': is not numeric"):
+        sm.KMeans(2).fit(frame)
+    frame = pd.DataFrame({"a": [1.0, 2, 3, 4], "c": pd.array([1, 2, 3, 4], dtype="Int64")})
+    model = sm.KMeans(2, random_state=0).fit(frame)
+    assert list(model.feature_names_in_) == ["a", "c"]

@@ -16,6 +16,7 @@ from ..engine.checkpoint import Checkpoint
 from ..exceptions import DataError, NotFittedError
 from ..io import Source, _is_zarr_path, as_source, is_path_input, resolve_dtype
 from ..io.daskcoll import is_dask_collection
+from ..io.memory import check_frame_columns
 
 
 def _fingerprint_value(value):
@@ -154,6 +155,8 @@ class StreammixEstimator(BaseEstimator):
             self._check_fitted()
         if _validated_by_sklearn(X):
             names = _column_names(X)
+            if type(X).__module__.startswith("pandas") and hasattr(X, "dtypes"):
+                check_frame_columns(X)  # name the column, where scikit-learn would not
             X = validate_data(
                 self, X, reset=not fitted, ensure_all_finite=False,  # checked per chunk, located
                 accept_sparse="csr" if self._accept_sparse else False,

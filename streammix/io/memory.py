@@ -12,19 +12,26 @@ from .base import (
     Source,
     check_finite,
     check_has_features,
-    check_numeric_dtype,
     chunk_rows_for,
     resolve_dtype,
 )
 from .parquet import arrow_to_array
 
 
-def _pandas_to_array(frame, dtype):
+def check_frame_columns(frame) -> None:
+    """Every column of a pandas DataFrame must be numeric (nullable ones too, as in
+    scikit-learn): a DataError naming the first column that is not."""
+    from pandas.api.types import is_bool_dtype, is_complex_dtype, is_numeric_dtype
+
     for name, col_dtype in frame.dtypes.items():
-        try:
-            check_numeric_dtype(col_dtype, column=name)
-        except TypeError:  # pandas extension dtypes that NumPy does not know
-            raise DataError(f"is not numeric (type {col_dtype})", column=name) from None
+        if not (is_numeric_dtype(col_dtype) or is_bool_dtype(col_dtype)) or \
+                is_complex_dtype(col_dtype):
+            raise DataError(f"is not numeric (type {col_dtype}); select numeric columns",
+                            file="in-memory DataFrame", column=name)
+
+
+def _pandas_to_array(frame, dtype):
+    check_frame_columns(frame)
     names = [str(c) for c in frame.columns]
     native = np.float32 if all(np.dtype(t) == np.float32 for t in frame.dtypes) else None
     return frame.to_numpy(dtype=resolve_dtype(dtype, native)), names

@@ -33,6 +33,9 @@ def test_fit_streams_parquet_chunks_once_per_epoch(tmp_path, read_counter):
     assert set(read_counter.values()) == {1 + 3 + 1}
     # scikit-learn's count: mini-batches of batch_size rows, whatever the number of workers
     assert model.n_steps_ == 3 * len(X) // 1000
+    one_worker = sm.MiniBatchKMeans(3, batch_size=1000, max_iter=3, max_no_improvement=None,
+                                    random_state=0, n_workers=1, cache=False).fit(path)
+    assert one_worker.n_steps_ == model.n_steps_ and one_worker.n_iter_ == model.n_iter_
     reference = SkKMeans(3, n_init=3, random_state=0).fit(X).inertia_
     assert model.inertia_ <= 1.01 * reference
     assert v_measure_score(Y, model.predict(path).compute()) > 0.95
