@@ -48,6 +48,16 @@ def check_random_state(random_state) -> np.random.SeedSequence:
     raise ValueError(f"random_state must be None, an int or a Generator, got {random_state!r}")
 
 
+def restart_seeds(root: np.random.SeedSequence, n_init: int) -> list:
+    """The seeds of a fit's ``n_init`` restarts: ``root.spawn(n_init)`` of a fresh copy.
+
+    A fresh copy each time, so that every candidate of a model-selection grid
+    gets the very seeds a standalone fit with the same parameters gets (a
+    SeedSequence counts its spawns; spawning twice from one gives new seeds).
+    """
+    return np.random.SeedSequence(root.entropy, spawn_key=root.spawn_key).spawn(n_init)
+
+
 def _is_zarr_input(X) -> bool:
     return isinstance(X, str | os.PathLike) and _is_zarr_path(os.fspath(X))
 

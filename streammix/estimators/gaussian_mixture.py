@@ -18,7 +18,7 @@ from ..engine import Run, iterate
 from ..engine.iterate import batch_map_reduce
 from ..engine.sampling import rows_at
 from ..exceptions import ConvergenceWarning, PrecisionWarning
-from .base import StreammixEstimator, check_random_state
+from .base import StreammixEstimator, check_random_state, restart_seeds
 from .kmeans import initial_centers, resolve_init, run_lloyd
 from .persistence import BOUND, register, save_model
 
@@ -351,7 +351,7 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
                              f"n_components = {self.n_components}, n_samples = {n_rows}")
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         with self._fit_engine(source) as engine:
-            seeds = self._root_seed(engine).spawn(self.n_init)
+            seeds = restart_seeds(self._root_seed(engine), self.n_init)
             if do_init:
                 runs = [Run(p) for p in self._initial_params(engine, source, seeds,
                                                               source.total_weight())]

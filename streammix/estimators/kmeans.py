@@ -14,7 +14,7 @@ from ..engine import Run, iterate
 from ..engine.iterate import batch_map_reduce
 from ..engine.sampling import rows_at, sample_weighted_rows
 from ..exceptions import ConvergenceWarning
-from .base import StreammixEstimator
+from .base import StreammixEstimator, restart_seeds
 from .persistence import register, save_model
 
 #: Rows of the in-memory sample that out-of-core ``"k-means++"``, ``"random"``
@@ -420,7 +420,7 @@ class KMeans(CentersModel):
             raise ValueError(f"n_samples={source.n_rows} should be >= "
                              f"n_clusters={self.n_clusters}.")
         with self._fit_engine(source) as engine:
-            seeds = self._root_seed(engine).spawn(n_init)
+            seeds = restart_seeds(self._root_seed(engine), n_init)
             init = resolve_init(self.init, source)
             starts = initial_centers(engine, source, init, self.n_clusters, seeds,
                                      oversampling_factor=self.oversampling_factor,

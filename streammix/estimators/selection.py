@@ -14,6 +14,7 @@ from ..core import kmeans as km
 from ..engine import Run, iterate, sample_rows
 from ..engine.iterate import batch_map_reduce
 from ..exceptions import ConvergenceWarning
+from .base import restart_seeds
 from .gaussian_mixture import (
     GaussianMixture,
     _em_stats,
@@ -118,7 +119,10 @@ def select(X, n_components=range(1, 11), covariance_types=gm.COVARIANCE_TYPES,
     n_init = template.n_init
     candidates = [c for c in grid for _ in range(n_init)]
     with template._fit_engine(source, extra={"select": grid, "criterion": criterion}) as engine:
-        seeds = template._root_seed(engine).spawn(len(candidates))
+        # Each candidate's restarts get the seeds a standalone fit of it gets, so that
+        # clone(best_).fit(X) is best_ (not seeds that depend on the place in the grid).
+        root = template._root_seed(engine)
+        seeds = [seed for _ in grid for seed in restart_seeds(root, n_init)]
         starts = initial_gaussians(engine, source, candidates, seeds, template.init_params,
                                    template.reg_covar, source.total_weight())
         runs = [Run(gm.GaussianParams(w, m, gm.precision_cholesky(c, kind), kind, c))
@@ -187,18 +191,29 @@ def select_kmeans(X, n_clusters=range(2, 11), *, sample_size=2000, **params) -> 
     ks = sorted({int(k) for k in n_clusters})
     if not ks or ks[0] < 2:
         raise ValueError("n_clusters must hold integers >= 2 (the silhouette needs two)")
-    template = KMeans(**params)
+    if "n_clusters" in params:
+        raise ValueError("n_clusters cannot be set for a model-selection grid")
+    template = KMeans(**params, n_clusters=ks[-1])
     source = template._source(X)
+    n_init = template._check_params(source.n_features)
     if source.n_rows < ks[-1]:
         raise ValueError(f"n_samples={source.n_rows} should be >= n_clusters={ks[-1]}.")
     init = template.init
     with template._fit_engine(source, extra={"select_kmeans": ks}) as engine:
+        # Each k's restarts get the seeds a standalone KMeans(k) gets: clone(best_).fit(X)
+        # is best_. The silhouette sample has a seed of its own, apart from those.
         root = template._root_seed(engine)
-        sample_seed, *seeds = root.spawn(1 + len(ks))
-        starts = initial_centers(engine, source, resolve_init(init, source), ks, seeds,
+        sample_seed = np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, 2**32 - 1))
+        ks_batch = [k for k in ks for _ in range(n_init)]
+        seeds = [seed for _ in ks for seed in restart_seeds(root, n_init)]
+        starts = initial_centers(engine, source, resolve_init(init, source), ks_batch, seeds,
                                  oversampling_factor=template.oversampling_factor,
                                  rounds=template.init_rounds)
-        runs = run_lloyd(engine, source, starts, max_iter=template.max_iter, tol=template.tol)
+        all_runs = run_lloyd(engine, source, starts, max_iter=template.max_iter,
+                             tol=template.tol)
+        # as KMeans.fit: the restart of lowest inertia, the first on ties
+        runs = [min(all_runs[i : i + n_init], key=lambda run: run.extra["final_stats"].inertia)
+                for i in range(0, len(all_runs), n_init)]
         sample = sample_rows(engine, source, sample_size, np.random.default_rng(sample_seed))
     table, models = [], []
     for k, run in zip(ks, runs, strict=True):

@@ -61,3 +61,31 @@ def test_bad_arguments():
         sm.select(textbook(), covariance_types=["round"])
     with pytest.raises(ValueError, match=r"cannot be set for a model-selection grid"):
         sm.select(textbook(), n_components=[2], means_init=np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("init_params, chunk_size", [("kmeans", None), ("k-means++", 300),
+                                                     ("random_from_data", None)])
+def test_every_candidate_equals_a_standalone_fit_with_its_parameters(init_params, chunk_size):
+    from sklearn.base import clone
+
+    X = textbook(3)
+    result = sm.select(X, n_components=range(1, 5), covariance_types=["full", "diag"],
+                       init_params=init_params, n_init=2, random_state=0, chunk_size=chunk_size)
+    for model in result.models:  # every candidate, not only the best
+        alone = clone(model).fit(X)
+        for name in ("weights_", "means_", "covariances_"):
+            np.testing.assert_array_equal(getattr(alone, name), getattr(model, name))
+        assert (alone.lower_bound_, alone.n_iter_) == (model.lower_bound_, model.n_iter_)
+
+
+def test_every_kmeans_candidate_equals_a_standalone_fit():
+    from sklearn.base import clone
+
+    X = textbook(4)
+    for init, n_init in (("k-means++", 1), ("random", 3), ("k-means||", 1)):
+        result = sm.select_kmeans(X, n_clusters=range(2, 6), init=init, n_init=n_init,
+                                  random_state=0)
+        for model in result.models:
+            alone = clone(model).fit(X)
+            np.testing.assert_array_equal(alone.cluster_centers_, model.cluster_centers_)
+            assert (alone.inertia_, alone.n_iter_) == (model.inertia_, model.n_iter_)
