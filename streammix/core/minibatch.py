@@ -15,7 +15,7 @@ import numpy as np
 
 from .._serial import serializable
 from .kmeans import assign
-from .random import row_uniforms
+from .random import uniforms_at
 from .sparse import dense_rows
 
 
@@ -51,17 +51,19 @@ class StepStats:
         )
 
 
-def run_batches(spec, X: np.ndarray, start: int, weights=None) -> StepStats:
+def run_batches(spec, X: np.ndarray, start, weights=None) -> StepStats:
     """Sequential mini-batches over the rows of ``X`` (in a seeded random order).
 
     ``spec`` is ``(centers, counts, batch_size, seed)``. Each batch is assigned
     to the centres as updated by the batches before it (running means; with
-    ``weights``, weighted running means: counts add up weights).
+    ``weights``, weighted running means: counts add up weights). ``start`` is
+    the first global row of ``X``, or the global rows of ``X`` when they were
+    gathered from several chunks; the random order is tied to the rows.
     """
     centers, counts, batch_size, seed = spec
     k = centers.shape[0]
     local, local_counts = centers.copy(), counts.astype(np.float64).copy()
-    keys = row_uniforms(seed, start, X.shape[0])[:, 0]
+    keys = uniforms_at(seed, start, X.shape[0])
     if X.shape[0] <= batch_size:  # one batch: its row order does not matter, only the sample's
         nearest_keys = np.argpartition(keys, k - 1)[:k] if len(keys) > k else np.arange(len(keys))
         order = nearest_keys[np.argsort(keys[nearest_keys], kind="stable")]

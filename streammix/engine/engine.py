@@ -33,6 +33,7 @@ import dask
 import dask.local
 import dask.threaded
 import numpy as np
+import scipy.sparse
 from dask import delayed
 from dask.callbacks import Callback
 from threadpoolctl import ThreadpoolController
@@ -130,9 +131,49 @@ def _blocks(source, chunk, payload):
             weights[offset : offset + block.shape[0]]
 
 
+@dataclasses.dataclass(frozen=True)
+class ChunkGroup:
+    """Chunks that one task reads together: their rows are gathered into one block.
+
+    For algorithms whose steps must see rows from several places of the data
+    at once (mini-batches drawn across chunks of sorted data). The chunk
+    function then gets, instead of the block's first row, the global index of
+    every row of the gathered block.
+    """
+
+    chunks: tuple
+
+    @property
+    def index(self) -> int:
+        return self.chunks[0].index
+
+    @property
+    def n_rows(self) -> int:
+        return sum(chunk.n_rows for chunk in self.chunks)
+
+
+def _members(chunk) -> tuple:
+    return chunk.chunks if isinstance(chunk, ChunkGroup) else (chunk,)
+
+
 def _read(source, chunk, payload, cache):
+    if isinstance(chunk, ChunkGroup):
+        return [_gather(source, chunk, payload, cache)]
     return cache.read(source, chunk, payload) if cache is not None else \
         _blocks(source, chunk, payload)
+
+
+def _gather(source, group, payloads, cache):
+    """``(rows, block, weights)``: the blocks of a group's chunks, in the group's order."""
+    parts = [part for chunk, payload in zip(group.chunks, payloads or [None] * len(group.chunks),
+                                            strict=True)
+             for part in _read(source, chunk, payload, cache)]
+    rows = np.concatenate([np.arange(start, start + block.shape[0]) for start, block, _ in parts])
+    blocks = [block for _, block, _ in parts]
+    block = scipy.sparse.vstack(blocks, format="csr") if scipy.sparse.issparse(blocks[0]) else \
+        np.concatenate(blocks)
+    weights = None if parts[0][2] is None else np.concatenate([w for _, _, w in parts])
+    return rows, block, weights
 
 
 def _call(fn, params, block, start, weights):
@@ -168,7 +209,8 @@ def _overflow_error(fn, params, source, chunk, block, start, weights=None):
     together (a huge sum) are named by the largest value of the block.
     """
     def finite(a, b):
-        return all_finite(_call(fn, params, block[a:b], start + a,
+        rows = start[a:b] if np.ndim(start) else start + a
+        return all_finite(_call(fn, params, block[a:b], rows,
                                 None if weights is None else weights[a:b]))
 
     low, high = 0, block.shape[0]
@@ -182,11 +224,20 @@ def _overflow_error(fn, params, source, chunk, block, start, weights=None):
         low = int(np.argmax(np.abs(block).max(axis=1)))
     column = int(np.argmax(np.abs(block[low])))
     names = source.feature_names
+    row = int(start[low]) if np.ndim(start) else start + low  # a gathered group: its rows
+    holder = next(c for c in _members(chunk) if c.start <= row < c.start + c.n_rows)
     return DataError(
         f"value {block[low, column]:g} makes the statistics overflow (squares of values "
         "beyond about 1e154 leave the float range); scale this column or remove the row",
-        **source.locate(chunk, start + low), column=names[column] if names else column,
-        row=start + low)
+        **source.locate(holder, row), column=names[column] if names else column, row=row)
+
+
+def _dask_input(source, chunk):
+    """What a task's chunk (or group of chunks) computes from, for Dask-collection sources."""
+    if isinstance(chunk, ChunkGroup):
+        inputs = [source.dask_input(member) for member in chunk.chunks]
+        return None if inputs[0] is None else inputs
+    return source.dask_input(chunk)
 
 
 def _chunk_task(fn, params, source, chunk, payload, cache=None, *, merge, finite=False):
@@ -371,7 +422,7 @@ class Engine:
         return [
             # Named: otherwise Dask hashes the (partial) function on every pass.
             delayed(task, pure=True, name="chunk-task")(
-                fn, params_in, source_in, chunk, source.dask_input(chunk), cache,
+                fn, params_in, source_in, chunk, _dask_input(source, chunk), cache,
                 dask_key_name=(name, chunk.index))
             for chunk in (source.plan() if chunks is None else chunks)
         ]
@@ -409,12 +460,15 @@ class Engine:
         graph, keys, merged = {}, [], set()
         for chunk in chunks:
             call = partial(task, fn, params, source, chunk, cache=cache)
-            payload = source.dask_input(chunk)
-            if payload is not None:  # the chunk comes out of a Dask collection's own task
-                if id(payload.dask) not in merged:
-                    merged.add(id(payload.dask))
-                    graph.update(payload.dask)
-                payload = payload.key
+            inputs = [source.dask_input(member) for member in _members(chunk)]
+            payload = None
+            if inputs[0] is not None:  # the chunk comes out of a Dask collection's own task
+                for item in inputs:
+                    if id(item.dask) not in merged:
+                        merged.add(id(item.dask))
+                        graph.update(item.dask)
+                payload = [item.key for item in inputs]
+                payload = payload if isinstance(chunk, ChunkGroup) else payload[0]
             keys.append((name, chunk.index))
             graph[keys[-1]] = (call, payload)
         return graph, keys
@@ -433,7 +487,9 @@ class Engine:
         When the source's rows carry weights, the call is ``fn(params, block,
         start, weights)``: a chunk function used on weighted data takes them.
 
-        Each chunk (of ``chunks``, default the whole plan) is read exactly once.
+        Each chunk (of ``chunks``, default the whole plan) is read exactly once;
+        an item of ``chunks`` may be a :class:`ChunkGroup`, read by one task as
+        one gathered block.
         The merge tree has a fixed shape in chunk order, so the result is the
         same on any scheduler. With ``finite`` (the default, for fits), a
         block whose statistics are not finite is a DataError naming where;

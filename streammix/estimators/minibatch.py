@@ -11,11 +11,16 @@ import numpy as np
 
 from ..core import kmeans as km
 from ..core import minibatch as mb
+from ..engine import ChunkGroup
 from ..engine.sampling import sample_weighted_rows
 from ..io import ArraySource
 from .base import check_random_state
 from .kmeans import INITS, CentersModel, check_centers, initial_centers
 from .persistence import register
+
+#: Chunks a worker gathers for one step (at most): its mini-batches mix rows from
+#: that many random places of the data.
+WINDOW_CHUNKS = 8
 
 
 def _merge(a, b):
@@ -27,12 +32,16 @@ class MiniBatchKMeans(CentersModel):
     """Mini-batch k-means (Sculley 2010) over any source, never holding the dataset.
 
     ``fit`` streams over the chunks in a seeded random order, epoch after
-    epoch. A step gives one chunk to each worker; each runs its chunk's rows as
-    consecutive mini-batches of ``batch_size`` (in a seeded random order) with
-    per-centre learning rates, and the step merges the per-centre statistics.
-    With one worker this is exactly sequential mini-batch k-means; with several,
-    the workers' batches of a step are combined as one larger batch. Starving
-    centres are moved onto random rows, as in scikit-learn.
+    epoch. A step gives each worker a window of up to 8 chunks drawn at
+    random; it gathers their rows, shuffles them, and runs them as consecutive
+    mini-batches of ``batch_size`` with per-centre learning rates, and the step
+    merges the per-centre statistics. Batches therefore mix rows from several
+    places of the data, so data stored sorted (by time, by group) fits as well
+    as shuffled data, and every chunk is still read once an epoch. With one
+    worker this is exactly sequential mini-batch k-means over the shuffled
+    windows; with several, the workers' batches of a step are combined as one
+    larger batch. Starving centres are moved onto random rows, as in
+    scikit-learn.
 
     Parameters
     ----------
@@ -48,10 +57,12 @@ class MiniBatchKMeans(CentersModel):
         After ``fit``, compute ``inertia_`` (one pass) and, for in-memory input, ``labels_``.
     random_state : int, Generator or None
     tol : float, default=0.0
-        Stop when the squared centre change of a step is at most ``tol`` times
-        the mean feature variance (estimated on the initialisation sample).
+        Stop when the squared centre change per mini-batch (a step's change
+        over its batches) is at most ``tol`` times the mean feature variance
+        (estimated on the initialisation sample).
     max_no_improvement : int or None, default=10
-        Stop after this many steps without improvement of the smoothed inertia.
+        Stop after this many mini-batches without improvement of the smoothed
+        inertia (checked after each step).
     init_size : int, optional
         Rows of the initialisation sample (default ``3 * batch_size``).
     n_init : "auto" or int, default="auto"
@@ -60,7 +71,8 @@ class MiniBatchKMeans(CentersModel):
     reassignment_ratio : float, default=0.01
         A centre whose count is below this fraction of the largest is re-seeded.
     chunk_size : int, optional
-        Rows per chunk; default ``batch_size``, so that a step is one batch per worker.
+        Rows per chunk; default ``batch_size``, so that a window of chunks is that
+        many batches.
     dtype, scheduler, n_workers, checkpoint, restart, cache
         As for :class:`streammix.GaussianMixture`. The checkpoint of ``fit``
         is written after every step and holds the centres, counts, the epoch's
@@ -117,8 +129,8 @@ class MiniBatchKMeans(CentersModel):
         self.cache = cache
 
     def _chunk_rows(self):
-        # A chunk is one mini-batch unless chunk_size says otherwise, so that a
-        # step is one batch per worker.
+        # A chunk is one mini-batch unless chunk_size says otherwise: a worker's
+        # window of chunks is then that many batches, mixed from as many places.
         return self.chunk_size or self.batch_size
 
     # -- checks and initialisation ---------------------------------------
@@ -241,11 +253,20 @@ class MiniBatchKMeans(CentersModel):
         return self
 
     def _stream(self, engine, source, order_seed, tol):
-        """Epochs of steps over the chunks in a seeded order; resumable step by step."""
+        """Epochs of steps over the chunks in a seeded order; resumable step by step.
+
+        A step gives each worker a window of chunks drawn at random (the
+        epoch's permutation); the worker gathers their rows, shuffles them and
+        runs them as consecutive mini-batches. So a batch mixes rows from
+        ``window`` places of the data: data stored sorted (by time, by group)
+        still gives near-uniform batches, while every chunk is read once an
+        epoch.
+        """
         plan, n_rows = source.plan(), source.n_rows
+        width = engine.parallelism
         cursor = {"epoch": 0, "position": 0, "rows": 0, "order": None, "ewa": None,
-                  "best": math.inf,
-                  "stale": 0, "width": engine.parallelism, "done": False,
+                  "best": math.inf, "stale": 0, "width": width,
+                  "window": max(1, min(WINDOW_CHUNKS, len(plan) // width)), "done": False,
                   "rng": np.random.default_rng(order_seed).bit_generator.state}
         def state():
             return {"cursor": cursor, "centers": self.cluster_centers_, "counts": self._counts,
@@ -265,10 +286,12 @@ class MiniBatchKMeans(CentersModel):
                 if cursor["order"] is None:
                     cursor["order"] = rng.permutation(len(plan))
                     cursor["rng"] = rng.bit_generator.state
-                at = cursor["position"]
-                chunks = [plan[i] for i in sorted(cursor["order"][at : at + cursor["width"]])]
-                stats, shift = self._step(engine, source, chunks)
-                cursor["position"] += cursor["width"]
+                at, window = cursor["position"], cursor["window"]
+                drawn = cursor["order"][at : at + cursor["width"] * window]
+                groups = [ChunkGroup(tuple(plan[i] for i in drawn[first : first + window]))
+                          for first in range(0, len(drawn), window)]
+                stats, shift = self._step(engine, source, groups)
+                cursor["position"] += len(drawn)
                 cursor["rows"] += stats.n_rows
                 cursor["done"] = self._converged(cursor, stats, shift, n_rows, tol)
                 if cursor["position"] >= len(plan) or cursor["done"]:
@@ -294,9 +317,10 @@ class MiniBatchKMeans(CentersModel):
                   f"ewa inertia: {ewa}")
         if ewa < cursor["best"]:
             cursor["best"], cursor["stale"] = ewa, 0
-        else:
-            cursor["stale"] += 1
-        if tol > 0 and shift <= tol:
+        else:  # counted in batches, as scikit-learn counts them
+            cursor["stale"] += max(1, stats.n_rows // self.batch_size)
+        # scikit-learn compares one batch's change; a step holds several batches
+        if tol > 0 and shift / max(1, stats.n_rows // self.batch_size) <= tol:
             if self.verbose:
                 print(f"Converged (small centers change) at step {step}/{n_steps}")
             return True

@@ -81,3 +81,17 @@ def test_bad_input():
     with pytest.raises(sm.DataError, match=r"row 5"):
         sm.MiniBatchKMeans(3, random_state=0).fit(bad)
     assert clone(sm.MiniBatchKMeans(4, batch_size=7)).get_params()["batch_size"] == 7
+
+
+@pytest.mark.parametrize("n_workers", [1, 2])
+def test_rows_stored_sorted_give_scikit_learns_inertia(tmp_path, n_workers):
+    # Two blobs stored one after the other, as a pipeline writes data sorted by group:
+    # contiguous batches would see one blob at a time.
+    rng = np.random.default_rng(0)
+    data = np.concatenate([rng.normal(0, 1, (20_000, 2)), rng.normal(6, 1, (20_000, 2))])
+    reference = SkKMeans(2, n_init=3, random_state=0).fit(data).inertia_
+    path = write_table(tmp_path / "sorted.parquet", data, 2_000)
+    for X in (data, path):
+        model = sm.MiniBatchKMeans(2, random_state=0, n_workers=n_workers).fit(X)
+        assert model.inertia_ <= 1.01 * reference
+        np.testing.assert_allclose(np.sort(model.cluster_centers_[:, 0]), [0, 6], atol=0.05)
