@@ -102,7 +102,15 @@ def data_options(command):
                                 "column is float32, else float64).")(command)
     command = click.option("--chunk-size", type=click.IntRange(1),
                            help="Rows per chunk (default: about 8 MiB).")(command)
-    return click.option("--columns", help="Comma-separated columns to use (Parquet).")(command)
+    command = click.option("--id-field", default="id", show_default=True,
+                           help="Left out of the features when DATA has it: the id column "
+                                "that predict and score pass through.")(command)
+    command = click.option("--exclude-columns",
+                           help="Comma-separated columns that are not features (Parquet).")(
+        command)
+    return click.option("--columns", help="Comma-separated columns to use (Parquet; default: "
+                                          "all numeric columns but --exclude-columns and "
+                                          "--id-field).")(command)
 
 
 def cluster_options(command):
@@ -127,17 +135,29 @@ def _load(model_path, scheduler=None, workers=None, level=0):
     return model
 
 
-def _source(data, columns, chunk_size=None, dtype=None, weight_column=None):
-    from .io import _is_zarr_path, as_source, read_parquet
+def _names(text) -> list[str] | None:
+    return [c.strip() for c in text.split(",") if c.strip()] if text else None
 
-    names = [c.strip() for c in columns.split(",") if c.strip()] if columns else None
-    if weight_column is None:
-        return as_source(data, columns=names, chunk_size=chunk_size, dtype=dtype)
+
+def _source(data, columns=None, chunk_size=None, dtype=None, weight_column=None,
+            exclude_columns=None, id_field=None):
+    """DATA as a source. Parquet: features are --columns, or all columns but the
+    excluded ones, the weight column and the id field (when DATA has one)."""
+    from .io import _is_zarr_path, as_source, read_parquet
+    from .io.parquet import ParquetSource, expand_paths
+
+    names, excluded = _names(columns), _names(exclude_columns) or []
     if _is_zarr_path(data):
-        raise click.UsageError("--weight-column names a Parquet column; Zarr data has none "
-                               "(use the Python API's sample_weight= with an aligned array)")
-    return read_parquet(data, names, chunk_size=chunk_size, dtype=dtype,
-                        weight_column=weight_column)
+        if weight_column or excluded:
+            raise click.UsageError("--weight-column and --exclude-columns name Parquet "
+                                   "columns; Zarr data has none")
+        return as_source(data, chunk_size=chunk_size, dtype=dtype)
+    if id_field and not names and id_field not in excluded:
+        # the first file's footer says whether the data has an id column
+        if id_field in ParquetSource.inspect(expand_paths(data)[0])[1].names:
+            excluded.append(id_field)
+    return read_parquet(data, names, exclude_columns=excluded, chunk_size=chunk_size,
+                        dtype=dtype, weight_column=weight_column)
 
 
 def weight_option(command):
@@ -193,8 +213,8 @@ def _say(message, quiet=False):
 @cluster_options
 @verbosity_options
 def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg_covar,
-        batch_size, seed, checkpoint, restart, contamination, columns, chunk_size, dtype,
-        weight_column, scheduler, workers, verbose, quiet):
+        batch_size, seed, checkpoint, restart, contamination, columns, exclude_columns, id_field,
+        chunk_size, dtype, weight_column, scheduler, workers, verbose, quiet):
     """Fit a model on DATA (Parquet file, folder or glob; Zarr store), out-of-core.
 
     \b
@@ -207,7 +227,9 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
     """
     level = _verbosity(verbose, quiet)
     _quiet_cluster_logs(scheduler)
-    source = _source(data, columns, chunk_size, dtype, weight_column)
+    choice = {"columns": columns, "chunk_size": chunk_size, "dtype": dtype,
+              "exclude_columns": exclude_columns, "id_field": id_field}
+    source = _source(data, weight_column=weight_column, **choice)
     params = {"random_state": seed, "checkpoint": checkpoint, "restart": restart,
               "scheduler": scheduler, "n_workers": workers, "verbose": level, "dtype": dtype,
               "chunk_size": chunk_size}
@@ -225,16 +247,23 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
     summary = (f"lower bound {model.lower_bound_:.6f}, converged={model.converged_}"
                if kind == "gmm" else f"inertia {model.inertia_:.6g}")
     if contamination is not None:  # a quantile of the rows, not of their weights
-        unweighted = source if weight_column is None else _source(data, columns, chunk_size,
-                                                                   dtype)
+        unweighted = source if weight_column is None else _source(data, **choice)
         scorer = AnomalyScorer(model, contamination=contamination).fit(unweighted)
         scorer.save(output)
         summary += f", anomaly threshold {scorer.offset_:.6g}"
     else:
         model.save(output)
     _say(f"fitted {type(model).__name__}(k={k}) on {source.n_rows:,} rows x "
-         f"{source.n_features} features in {time.perf_counter() - began:.1f} s: "
+         f"{_features(source)} in {time.perf_counter() - began:.1f} s: "
          f"{model.n_iter_} iterations, {summary}; wrote {output}", quiet)
+
+
+def _features(source, shown=8) -> str:
+    """``3 features (a, b, c)``: which columns a fit used (the first few of many)."""
+    names = list(source.feature_names or [])
+    listed = ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)"
+                                         if len(names) > shown else "")
+    return f"{source.n_features} features" + (f" ({listed})" if names else "")
 
 
 # -- predict ---------------------------------------------------------------------------
@@ -285,8 +314,8 @@ def predict(model_path, data, output, proba, id_field, scheduler, workers, verbo
 @weight_option
 @verbosity_options
 def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter, n_init,
-                   sample_size, seed, checkpoint, restart, columns, chunk_size, dtype, scheduler,
-                   workers, weight_column, verbose, quiet):
+                   sample_size, seed, checkpoint, restart, columns, exclude_columns, id_field,
+                   chunk_size, dtype, scheduler, workers, weight_column, verbose, quiet):
     """Fit every candidate of a grid, sharing the data passes, and keep the best.
 
     For Gaussian mixtures: BIC and AIC of every (k, covariance type); the
@@ -301,7 +330,7 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
     from . import plotting
 
     _quiet_cluster_logs(scheduler)
-    source = _source(data, columns, chunk_size, dtype, weight_column)
+    source = _source(data, columns, chunk_size, dtype, weight_column, exclude_columns, id_field)
     params = {"random_state": seed, "checkpoint": checkpoint, "restart": restart,
               "scheduler": scheduler, "n_workers": workers, "chunk_size": chunk_size,
               "dtype": dtype, "verbose": _verbosity(verbose, quiet)}

@@ -161,3 +161,25 @@ def test_fit_with_a_weight_column_and_float32_columns(tmp_path):
                                np.sort(theirs.cluster_centers_[:, 0]), atol=1e-4)
     bad = run("fit", tmp_path / "w.parquet", "--weight-column", "nope", "-o", tmp_path / "x.npz")
     assert bad.exit_code == 2 and "column 'nope': no such column" in bad.output
+
+
+def test_fit_leaves_the_id_and_excluded_columns_out_and_says_which_it_used(tmp_path):
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 2))
+    table = pa.table({"id": np.arange(400), "label": rng.integers(0, 3, 400), "a": X[:, 0],
+                      "b": X[:, 1], "name": ["r"] * 400})
+    pq.write_table(table, tmp_path / "d.parquet")
+    done = ok("fit", tmp_path / "d.parquet", "-k", 2, "--exclude-columns", "label,name",
+              "-o", tmp_path / "m.npz")
+    assert list(sm.load(tmp_path / "m.npz").feature_names_in_) == ["a", "b"]
+    assert "2 features (a, b)" in done.output
+    # --id-field names another id column; --columns chooses outright
+    ok("fit", tmp_path / "d.parquet", "-k", 2, "--id-field", "label", "--exclude-columns",
+       "id,name", "-o", tmp_path / "n.npz")
+    assert list(sm.load(tmp_path / "n.npz").feature_names_in_) == ["a", "b"]
+    ok("fit", tmp_path / "d.parquet", "-k", 2, "--columns", "id,a", "-o", tmp_path / "c.npz")
+    assert list(sm.load(tmp_path / "c.npz").feature_names_in_) == ["id", "a"]
+    typo = run("fit", tmp_path / "d.parquet", "--exclude-columns", "lable", "-o", tmp_path / "x")
+    assert typo.exit_code == 2 and "column 'lable': no such column to exclude" in typo.output
+    source = sm.read_parquet(tmp_path / "d.parquet", exclude_columns=["id", "label", "name"])
+    assert source.feature_names == ("a", "b")

@@ -18,7 +18,7 @@ __all__ = ["Chunk", "Source", "ArraySource", "DaskSource", "ParquetSource", "Zar
            "as_source", "read_parquet", "read_zarr"]
 
 
-def read_parquet(path, columns=None, *, chunk_size=None, dtype=None,
+def read_parquet(path, columns=None, *, exclude_columns=None, chunk_size=None, dtype=None,
                  weight_column=None) -> ParquetSource:
     """Open Parquet data as a chunked source; no rows are read yet.
 
@@ -28,6 +28,8 @@ def read_parquet(path, columns=None, *, chunk_size=None, dtype=None,
         A file, a directory of ``.parquet`` files, or a glob such as ``"data/*.parquet"``.
     columns : list of str, optional
         Numeric columns to use (only these are read). Default: all columns.
+    exclude_columns : list of str, optional
+        Columns that are not features, such as ids and labels (each must exist).
     chunk_size : int, optional
         Target rows per chunk. Row groups are coalesced or decoded in batches to it.
     dtype : {"float64", "float32"} or None
@@ -51,7 +53,7 @@ def read_parquet(path, columns=None, *, chunk_size=None, dtype=None,
     >>> sm.KMeans(8).fit(weighted)  # doctest: +SKIP
     """
     return ParquetSource(path, columns=columns, chunk_size=chunk_size, dtype=dtype,
-                         weight_column=weight_column)
+                         weight_column=weight_column, exclude_columns=exclude_columns)
 
 
 def read_zarr(store, *, chunk_size=None, dtype=None) -> ZarrSource:

@@ -128,6 +128,8 @@ class ParquetSource(Source):
     weight_column : str, optional
         A numeric column holding each row's weight (its ``sample_weight`` in
         a fit); it is not a feature. Weights must be finite and >= 0.
+    exclude_columns : list of str, optional
+        Columns that are not features (ids, labels); each must exist.
 
     Examples
     --------
@@ -135,26 +137,33 @@ class ParquetSource(Source):
     >>> source = sm.read_parquet("data/", columns=["x", "y"])  # doctest: +SKIP
     """
 
-    def __init__(self, path, *, columns=None, chunk_size=None, dtype=None, weight_column=None):
+    def __init__(self, path, *, columns=None, chunk_size=None, dtype=None, weight_column=None,
+                 exclude_columns=None):
         self.path = path
         self.weight_column = weight_column
         self._remember(path, columns=columns, chunk_size=chunk_size, dtype=dtype,
-                       weight_column=weight_column)
+                       weight_column=weight_column, exclude_columns=exclude_columns)
         self.chunk_size = chunk_size
         self.files = []
-        schema = None
+        schema = chosen = None
+        excluded = list(exclude_columns or ())
         for file in expand_paths(path):
-            info, file_schema = self._inspect(file)
+            info, file_schema = self.inspect(file)
             if schema is None:
                 schema = file_schema
-                self._check_columns(file, schema, columns or schema.names)
+                for name in excluded:  # a misspelt exclusion would silently do nothing
+                    if name not in schema.names:
+                        raise DataError(f"no such column to exclude (the file has "
+                                        f"{', '.join(schema.names)})", file=file, column=name)
+                chosen = [name for name in columns or schema.names
+                          if name not in excluded and (columns or name != weight_column)]
+                self._check_columns(file, schema, chosen)
             else:
                 self._check_same_schema(file, file_schema, schema, columns)
             if weight_column is not None:
                 self._check_columns(file, file_schema, [weight_column])
             self.files.append(info)
-        self.columns = list(columns) if columns else [
-            name for name in schema.names if name != weight_column]
+        self.columns = chosen
         if weight_column is not None and weight_column in self.columns:
             raise DataError("is the weight column, so it cannot also be a feature",
                             file=self.files[0].path, column=weight_column)
@@ -172,7 +181,8 @@ class ParquetSource(Source):
             raise DataError("has zero rows", file=self.name)
 
     @staticmethod
-    def _inspect(file):
+    def inspect(file):
+        """``(file info, Arrow schema)`` from a file's footer; a DataError if unreadable."""
         try:
             stat = os.stat(file)
             meta = pq.read_metadata(file)
