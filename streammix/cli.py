@@ -52,8 +52,9 @@ def _quiet_cluster_logs(scheduler):
 class _Group(click.Group):
     """Turns user errors into ``Error: ...`` and exit code 2, unless ``--debug``.
 
-    Warnings are one ``Warning: ...`` line each; a closed stdout (``| head``)
-    ends the command quietly.
+    Bad options too are one line (click's own usage block names the option as
+    well, in four). Warnings are one ``Warning: ...`` line each; a closed
+    stdout (``| head``) ends the command quietly.
     """
 
     def invoke(self, ctx):
@@ -62,6 +63,13 @@ class _Group(click.Group):
             with warnings.catch_warnings():
                 warnings.showwarning = _one_line_warning
                 return super().invoke(ctx)
+        except click.UsageError as exc:
+            if debug:
+                raise
+            command = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"Error: {' '.join(exc.format_message().split())} "
+                       f"(see: {command} --help)", err=True)
+            ctx.exit(2)
         except BrokenPipeError:
             # The reader went away: stop quietly, as command-line tools do.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -73,8 +81,46 @@ class _Group(click.Group):
             ctx.exit(2)
 
 
+class OutputPath(click.ParamType):
+    """A path to write: checked when the command line is read, before any work.
+
+    ``kind="file"``: its folder must exist and be writable, and it must not be
+    a folder. ``kind="dir"``: a writable folder, or one that can be made in an
+    existing writable folder. ``kind="either"``: one or the other. Errors name
+    the path as the user gave it.
+    """
+
+    name = "path"
+
+    def __init__(self, kind="file"):
+        self.kind = kind
+
+    def convert(self, value, param, ctx):
+        path = os.fspath(value)
+        parent = os.path.dirname(os.path.abspath(path))
+        if self.kind != "file" and os.path.isdir(path):
+            if not os.access(path, os.W_OK):
+                self.fail(f"{path}: the folder is not writable", param, ctx)
+            return path
+        if self.kind == "file" and os.path.isdir(path):
+            self.fail(f"{path} is a folder; give a file name", param, ctx)
+        if self.kind == "dir" and os.path.exists(path):
+            self.fail(f"{path} is a file; give a folder", param, ctx)
+        if not os.path.isdir(parent):
+            self.fail(f"{path}: the folder {os.path.dirname(path) or '.'} does not exist",
+                      param, ctx)
+        if not os.access(parent, os.W_OK):
+            self.fail(f"{path}: the folder {os.path.dirname(path) or '.'} is not writable",
+                      param, ctx)
+        if os.path.exists(path) and not os.access(path, os.W_OK):
+            self.fail(f"{path} exists and is not writable", param, ctx)
+        return path
+
+
 @click.group(cls=_Group)
-@click.option("--debug", is_flag=True, help="Show tracebacks of errors.")
+@click.option("--debug", is_flag=True,
+              help="Show tracebacks of errors (give it before the command: "
+                   "streammix --debug fit ...).")
 @click.version_option(package_name="streammix")
 def main(debug):
     """Cluster data larger than memory and score streams for anomalies.
@@ -189,7 +235,8 @@ def _say(message, quiet=False):
 # -- fit -------------------------------------------------------------------------------
 @main.command()
 @click.argument("data")
-@click.option("-o", "--output", required=True, help="Model file to write (.npz).")
+@click.option("-o", "--output", required=True, type=OutputPath(),
+              help="Model file to write (.npz).")
 @click.option("--model", "kind", default="gmm", show_default=True, type=click.Choice(MODELS))
 @click.option("-k", "--n-components", "k", default=8, show_default=True, type=click.IntRange(1),
               help="Components (gmm) or clusters (k-means).")
@@ -203,7 +250,7 @@ def _say(message, quiet=False):
 @click.option("--reg-covar", type=click.FloatRange(0), help="gmm: added to the variances.")
 @click.option("--batch-size", type=click.IntRange(1), help="minibatch-kmeans: rows per batch.")
 @click.option("--seed", type=int, help="Random seed (random_state).")
-@click.option("--checkpoint", type=click.Path(file_okay=False),
+@click.option("--checkpoint", type=OutputPath("dir"),
               help="Checkpoint directory: resume a killed fit from its last iteration.")
 @click.option("--restart", is_flag=True, help="Discard what --checkpoint holds; start afresh.")
 @click.option("--contamination", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
@@ -270,7 +317,8 @@ def _features(source, shown=8) -> str:
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.argument("data")
-@click.option("-o", "--output", required=True, help="Parquet file to write.")
+@click.option("-o", "--output", required=True, type=OutputPath(),
+              help="Parquet file to write.")
 @click.option("--proba", is_flag=True, help="Also each component's probability (gmm).")
 @click.option("--id-field", default="id", show_default=True,
               help="Column passed through to the output when DATA has it.")
@@ -300,14 +348,16 @@ def predict(model_path, data, output, proba, id_field, scheduler, workers, verbo
 @click.option("--criterion", default="bic", show_default=True, type=click.Choice(["bic", "aic"]))
 @click.option("--model", "kind", default="gmm", show_default=True,
               type=click.Choice(["gmm", "kmeans"]))
-@click.option("-o", "--output", required=True, help="Write the best model here.")
-@click.option("--plot", "plot_path", help="PNG of the criterion curves.")
+@click.option("-o", "--output", required=True, type=OutputPath(),
+              help="Write the best model here.")
+@click.option("--plot", "plot_path", type=OutputPath(), help="PNG of the criterion curves.")
 @click.option("--max-iter", type=click.IntRange(1))
 @click.option("--n-init", type=click.IntRange(1))
 @click.option("--sample-size", default=2000, show_default=True, type=click.IntRange(10),
               help="kmeans: rows of the silhouette sample.")
 @click.option("--seed", type=int)
-@click.option("--checkpoint", type=click.Path(file_okay=False))
+@click.option("--checkpoint", type=OutputPath("dir"),
+              help="Checkpoint directory: resume a killed selection from its last iteration.")
 @click.option("--restart", is_flag=True)
 @data_options
 @cluster_options
@@ -357,7 +407,8 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.option("-n", "--n-samples", required=True, type=click.IntRange(1))
-@click.option("-o", "--output", required=True, help="Parquet file to write.")
+@click.option("-o", "--output", required=True, type=OutputPath(),
+              help="Parquet file to write.")
 @click.option("--seed", type=int, help="Random seed (default: the model's).")
 @verbosity_options
 def sample(model_path, n_samples, output, seed, verbose, quiet):
@@ -448,7 +499,7 @@ def info(model_path, as_json, verbose, quiet):
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.argument("data")
-@click.option("-o", "--output", required=True, help="PNG file to write.")
+@click.option("-o", "--output", required=True, type=OutputPath(), help="PNG file to write.")
 @click.option("--features", help="Two features to plot (default: first two principal axes).")
 @click.option("--sample", "sample_size", default=5000, show_default=True,
               type=click.IntRange(10), help="Rows drawn from DATA to show.")
@@ -539,7 +590,8 @@ def make_data(output, rows, features, components, fmt, row_group_rows, files, an
 @click.option("--contamination", default=0.01, show_default=True,
               type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
               help="Fraction of DATA to put below the threshold.")
-@click.option("-o", "--output", help="Write the calibrated model here (default: MODEL).")
+@click.option("-o", "--output", type=OutputPath(),
+              help="Write the calibrated model here (default: MODEL).")
 @cluster_options
 @verbosity_options
 def calibrate(model_path, data, contamination, output, scheduler, workers, verbose, quiet):
@@ -559,7 +611,8 @@ def calibrate(model_path, data, contamination, output, scheduler, workers, verbo
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.argument("data", default="-")
-@click.option("-o", "--output", help="Parquet file of scores (DATA), or a folder (--watch).")
+@click.option("-o", "--output", type=OutputPath("either"),
+              help="Parquet file of scores (DATA), or a folder (--watch).")
 @click.option("--contamination", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
               help="Calibrate on DATA itself: flag this fraction of it.")
 @click.option("--threshold", type=float, help="Use this score threshold.")

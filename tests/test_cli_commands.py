@@ -183,3 +183,28 @@ def test_fit_leaves_the_id_and_excluded_columns_out_and_says_which_it_used(tmp_p
     assert typo.exit_code == 2 and "column 'lable': no such column to exclude" in typo.output
     source = sm.read_parquet(tmp_path / "d.parquet", exclude_columns=["id", "label", "name"])
     assert source.feature_names == ("a", "b")
+
+
+def test_output_paths_are_checked_before_any_work_in_one_line(tmp_path, data, monkeypatch):
+    path, _ = data
+    from streammix.estimators import GaussianMixture
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fit started before the output path was checked")
+
+    monkeypatch.setattr(GaussianMixture, "fit", no_fit)
+    (tmp_path / "file").write_text("")
+    cases = [
+        (("fit", path, "-o", tmp_path / "absent" / "m.npz"), "absent does not exist"),
+        (("fit", path, "-o", tmp_path), "is a folder; give a file name"),
+        (("fit", path, "--checkpoint", tmp_path / "file", "-o", tmp_path / "m.npz"),
+         "is a file; give a folder"),
+        (("select", path, "-k", "1..2", "-o", tmp_path / "b.npz", "--plot",
+          tmp_path / "no" / "s.png"), "s.png: the folder"),
+        (("fit", path, "-k", 0, "-o", tmp_path / "m.npz"), "0 is not in the range x>=1"),
+    ]
+    for args, message in cases:
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1, result.output  # one line
