@@ -212,18 +212,28 @@ def weight_option(command):
                              "feature.")(command)
 
 
-def _integers(text) -> list[int]:
-    """``"1..10"``, ``"2,4,8"`` or ``"3"``."""
-    values = []
-    for part in text.split(","):
-        if ".." in part:
-            low, high = part.split("..")
-            values.extend(range(int(low), int(high) + 1))
-        elif part.strip():
-            values.append(int(part))
-    if not values:
-        raise click.BadParameter(f"no numbers in {text!r}")
-    return values
+class IntegerList(click.ParamType):
+    """``"1..10"`` (both ends included), ``"2,4,8"``, ``"3"`` or a mix: positive integers."""
+
+    name = "list"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        values = []
+        try:
+            for part in str(value).split(","):
+                if ".." in part:
+                    low, high = part.split("..")
+                    values.extend(range(int(low), int(high) + 1))
+                elif part.strip():
+                    values.append(int(part))
+        except ValueError:
+            values = []
+        if not values or min(values) < 1:
+            self.fail(f"expected positive integers such as 3, 2,4,8 or 1..10 (both ends "
+                      f"included), got {value!r}", param, ctx)
+        return values
 
 
 def _say(message, quiet=False):
@@ -342,7 +352,7 @@ def predict(model_path, data, output, proba, id_field, scheduler, workers, verbo
 @main.command(name="select")
 @click.argument("data")
 @click.option("-k", "--n-components", "ks", default="1..10", show_default=True,
-              help="Candidates: 1..10, 2,4,8 or 3.")
+              type=IntegerList(), help="Candidates: 1..10 (both ends included), 2,4,8 or 3.")
 @click.option("--covariance-type", "kinds", default="full,tied,diag,spherical",
               show_default=True, help="Comma-separated covariance types (gmm).")
 @click.option("--criterion", default="bic", show_default=True, type=click.Choice(["bic", "aic"]))
@@ -387,12 +397,12 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
     params.update({n: v for n, v in {"max_iter": max_iter, "n_init": n_init}.items()
                    if v is not None})
     if kind == "gmm":
-        result = select(source, n_components=_integers(ks),
+        result = select(source, n_components=ks,
                         covariance_types=[t.strip() for t in kinds.split(",") if t.strip()],
                         criterion=criterion, **params)
         draw = plotting.plot_selection
     else:
-        result = select_kmeans(source, n_clusters=_integers(ks), sample_size=sample_size,
+        result = select_kmeans(source, n_clusters=ks, sample_size=sample_size,
                                **params)
         draw = plotting.plot_kmeans_selection
     click.echo(str(result))
@@ -518,17 +528,20 @@ def plot(model_path, data, output, features, sample_size, seed, scheduler, worke
       streammix plot model.npz data/ -o clusters.png --features x0,x3
     """
     from .engine import sample_rows
+    from .io import ArraySource
     from .plotting import plot_model
 
     model = _load(model_path, scheduler, workers, _verbosity(verbose, quiet))
     source = model._source(data, fitted=True)
     with model._engine() as engine:
         rows = sample_rows(engine, source, sample_size, np.random.default_rng(seed))
+    sample = ArraySource(rows, dtype=source.dtype)  # the sample: rows of the fitted columns
+    sample.feature_names = source.feature_names
     anomalies = None
     if getattr(model, "anomaly_threshold_", None) is not None:
-        anomalies = AnomalyScorer(model).predict(rows) == -1
+        anomalies = AnomalyScorer(model).predict(sample) == -1
     names = [f.strip() for f in features.split(",")] if features else None
-    plot_model(model, rows, model.predict(rows), output, features=names, anomalies=anomalies)
+    plot_model(model, rows, model.predict(sample), output, features=names, anomalies=anomalies)
     _say(f"wrote {output}", quiet)
 
 
@@ -671,7 +684,10 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, bat
             raise click.UsageError("scoring DATA needs -o OUT.parquet")
         if threshold is None and contamination is not None:
             scorer.fit(data)
-        scorer._offset()
+        if not hasattr(scorer, "offset_"):
+            raise click.UsageError("the model has no threshold: give --contamination F "
+                                   "(calibrates on DATA) or --threshold T, or calibrate the "
+                                   "model first (streammix calibrate)")
         counts = score_to_parquet(scorer, data, output, id_field=id_field)
         _say(f"{counts['rows']:,} rows, {counts['anomalies']:,} anomalies; wrote {output}", quiet)
         return

@@ -27,9 +27,12 @@ def projection(X: np.ndarray, names, features=None):
     """(2 x d matrix, axis labels, centre) for two features, or the first principal axes."""
     d = X.shape[1]
     if features:
+        unknown = [f for f in features if f not in names and not (f.isdigit() and int(f) < d)]
+        if len(features) != 2 or unknown:
+            what = f"no feature {', '.join(map(repr, unknown))}; " if unknown else ""
+            raise ValueError(f"--features: {what}give two of {', '.join(names)} (or their "
+                             "positions, from 0)")
         index = [names.index(f) if f in names else int(f) for f in features]
-        if len(index) != 2 or not all(0 <= i < d for i in index):
-            raise ValueError(f"--features needs two of {names}")
         matrix = np.zeros((2, d))
         matrix[0, index[0]] = matrix[1, index[1]] = 1.0
         return matrix, [names[i] for i in index], np.zeros(d)

@@ -208,3 +208,25 @@ def test_output_paths_are_checked_before_any_work_in_one_line(tmp_path, data, mo
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output, (args, result.output)
         assert len(result.output.strip().splitlines()) == 1, result.output  # one line
+
+
+def test_messages_name_the_option_and_what_it_expects(tmp_path, data):
+    path, _ = data
+    ok("fit", path, "-k", 2, "--columns", "a,b", "-o", tmp_path / "m.npz")
+    cases = [
+        (("select", path, "-k", "abc", "-o", tmp_path / "b.npz"),
+         ["'-k' / '--n-components'", "1..10 (both ends included)", "'abc'"]),
+        (("plot", tmp_path / "m.npz", path, "--features", "a,nope", "-o", tmp_path / "p.png"),
+         ["no feature 'nope'", "give two of a, b"]),
+        (("score", tmp_path / "m.npz", path, "-o", tmp_path / "s.parquet"),
+         ["--contamination", "--threshold", "streammix calibrate"]),
+        (("info", path), ["not a streammix model file"]),
+    ]
+    for args, parts in cases:
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert len(result.output.strip().splitlines()) == 1, result.output
+        for part in parts:
+            assert part in result.output, (args, result.output)
+        assert "fit(X)" not in result.output and "pickle" not in result.output
+    ok("plot", tmp_path / "m.npz", path, "--features", "b,a", "-o", tmp_path / "p.png")
