@@ -557,10 +557,13 @@ def plot(model_path, data, output, features, sample_size, seed, scheduler, worke
 @click.option("--files", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--anomalies", default=0.0, show_default=True, type=click.FloatRange(0, 1),
               help="jsonl: fraction of records moved far from every component.")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the rows.")
+@click.option("--mixture-seed", default=0, show_default=True, type=int,
+              help="Seed of the mixture (weights, means, covariances): keep it, change --seed, "
+                   "and the rows are new draws of the same mixture.")
 @verbosity_options
 def make_data(output, rows, features, components, fmt, row_group_rows, files, anomalies, seed,
-              verbose, quiet):
+              mixture_seed, verbose, quiet):
     """Write a seeded synthetic Gaussian mixture, block by block (never all in memory).
 
     Parquet goes to a folder of files with row groups, Zarr to a store with
@@ -572,21 +575,22 @@ def make_data(output, rows, features, components, fmt, row_group_rows, files, an
       streammix make-data data/ --rows 20000000 --features 16 --files 8
       streammix make-data events.jsonl --format jsonl --rows 1000 --anomalies 0.01 --seed 1
     """
+    same = {"seed": seed, "mixture_seed": mixture_seed}
     from . import datasets
 
     began = time.perf_counter()
     if fmt == "parquet":
-        paths = datasets.write_parquet(output, rows, features, components, seed=seed,
+        paths = datasets.write_parquet(output, rows, features, components, **same,
                                        row_group_rows=row_group_rows, files=files)
         where = f"{len(paths)} files in {output}"
     elif fmt == "zarr":
-        datasets.write_zarr(output, rows, features, components, seed=seed,
+        datasets.write_zarr(output, rows, features, components, **same,
                             chunk_rows=row_group_rows)
         where = output
     else:
         handle = sys.stdout if output == "-" else open(output, "w")
         try:
-            datasets.write_jsonl(handle, rows, features, components, seed=seed,
+            datasets.write_jsonl(handle, rows, features, components, **same,
                                  anomalies=anomalies)
         finally:
             if handle is not sys.stdout:

@@ -18,13 +18,17 @@ def mixture_spec(n_components: int, n_features: int, seed: int, spread: float = 
 
 
 def mixture_blocks(n_rows: int, n_features: int = 16, n_components: int = 8, *,
-                   seed: int = 0, block_rows: int = 1_000_000):
+                   seed: int = 0, block_rows: int = 1_000_000, mixture_seed: int | None = None):
     """Yield ``(X, labels)`` blocks of a seeded mixture, ``block_rows`` rows at a time.
 
-    Every block has its own generator derived from ``seed``, so the data depend
-    on ``seed`` and ``block_rows`` only.
+    The mixture (weights, means, covariances) comes from ``mixture_seed``
+    (default ``seed``), the rows from ``seed``: more rows of the same mixture
+    take another ``seed`` and the same ``mixture_seed``. Every block has its
+    own generator derived from ``seed``, so the rows depend on ``seed`` and
+    ``block_rows`` only.
     """
-    weights, means, factors = mixture_spec(n_components, n_features, seed)
+    weights, means, factors = mixture_spec(n_components, n_features,
+                                           seed if mixture_seed is None else mixture_seed)
     streams = np.random.SeedSequence(seed).spawn((n_rows + block_rows - 1) // block_rows)
     for i, stream in enumerate(streams):
         rng = np.random.default_rng(stream)
@@ -37,7 +41,7 @@ def mixture_blocks(n_rows: int, n_features: int = 16, n_components: int = 8, *,
 
 def write_parquet(path, n_rows: int, n_features: int = 16, n_components: int = 8, *,
                   seed: int = 0, row_group_rows: int = 250_000, files: int = 1,
-                  dtype="float64") -> list[str]:
+                  dtype="float64", mixture_seed: int | None = None) -> list[str]:
     """Write a seeded mixture to ``files`` Parquet files under ``path`` (a directory).
 
     Returns the file paths. Columns are ``x0, x1, ...``; each row group is
@@ -55,7 +59,8 @@ def write_parquet(path, n_rows: int, n_features: int = 16, n_components: int = 8
     names = [f"x{j}" for j in range(n_features)]
     per_file = -(-n_rows // files)
     paths, writer, written = [], None, 0
-    blocks = mixture_blocks(n_rows, n_features, n_components, seed=seed, block_rows=row_group_rows)
+    blocks = mixture_blocks(n_rows, n_features, n_components, seed=seed, block_rows=row_group_rows,
+                            mixture_seed=mixture_seed)
     for X, _ in blocks:
         if writer is None or written >= per_file:
             if writer is not None:
@@ -73,7 +78,8 @@ def write_parquet(path, n_rows: int, n_features: int = 16, n_components: int = 8
 
 
 def write_zarr(path, n_rows: int, n_features: int = 16, n_components: int = 8, *,
-               seed: int = 0, chunk_rows: int = 250_000, dtype="float64"):
+               seed: int = 0, chunk_rows: int = 250_000, dtype="float64",
+               mixture_seed: int | None = None):
     """Write a seeded mixture to a 2-D Zarr array at ``path``, one chunk at a time."""
     import zarr
 
@@ -81,14 +87,16 @@ def write_zarr(path, n_rows: int, n_features: int = 16, n_components: int = 8, *
                               chunks=(chunk_rows, n_features), dtype=dtype, overwrite=True)
     array.attrs["columns"] = [f"x{j}" for j in range(n_features)]
     start = 0
-    for X, _ in mixture_blocks(n_rows, n_features, n_components, seed=seed, block_rows=chunk_rows):
+    for X, _ in mixture_blocks(n_rows, n_features, n_components, seed=seed, block_rows=chunk_rows,
+                               mixture_seed=mixture_seed):
         array[start : start + X.shape[0]] = X.astype(dtype)
         start += X.shape[0]
     return array
 
 
 def write_jsonl(handle, n_rows: int, n_features: int = 16, n_components: int = 8, *,
-                seed: int = 0, anomalies: float = 0.0, block_rows: int = 100_000):
+                seed: int = 0, anomalies: float = 0.0, block_rows: int = 100_000,
+                mixture_seed: int | None = None):
     """Write records ``{"id", "x0", ..., "injected"}`` of a seeded mixture as JSON lines.
 
     A fraction ``anomalies`` of the records is moved far from every component
@@ -96,13 +104,14 @@ def write_jsonl(handle, n_rows: int, n_features: int = 16, n_components: int = 8
     """
     import json
 
-    _, means, _ = mixture_spec(n_components, n_features, seed)
+    _, means, _ = mixture_spec(n_components, n_features,
+                               seed if mixture_seed is None else mixture_seed)
     spread = np.abs(means).max()
     rng = np.random.default_rng([seed, 1])
     names = [f"x{j}" for j in range(n_features)]
     row_id = 0
     for X, _ in mixture_blocks(n_rows, n_features, n_components, seed=seed,
-                               block_rows=block_rows):
+                               block_rows=block_rows, mixture_seed=mixture_seed):
         injected = rng.random(len(X)) < anomalies
         X[injected] += rng.choice([-1.0, 1.0], size=(injected.sum(), n_features)) * 3 * spread
         for row, flag in zip(X, injected, strict=True):
