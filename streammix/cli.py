@@ -81,6 +81,29 @@ class _Group(click.Group):
             ctx.exit(2)
 
 
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+class CovarianceTypes(click.ParamType):
+    """Covariance types, comma-separated (``full,diag``); ``single`` takes exactly one."""
+
+    name = "types"
+
+    def __init__(self, single=False):
+        self.single = single
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        kinds = [part.strip() for part in str(value).split(",") if part.strip()]
+        unknown = [kind for kind in kinds if kind not in COVARIANCE_TYPES]
+        if unknown or not kinds or (self.single and len(kinds) != 1):
+            expected = "one" if self.single else "comma-separated"
+            self.fail(f"expected {expected} of {', '.join(COVARIANCE_TYPES)}, got {value!r}",
+                      param, ctx)
+        return kinds[0] if self.single else list(dict.fromkeys(kinds))
+
+
 class OutputPath(click.ParamType):
     """A path to write: checked when the command line is read, before any work.
 
@@ -117,7 +140,7 @@ class OutputPath(click.ParamType):
         return path
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, context_settings={"show_default": True})
 @click.option("--debug", is_flag=True,
               help="Show tracebacks of errors (give it before the command: "
                    "streammix --debug fit ...).")
@@ -250,8 +273,8 @@ def _say(message, quiet=False):
 @click.option("--model", "kind", default="gmm", show_default=True, type=click.Choice(MODELS))
 @click.option("-k", "--n-components", "k", default=8, show_default=True, type=click.IntRange(1),
               help="Components (gmm) or clusters (k-means).")
-@click.option("--covariance-type", default="full", show_default=True,
-              type=click.Choice(["full", "tied", "diag", "spherical"]))
+@click.option("--covariance-type", default="full", type=CovarianceTypes(single=True),
+              help="One of full, tied, diag, spherical (gmm).")
 @click.option("--init", help="gmm: kmeans, k-means++, random, random_from_data; "
                              "k-means: auto, k-means++, k-means||, random.")
 @click.option("--n-init", type=click.IntRange(1), help="Initialisations (restarts).")
@@ -354,21 +377,25 @@ def predict(model_path, data, output, proba, id_field, scheduler, workers, verbo
 @click.option("-k", "--n-components", "ks", default="1..10", show_default=True,
               type=IntegerList(), help="Candidates: 1..10 (both ends included), 2,4,8 or 3.")
 @click.option("--covariance-type", "kinds", default="full,tied,diag,spherical",
-              show_default=True, help="Comma-separated covariance types (gmm).")
-@click.option("--criterion", default="bic", show_default=True, type=click.Choice(["bic", "aic"]))
-@click.option("--model", "kind", default="gmm", show_default=True,
-              type=click.Choice(["gmm", "kmeans"]))
+              type=CovarianceTypes(), help="Comma-separated: full, tied, diag, spherical (gmm).")
+@click.option("--criterion", default="bic", type=click.Choice(["bic", "aic"]),
+              help="gmm: the criterion that picks the best candidate (lowest wins).")
+@click.option("--model", "kind", default="gmm", type=click.Choice(["gmm", "kmeans"]),
+              help="Gaussian mixtures (BIC/AIC) or k-means (inertia and silhouette).")
 @click.option("-o", "--output", required=True, type=OutputPath(),
               help="Write the best model here.")
 @click.option("--plot", "plot_path", type=OutputPath(), help="PNG of the criterion curves.")
-@click.option("--max-iter", type=click.IntRange(1))
-@click.option("--n-init", type=click.IntRange(1))
-@click.option("--sample-size", default=2000, show_default=True, type=click.IntRange(10),
+@click.option("--max-iter", type=click.IntRange(1),
+              help="Iterations per candidate (default: the estimator's, 100 gmm, 300 kmeans).")
+@click.option("--n-init", type=click.IntRange(1),
+              help="Initialisations per candidate (default: the estimator's).")
+@click.option("--sample-size", default=2000, type=click.IntRange(10),
               help="kmeans: rows of the silhouette sample.")
-@click.option("--seed", type=int)
+@click.option("--seed", type=int, help="Random seed (random_state): each candidate equals "
+                                       "'streammix fit' with the same seed.")
 @click.option("--checkpoint", type=OutputPath("dir"),
               help="Checkpoint directory: resume a killed selection from its last iteration.")
-@click.option("--restart", is_flag=True)
+@click.option("--restart", is_flag=True, help="Discard what --checkpoint holds; start afresh.")
 @data_options
 @cluster_options
 @weight_option
@@ -398,7 +425,7 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
                    if v is not None})
     if kind == "gmm":
         result = select(source, n_components=ks,
-                        covariance_types=[t.strip() for t in kinds.split(",") if t.strip()],
+                        covariance_types=kinds,
                         criterion=criterion, **params)
         draw = plotting.plot_selection
     else:
@@ -474,8 +501,7 @@ def _describe(model) -> dict:
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@verbosity_options
-def info(model_path, as_json, verbose, quiet):
+def info(model_path, as_json):
     """Describe a saved model: type, parameters, features, k, weights, convergence, threshold.
 
     \b
@@ -637,7 +663,8 @@ def calibrate(model_path, data, contamination, output, scheduler, workers, verbo
               help="Field or column passed through to the output.")
 @click.option("--format", "fmt", default="auto", show_default=True,
               type=click.Choice(["auto", "jsonl", "csv"]), help="Format of stdin records.")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1))
+@click.option("--micro-batch", "micro_batch", default=256, type=click.IntRange(1),
+              help="stdin: records scored together (at most).")
 @click.option("--max-latency-ms", default=10.0, show_default=True, type=click.FloatRange(0),
               help="Score a partial batch this long after its first record arrived.")
 @click.option("--top-features", default=3, show_default=True, type=click.IntRange(0))
@@ -651,7 +678,7 @@ def calibrate(model_path, data, contamination, output, scheduler, workers, verbo
 @click.option("--poll-interval", default=1.0, show_default=True, type=click.FloatRange(0))
 @cluster_options
 @verbosity_options
-def score(model_path, data, output, contamination, threshold, id_field, fmt, batch_size,
+def score(model_path, data, output, contamination, threshold, id_field, fmt, micro_batch,
           max_latency_ms, top_features, max_record_bytes, max_depth, watch, once, poll_interval,
           scheduler, workers, verbose, quiet):
     """Score records for anomalies: a stream on stdin, a dataset, or a watched folder.
@@ -702,7 +729,7 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, bat
         raise click.UsageError("the model has no threshold: calibrate it first "
                                "(streammix calibrate) or give --threshold")
     limits = {"max_record_bytes": max_record_bytes, "max_depth": max_depth}
-    _score_stdin(scorer, fmt, id_field, batch_size, max_latency_ms, limits)
+    _score_stdin(scorer, fmt, id_field, micro_batch, max_latency_ms, limits)
 
 
 def _report_file(name, counts):

@@ -230,3 +230,37 @@ def test_messages_name_the_option_and_what_it_expects(tmp_path, data):
             assert part in result.output, (args, result.output)
         assert "fit(X)" not in result.output and "pickle" not in result.output
     ok("plot", tmp_path / "m.npz", path, "--features", "b,a", "-o", tmp_path / "p.png")
+
+
+def test_output_files_get_the_usual_permissions(tmp_path, data):
+    import os
+
+    path, _ = data
+    previous = os.umask(0o022)
+    try:
+        ok("fit", path, "-k", 2, "--columns", "a,b", "-o", tmp_path / "m.npz")
+        ok("predict", tmp_path / "m.npz", path, "-o", tmp_path / "p.parquet")
+    finally:
+        os.umask(previous)
+    for name in ("m.npz", "p.parquet"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o644, name  # not 0600
+
+
+def test_help_shows_every_default_and_explains_every_select_option():
+    import click
+
+    for name, command in main.commands.items():
+        text = " ".join(ok(name, "--help").output.split())
+        for param in command.params:
+            if not isinstance(param, click.Option) or param.name == "help":
+                continue
+            default = param.default
+            if isinstance(default, int | float | str) and not isinstance(default, bool) \
+                    and not param.count:
+                assert f"default: {default}" in text, (name, param.name)
+            if name == "select":
+                assert param.help, param.name
+    assert "info" in main.commands and not any(
+        p.name in ("verbose", "quiet") for p in main.commands["info"].params)
+    # one meaning per option name: --batch-size is fit's mini-batch rows only
+    assert not any(p.name == "batch_size" for p in main.commands["score"].params)

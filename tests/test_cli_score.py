@@ -65,7 +65,7 @@ def test_stdin_json_lines_and_csv(model_file):
 
 def test_closed_stdout_ends_cleanly(model_file):
     line = json.dumps({"id": 1, "x0": 0.0, "x1": 0.0, "x2": 0.0}) + "\n"
-    producer = subprocess.Popen([STREAMMIX, "score", model_file, "-", "--batch-size", "10"],
+    producer = subprocess.Popen([STREAMMIX, "score", model_file, "-", "--micro-batch", "10"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
 
