@@ -433,6 +433,10 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
                                **params)
         draw = plotting.plot_kmeans_selection
     click.echo(str(result))
+    best_k = getattr(result.best_, "n_components", getattr(result.best_, "n_clusters", None))
+    edge = plotting.edge_warning(sorted(set(ks)), best_k)
+    if edge:
+        click.echo(f"Warning: {edge}", err=True)
     result.best_.save(output)
     if plot_path:
         draw(result, plot_path)

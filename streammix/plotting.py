@@ -1,9 +1,12 @@
 """PNG figures: clusters with covariance ellipses and density, and selection curves.
 
-Points are a sample of the data. The plane is two chosen features, or the
-first two principal axes of the sample; because the projection is linear, the
-projected Gaussians are the exact marginals of the mixture on that plane, so
-ellipses and density contours are the model's own, not approximations.
+Points are a sample of the data. The plane is two chosen features, the
+first two principal axes of the sample, or — when those carry little of the
+variance (whitened data) — the two directions that best separate the
+component means (a discriminant projection); the title says which. Because
+every projection is linear, the projected Gaussians are the exact marginals of
+the mixture on that plane, so ellipses and density contours are the model's
+own, not approximations.
 """
 
 from __future__ import annotations
@@ -23,8 +26,18 @@ def _pyplot():
     return plt
 
 
-def projection(X: np.ndarray, names, features=None):
-    """(2 x d matrix, axis labels, centre) for two features, or the first principal axes."""
+#: Below this share of the variance on the first two principal axes, the plane is
+#: the discriminant one: principal axes of whitened data show no cluster apart.
+PCA_SHARE_MIN = 0.5
+
+
+def projection(X: np.ndarray, names, features=None, model=None):
+    """(2 x d matrix, axis labels, centre, name of the projection).
+
+    Two features; else the first two principal axes of ``X``; else, when
+    those hold less than ``PCA_SHARE_MIN`` of the variance and ``model`` has
+    at least two components, :func:`discriminant_axes` of its means.
+    """
     d = X.shape[1]
     if features:
         unknown = [f for f in features if f not in names and not (f.isdigit() and int(f) < d)]
@@ -35,13 +48,55 @@ def projection(X: np.ndarray, names, features=None):
         index = [names.index(f) if f in names else int(f) for f in features]
         matrix = np.zeros((2, d))
         matrix[0, index[0]] = matrix[1, index[1]] = 1.0
-        return matrix, [names[i] for i in index], np.zeros(d)
+        return matrix, [names[i] for i in index], np.zeros(d), "two features"
     if d == 1:
         raise ValueError("a plot needs at least two features")
     centre = X.mean(axis=0)
     _, singular, axes = np.linalg.svd(X - centre, full_matrices=False)
     share = singular**2 / (singular**2).sum()
-    return axes[:2], [f"principal axis {i + 1} ({share[i]:.0%})" for i in range(2)], centre
+    if share[:2].sum() < PCA_SHARE_MIN and model is not None and _n_centres(model) >= 2:
+        axes = discriminant_axes(model, X)
+        return axes, [f"discriminant axis {i + 1}" for i in range(2)], centre, (
+            f"discriminant projection (the principal axes hold only {share[:2].sum():.0%})")
+    return axes[:2], [f"principal axis {i + 1} ({share[i]:.0%})" for i in range(2)], centre, \
+        "principal axes"
+
+
+def _n_centres(model) -> int:
+    centres = getattr(model, "means_", getattr(model, "cluster_centers_", None))
+    return 0 if centres is None else len(centres)
+
+
+def discriminant_axes(model, X) -> np.ndarray:
+    """Two unit directions that best separate the component means (Fisher's criterion).
+
+    The generalised eigenvectors of (between-means scatter, pooled within
+    covariance): the model's weighted covariances for a mixture, the sample's
+    covariance for k-means. With two components there is one such direction;
+    the second axis is then the sample's principal axis orthogonal to it.
+    """
+    from scipy import linalg
+
+    if isinstance(model, GaussianMixture):
+        means, weights = model.means_.astype(np.float64), model.weights_.astype(np.float64)
+        within = np.einsum("k,kij->ij", weights, _full_covariances(model))
+    else:
+        means = model.cluster_centers_.astype(np.float64)
+        weights = np.full(len(means), 1 / len(means))
+        within = np.cov(X, rowvar=False)
+    d = means.shape[1]
+    spread = means - weights @ means
+    between = np.einsum("k,ki,kj->ij", weights, spread, spread)
+    within = within + 1e-9 * np.trace(within) / d * np.eye(d)
+    _, vectors = linalg.eigh(between, within)
+    first = vectors[:, -1] / np.linalg.norm(vectors[:, -1])
+    if len(means) > 2:
+        second = vectors[:, -2]
+    else:  # the principal axis of the rows with the first direction taken out
+        rest = (X - X.mean(axis=0)) - np.outer((X - X.mean(axis=0)) @ first, first)
+        second = np.linalg.svd(rest, full_matrices=False)[2][0]
+    second = second - (second @ first) * first
+    return np.stack([first, second / np.linalg.norm(second)])
 
 
 def _full_covariances(model: GaussianMixture):
@@ -60,13 +115,15 @@ def plot_model(model, X, labels, path, *, features=None, anomalies=None, title=N
     plt = _pyplot()
     names = [str(n) for n in getattr(model, "feature_names_in_", [])] or \
         [f"x{j}" for j in range(X.shape[1])]
-    matrix, axis_names, centre = projection(X, names, features)
+    matrix, axis_names, centre, how = projection(X, names, features, model)
     points = (X - centre) @ matrix.T
     fig, ax = plt.subplots(figsize=(9, 7), dpi=110)
-    cmap = plt.get_cmap("tab20" if labels.max() >= 10 else "tab10")
+    cmap = _cluster_colours(plt, int(labels.max()) + 1)
     ax.scatter(points[:, 0], points[:, 1], c=labels % cmap.N, cmap=cmap, s=4, alpha=0.45,
                linewidths=0, vmin=0, vmax=cmap.N - 1)
     if isinstance(model, GaussianMixture):
+        from matplotlib.lines import Line2D
+
         means = (model.means_ - centre) @ matrix.T
         covs = np.einsum("ij,kjl,ml->kim", matrix, _full_covariances(model), matrix)
         _density_contours(ax, model.weights_, means, covs, points)
@@ -75,6 +132,12 @@ def plot_model(model, X, labels, path, *, features=None, anomalies=None, title=N
                 _ellipse(ax, mean, cov, sigma, cmap(k % cmap.N))
         ax.scatter(means[:, 0], means[:, 1], marker="+", s=120, c="black", linewidths=1.5,
                    label="component means")
+        # proxies, so that the legend says what the lines are
+        ax.add_line(Line2D([], [], color="dimgray", lw=1.2,
+                           label="ellipses: 1, 2, 3 \N{GREEK SMALL LETTER SIGMA} of each component "
+                                 "(its colour)"))
+        ax.add_line(Line2D([], [], color=CONTOUR_COLOUR, lw=0.8, ls="--",
+                           label="dashed: mixture log-density, steps of 1.5"))
     else:
         centres = (model.cluster_centers_ - centre) @ matrix.T
         ax.scatter(centres[:, 0], centres[:, 1], marker="X", s=120, c="black",
@@ -86,12 +149,25 @@ def plot_model(model, X, labels, path, *, features=None, anomalies=None, title=N
     ax.set_xlabel(axis_names[0])
     ax.set_ylabel(axis_names[1])
     ax.set_title(title or f"{type(model).__name__}: {len(np.unique(labels))} clusters, "
-                          f"{len(X):,} sampled rows")
+                          f"{len(X):,} sampled rows; {how}", fontsize=10)
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.2)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+#: The density contours' colour, kept out of the clusters' palette.
+CONTOUR_COLOUR = "0.35"
+
+
+def _cluster_colours(plt, n):
+    """A qualitative palette without its greys (the contours are grey)."""
+    from matplotlib.colors import ListedColormap, to_rgb
+
+    base = plt.get_cmap("tab20" if n > 9 else "tab10").colors
+    colours = [c for c in base if np.ptp(to_rgb(c)) > 0.05]  # drop the grey entries
+    return ListedColormap(colours)
 
 
 def _ellipse(ax, mean, cov, sigma, color):
@@ -115,31 +191,63 @@ def _density_contours(ax, weights, means, covs, points):
     params = gm.GaussianParams(np.asarray(weights), means, chol, "full")
     log_density = gm.log_prob_resp(params, grid)[0].reshape(gx.shape)
     top = log_density.max()
-    ax.contour(gx, gy, log_density, levels=np.linspace(top - 12, top, 8), colors="grey",
-               linewidths=0.6, alpha=0.7)
+    ax.contour(gx, gy, log_density, levels=np.linspace(top - 12, top, 9), colors=CONTOUR_COLOUR,
+               linewidths=0.6, linestyles="dashed", alpha=0.7)
+
+
+def edge_warning(ks, best_k) -> str | None:
+    """A warning when the best k is the smallest or largest tried: the grid may be too narrow."""
+    if len(ks) > 1 and best_k == max(ks):
+        return f"the best k ({best_k}) is the largest tried: widen -k upwards"
+    if len(ks) > 1 and best_k == min(ks) and best_k > 1:
+        return f"the best k ({best_k}) is the smallest tried: widen -k downwards"
+    return None
+
+
+def _integer_ticks(ax):
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_selection(result, path):
-    """BIC and AIC against the number of components, one line per covariance type."""
+    """BIC and AIC against k, one line per covariance type, each relative to its own best.
+
+    Criteria of different covariance types can differ by far more than the
+    changes along k; relative to each type's best (on a symmetric log scale)
+    every curve shows its own minimum. The chosen candidate is marked on the
+    panel of the criterion that chose it.
+    """
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110)
     kinds = list(dict.fromkeys(row["covariance_type"] for row in result.table))
+    best = result.best_
     for ax, criterion in zip(axes, ("bic", "aic"), strict=True):
         for kind in kinds:
             rows = [r for r in result.table if r["covariance_type"] == kind]
-            ax.plot([r["n_components"] for r in rows], [r[criterion] for r in rows],
-                    marker="o", label=kind)
-        best = result.best_
-        chosen = next(r for r in result.table if (r["n_components"], r["covariance_type"]) ==
-                      (best.n_components, best.covariance_type))
-        ax.scatter([chosen["n_components"]], [chosen[criterion]], s=160, facecolors="none",
-                   edgecolors="red", linewidths=2, label="chosen", zorder=3)
-        ax.set_xlabel("number of components")
-        ax.set_ylabel(criterion.upper() + " (lower is better)")
+            lowest = min(r[criterion] for r in rows)
+            ax.plot([r["n_components"] for r in rows], [r[criterion] - lowest for r in rows],
+                    marker="o", label=f"{kind} (best {lowest:.6g})")
+        if criterion == result.criterion:
+            chosen = next(r for r in result.table if (r["n_components"], r["covariance_type"])
+                          == (best.n_components, best.covariance_type))
+            lowest = min(r[criterion] for r in result.table
+                         if r["covariance_type"] == best.covariance_type)
+            ax.scatter([chosen["n_components"]], [chosen[criterion] - lowest], s=160,
+                       facecolors="none", edgecolors="red", linewidths=2, label="chosen",
+                       zorder=3)
+        ax.set_yscale("symlog", linthresh=1.0)
+        _integer_ticks(ax)
+        ax.set_xlabel("number of components k")
+        ax.set_ylabel(f"{criterion.upper()} - best {criterion.upper()} of the type "
+                      "(lower is better)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    ks = sorted({r["n_components"] for r in result.table})
+    warning = edge_warning(ks, best.n_components)
     fig.suptitle(f"Model selection by {result.criterion.upper()}: best "
-                 f"{best.n_components} components, {best.covariance_type}")
+                 f"{best.n_components} components, {best.covariance_type}"
+                 + (f"\n{warning}" if warning else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -158,8 +266,11 @@ def plot_kmeans_selection(result, path):
     axes[1].legend()
     for ax in axes:
         ax.set_xlabel("number of clusters k")
+        _integer_ticks(ax)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"k-means selection: highest silhouette at k={result.best_.n_clusters}")
+    warning = edge_warning(ks, result.best_.n_clusters)
+    fig.suptitle(f"k-means selection: highest silhouette at k={result.best_.n_clusters}"
+                 + (f"\n{warning}" if warning else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
