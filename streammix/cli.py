@@ -182,7 +182,27 @@ def data_options(command):
                                           "--id-field).")(command)
 
 
+def _storage_options(ctx, param, values):
+    """``KEY=VALUE`` pairs as fsspec storage options (JSON values are parsed: true, 3, {...})."""
+    options = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got {key.strip()!r}=...")
+        try:
+            options[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key.strip()] = value
+    ctx.meta["storage_options"] = options or None
+    return None
+
+
 def cluster_options(command):
+    command = click.option(
+        "--storage-option", multiple=True, expose_value=False, callback=_storage_options,
+        help="KEY=VALUE option of the object store of s3://, gs://, az:// ... data "
+             "(repeatable; JSON values parsed). Credentials are best left to the store's "
+             "usual chain (environment, profile, instance role).")(command)
     command = click.option("--workers", type=click.IntRange(1),
                            help="Threads of the in-process scheduler.")(command)
     return click.option("--scheduler",
@@ -199,9 +219,15 @@ def _verbosity(verbose, quiet) -> int:
 def _load(model_path, scheduler=None, workers=None, level=0):
     """The model of ``model_path``, set to compute where this command says (never the file)."""
     model = load(model_path)
-    model.set_params(scheduler=scheduler, n_workers=workers, verbose=level)
+    model.set_params(scheduler=scheduler, n_workers=workers, verbose=level,
+                     storage_options=_given_storage_options())
     _quiet_cluster_logs(scheduler)
     return model
+
+
+def _given_storage_options():
+    """The command's --storage-option pairs, or None."""
+    return click.get_current_context().meta.get("storage_options")
 
 
 def _names(text) -> list[str] | None:
@@ -213,9 +239,10 @@ def _source(data, columns=None, chunk_size=None, dtype=None, weight_column=None,
     """DATA as a source. Parquet: features are --columns, or all columns but the
     excluded ones, the weight column and the id field (when DATA has one)."""
     from .io import _is_zarr_path, as_source, read_parquet
-    from .io.parquet import ParquetSource, expand_paths
+    from .io.parquet import ParquetSource, expand_paths, storage_for
 
     names, excluded = _names(columns), _names(exclude_columns) or []
+    storage_options = _given_storage_options()
     if _is_zarr_path(data):
         if weight_column or excluded:
             raise click.UsageError("--weight-column and --exclude-columns name Parquet "
@@ -223,10 +250,11 @@ def _source(data, columns=None, chunk_size=None, dtype=None, weight_column=None,
         return as_source(data, chunk_size=chunk_size, dtype=dtype)
     if id_field and not names and id_field not in excluded:
         # the first file's footer says whether the data has an id column
-        if id_field in ParquetSource.inspect(expand_paths(data)[0])[1].names:
+        storage = storage_for(data, storage_options)
+        if id_field in ParquetSource.inspect(expand_paths(data, storage)[0], storage)[1].names:
             excluded.append(id_field)
     return read_parquet(data, names, exclude_columns=excluded, chunk_size=chunk_size,
-                        dtype=dtype, weight_column=weight_column)
+                        dtype=dtype, weight_column=weight_column, storage_options=storage_options)
 
 
 def weight_option(command):

@@ -67,3 +67,13 @@ def read_counter(monkeypatch):
 
     monkeypatch.setattr(ParquetSource, "read_chunk", counting)
     return counts
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory):
+    """A real S3-compatible server on 127.0.0.1 (moto), started once, stopped at the end."""
+    from tests._s3 import start_s3
+
+    server = start_s3(tmp_path_factory.mktemp("s3") / "moto.log")
+    yield server
+    server.stop()

@@ -100,6 +100,17 @@ class StreammixEstimator(BaseEstimator):
         tags.input_tags.sparse = self._accept_sparse
         return tags
 
+    def __repr__(self, N_CHAR_MAX=700):
+        # storage_options may hold credentials: the repr shows their keys, never values
+        options = getattr(self, "storage_options", None)
+        if not isinstance(options, dict) or not options:
+            return super().__repr__(N_CHAR_MAX)
+        self.storage_options = {key: "***" for key in options}
+        try:
+            return super().__repr__(N_CHAR_MAX)
+        finally:
+            self.storage_options = options
+
     # -- execution ----------------------------------------------------------
     def _engine(self) -> Engine:
         return Engine(self.scheduler, self.n_workers, progress=self._progress(),
@@ -114,7 +125,7 @@ class StreammixEstimator(BaseEstimator):
 
     #: Parameters that do not change a fit's result (left out of checkpoint fingerprints).
     _RUN_ONLY = frozenset({"verbose", "verbose_interval", "scheduler", "n_workers", "checkpoint",
-                           "restart", "compute_labels", "cache"})
+                           "restart", "compute_labels", "cache", "storage_options"})
 
     @contextlib.contextmanager
     def _fit_engine(self, source, extra=None):
@@ -178,7 +189,8 @@ class StreammixEstimator(BaseEstimator):
         names = getattr(self, "feature_names_in_", None) if fitted else None
         reads_columns = names is not None and is_path_input(X) and not _is_zarr_input(X)
         columns = list(names) if reads_columns else None
-        source = as_source(X, chunk_size=self._chunk_rows(), dtype=self.dtype, columns=columns)
+        source = as_source(X, chunk_size=self._chunk_rows(), dtype=self.dtype, columns=columns,
+                           storage_options=getattr(self, "storage_options", None))
         if fitted:
             if source.n_features != self.n_features_in_:
                 raise DataError(
@@ -211,6 +223,10 @@ class StreammixEstimator(BaseEstimator):
     def _check_common_params(self):
         """Checks every estimator shares: dtype, random_state, and booleans that are booleans."""
         resolve_dtype(self.dtype)
+        options = getattr(self, "storage_options", None)
+        if options is not None and not isinstance(options, dict):
+            raise ValueError(f"storage_options must be a dict or None, got "
+                             f"{type(options).__name__}")
         if not (self.random_state is None or isinstance(
                 self.random_state, int | np.integer | np.random.Generator | np.random.RandomState)
                 ) or isinstance(self.random_state, bool):

@@ -191,6 +191,10 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
     cache : "auto" or bool, default="auto"
         Keep decoded chunks of files in memory across passes (in-process
         scheduler); ``"auto"`` when they take less than half the available memory.
+    storage_options : dict, optional
+        For data given as URLs (``s3://``, ``gs://``, ``az://``, ...): options
+        of the fsspec filesystem (see :func:`streammix.read_parquet`). Never
+        written to a model file or a checkpoint.
 
     Attributes
     ----------
@@ -254,6 +258,7 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         checkpoint=None,
         restart=False,
         cache="auto",
+        storage_options=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -276,6 +281,7 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         self.checkpoint = checkpoint
         self.restart = restart
         self.cache = cache
+        self.storage_options = storage_options
 
     # -- validation -----------------------------------------------------
     def _check_params(self, n_features):

@@ -311,7 +311,7 @@ class KMeans(CentersModel):
         k-means|| selects about ``oversampling_factor * n_clusters`` rows per round.
     init_rounds : int, default=5
         Rounds (data passes) of k-means||.
-    chunk_size, dtype, scheduler, n_workers, checkpoint, restart, cache
+    chunk_size, dtype, scheduler, n_workers, checkpoint, restart, cache, storage_options
         As for :class:`streammix.GaussianMixture`; the checkpoint covers the
         seeding (k-means|| rounds included) and every Lloyd iteration.
 
@@ -345,7 +345,8 @@ class KMeans(CentersModel):
     def __init__(self, n_clusters=8, *, init="auto", n_init="auto", max_iter=300, tol=1e-4,
                  verbose=0, random_state=None, copy_x=True, algorithm="lloyd",
                  oversampling_factor=2.0, init_rounds=5, chunk_size=None, dtype=None,
-                 scheduler=None, n_workers=None, checkpoint=None, restart=False, cache="auto"):
+                 scheduler=None, n_workers=None, checkpoint=None, restart=False, cache="auto",
+                 storage_options=None):
         self.n_clusters = n_clusters
         self.init = init
         self.n_init = n_init
@@ -364,6 +365,7 @@ class KMeans(CentersModel):
         self.checkpoint = checkpoint
         self.restart = restart
         self.cache = cache
+        self.storage_options = storage_options
 
     def _check_params(self, n_features):
         """Validate the parameters for data of ``n_features`` columns; returns n_init."""

@@ -73,7 +73,7 @@ class MiniBatchKMeans(CentersModel):
     chunk_size : int, optional
         Rows per chunk; default ``batch_size``, so that a window of chunks is that
         many batches.
-    dtype, scheduler, n_workers, checkpoint, restart, cache
+    dtype, scheduler, n_workers, checkpoint, restart, cache, storage_options
         As for :class:`streammix.GaussianMixture`. The checkpoint of ``fit``
         is written after every step and holds the centres, counts, the epoch's
         chunk order and the cursor in it; ``partial_fit`` keeps its state in
@@ -107,7 +107,7 @@ class MiniBatchKMeans(CentersModel):
                  compute_labels=True, random_state=None, tol=0.0, max_no_improvement=10,
                  init_size=None, n_init="auto", reassignment_ratio=0.01, chunk_size=None,
                  dtype=None, scheduler=None, n_workers=None, checkpoint=None,
-                 restart=False, cache="auto"):
+                 restart=False, cache="auto", storage_options=None):
         self.n_clusters = n_clusters
         self.init = init
         self.max_iter = max_iter
@@ -127,6 +127,7 @@ class MiniBatchKMeans(CentersModel):
         self.checkpoint = checkpoint
         self.restart = restart
         self.cache = cache
+        self.storage_options = storage_options
 
     def _chunk_rows(self):
         # A chunk is one mini-batch unless chunk_size says otherwise: a worker's

@@ -19,13 +19,15 @@ __all__ = ["Chunk", "Source", "ArraySource", "DaskSource", "ParquetSource", "Zar
 
 
 def read_parquet(path, columns=None, *, exclude_columns=None, chunk_size=None, dtype=None,
-                 weight_column=None) -> ParquetSource:
+                 weight_column=None, storage_options=None) -> ParquetSource:
     """Open Parquet data as a chunked source; no rows are read yet.
 
     Parameters
     ----------
     path : str, path-like, or list
-        A file, a directory of ``.parquet`` files, or a glob such as ``"data/*.parquet"``.
+        A file, a directory of ``.parquet`` files, or a glob such as
+        ``"data/*.parquet"``; or URLs of the same: ``"s3://bucket/prefix/"``,
+        ``"gs://..."``, ``"az://..."``, ``"https://..."`` (through fsspec).
     columns : list of str, optional
         Numeric columns to use (only these are read). Default: all columns.
     exclude_columns : list of str, optional
@@ -40,6 +42,12 @@ def read_parquet(path, columns=None, *, exclude_columns=None, chunk_size=None, d
         Numeric column of per-row weights: a fit weighs each row by it (as
         ``sample_weight``); it is not a feature.
 
+    storage_options : dict, optional
+        For URLs: options of the fsspec filesystem (``endpoint_url`` in
+        ``client_kwargs``, ``profile``, ``anon``...). Credentials are best
+        left to the backend's usual chain (environment, profile files,
+        instance roles); none is ever written to a message or a file.
+
     Returns
     -------
     ParquetSource
@@ -53,7 +61,8 @@ def read_parquet(path, columns=None, *, exclude_columns=None, chunk_size=None, d
     >>> sm.KMeans(8).fit(weighted)  # doctest: +SKIP
     """
     return ParquetSource(path, columns=columns, chunk_size=chunk_size, dtype=dtype,
-                         weight_column=weight_column, exclude_columns=exclude_columns)
+                         weight_column=weight_column, exclude_columns=exclude_columns,
+                         storage_options=storage_options)
 
 
 def read_zarr(store, *, chunk_size=None, dtype=None) -> ZarrSource:
@@ -79,7 +88,7 @@ def is_path_input(X) -> bool:
         isinstance(p, str | os.PathLike) for p in X)
 
 
-def as_source(X, *, chunk_size=None, dtype=None, columns=None) -> Source:
+def as_source(X, *, chunk_size=None, dtype=None, columns=None, storage_options=None) -> Source:
     """Any supported input as a :class:`Source`.
 
     Accepted: NumPy arrays, pandas DataFrames, pyarrow Tables, Dask arrays and
@@ -95,7 +104,8 @@ def as_source(X, *, chunk_size=None, dtype=None, columns=None) -> Source:
     if is_path_input(X):
         if not isinstance(X, list | tuple) and _is_zarr_path(os.fspath(X)):
             return ZarrSource(X, chunk_size=chunk_size, dtype=dtype)
-        return ParquetSource(X, columns=columns, chunk_size=chunk_size, dtype=dtype)
+        return ParquetSource(X, columns=columns, chunk_size=chunk_size, dtype=dtype,
+                             storage_options=storage_options)
     if is_dask_collection(X):
         source = DaskSource(X, dtype=dtype)
     elif type(X).__module__.startswith("zarr"):

@@ -28,6 +28,7 @@ from .base import (
     chunk_rows_for,
     resolve_dtype,
 )
+from .storage import Storage, in_parallel, is_url, with_retries
 
 #: Options of every Parquet file streammix writes: page checksums (CRC32), so that
 #: damage to a page is detected when it is read, and plain (not dictionary)
@@ -39,11 +40,33 @@ WRITE_OPTIONS = {"write_page_checksum": True, "use_dictionary": False}
 _WHOLE_ROW_GROUP_BYTES = 128 * 2**20
 
 
-def expand_paths(path) -> list[str]:
-    """A file, a directory (its ``*.parquet`` files, recursively) or a glob, sorted."""
+def storage_for(path, storage_options=None) -> Storage | None:
+    """The object store of ``path`` (a URL, or a list of URLs of one protocol); None if local."""
+    first = path[0] if isinstance(path, list | tuple) and path else path
+    if not is_url(first):
+        if storage_options:
+            raise ValueError("storage_options apply to URLs (s3://, gs://, ...), not to "
+                             f"local paths such as {os.fspath(first)!r}")
+        return None
+    protocols = {str(p).split("://", 1)[0] for p in (path if isinstance(path, list | tuple)
+                                                     else [path])}
+    if len(protocols) > 1 or not all(is_url(p) for p in (path if isinstance(
+            path, list | tuple) else [path])):
+        raise DataError("mixes local paths and URLs, or URLs of several stores; give one kind",
+                        file=str(first))
+    return Storage(protocols.pop(), storage_options)
+
+
+def expand_paths(path, storage=None) -> list[str]:
+    """A file, a directory (its ``*.parquet`` files, recursively) or a glob, sorted;
+    with ``storage``, URLs of objects, prefixes or globs in that store."""
     if isinstance(path, list | tuple):
-        return [p for item in path for p in expand_paths(item)]
+        return [p for item in path for p in expand_paths(item, storage)]
+    if storage is not None:
+        return storage.expand(str(path))
     path = os.fspath(path)
+    if path.startswith("file://"):
+        path = path[len("file://"):]
     if any(ch in path for ch in "*?["):
         files = sorted(glob.glob(path, recursive=True))
         if not files:
@@ -106,7 +129,7 @@ def _row_group_of(row_groups, group_starts, offset, row):
 class _FileInfo:
     path: str
     size: int
-    mtime_ns: int
+    version: int | str  # modification time (ns) of a local file, the ETag of an object
     row_group_rows: tuple[int, ...]
     column_names: tuple[str, ...] = ()
 
@@ -130,6 +153,10 @@ class ParquetSource(Source):
         a fit); it is not a feature. Weights must be finite and >= 0.
     exclude_columns : list of str, optional
         Columns that are not features (ids, labels); each must exist.
+    storage_options : dict, optional
+        For URLs (``s3://bucket/prefix/``, ``gs://``, ``az://``, ``https://``,
+        ``memory://``): options of the fsspec filesystem (endpoint, profile,
+        ``anon``...). Credentials are best left to the backend's usual chain.
 
     Examples
     --------
@@ -138,17 +165,21 @@ class ParquetSource(Source):
     """
 
     def __init__(self, path, *, columns=None, chunk_size=None, dtype=None, weight_column=None,
-                 exclude_columns=None):
+                 exclude_columns=None, storage_options=None):
         self.path = path
         self.weight_column = weight_column
         self._remember(path, columns=columns, chunk_size=chunk_size, dtype=dtype,
-                       weight_column=weight_column, exclude_columns=exclude_columns)
+                       weight_column=weight_column, exclude_columns=exclude_columns,
+                       storage_options=storage_options)
+        self.storage = storage_for(path, storage_options)
         self.chunk_size = chunk_size
         self.files = []
         schema = chosen = None
         excluded = list(exclude_columns or ())
-        for file in expand_paths(path):
-            info, file_schema = self.inspect(file)
+        files = expand_paths(path, self.storage)
+        # footers only, many at a time: on object storage each is a round trip
+        footers = in_parallel(lambda file: self.inspect(file, self.storage), files)
+        for file, (info, file_schema) in zip(files, footers, strict=True):
             if schema is None:
                 schema = file_schema
                 for name in excluded:  # a misspelt exclusion would silently do nothing
@@ -174,25 +205,41 @@ class ParquetSource(Source):
             raise DataError("has no columns", file=self.files[0].path)
         self.n_features = len(self.columns)
         self.feature_names = tuple(self.columns)
-        self.name = os.fspath(path) if not isinstance(path, list | tuple) else self.files[0].path
+        self.name = (str(path) if is_url(path) else os.fspath(path)) if not isinstance(
+            path, list | tuple) else self.files[0].path
         self._chunk_rows = chunk_rows_for(self.n_features, self.dtype, chunk_size)
         self._plan = self._make_plan()
         if not self._plan:
             raise DataError("has zero rows", file=self.name)
 
     @staticmethod
-    def inspect(file):
+    def inspect(file, storage=None):
         """``(file info, Arrow schema)`` from a file's footer; a DataError if unreadable."""
         try:
-            stat = os.stat(file)
-            meta = pq.read_metadata(file)
+            if storage is None:
+                stat = os.stat(file)
+                size, version = stat.st_size, stat.st_mtime_ns
+                meta = pq.read_metadata(file)
+            else:
+                size, version = storage.version(file)
+                with storage.open(file) as handle:
+                    meta = pq.read_metadata(handle)
             schema = meta.schema.to_arrow_schema()
         except FileNotFoundError:
             raise DataError("no such file", file=file) from None
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"is not a readable Parquet file ({exc})", file=file) from None
         rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-        return _FileInfo(file, stat.st_size, stat.st_mtime_ns, rows, tuple(schema.names)), schema
+        return _FileInfo(file, size, version, rows, tuple(schema.names)), schema
+
+    def _open(self, path, **options) -> pq.ParquetFile:
+        """A Parquet file: memory-mapped when local, through the object store otherwise."""
+        if self.storage is None:
+            return pq.ParquetFile(path, memory_map=options.pop("memory_map", False),
+                                  page_checksum_verification=True, **options)
+        options.pop("memory_map", None)
+        return pq.ParquetFile(self.storage.open(path), page_checksum_verification=True,
+                              **options)
 
     @staticmethod
     def _check_columns(file, schema, columns):
@@ -267,7 +314,7 @@ class ParquetSource(Source):
             # copy (reads 15-20 % faster). use_threads=False: Dask's threads already
             # decode chunks side by side, and Arrow's own pool competing with them
             # made iterations 15 % slower.
-            parquet = pq.ParquetFile(info.path, memory_map=True, page_checksum_verification=True)
+            parquet = self._open(info.path, memory_map=True)
             if chunk.n_rows * self.n_features * 8 > _WHOLE_ROW_GROUP_BYTES:
                 # A row group too large to hold decoded: stream it in chunk-sized batches.
                 tables = parquet.iter_batches(
@@ -277,8 +324,12 @@ class ParquetSource(Source):
             else:
                 # Decoding whole row groups is 20-25 % faster than Arrow's batch
                 # reader; blocks are then chunk-sized zero-copy slices of the table.
-                whole = parquet.read_row_groups(list(row_groups), columns=self.columns,
-                                                use_threads=False)
+                # From object storage, transient errors are retried (the whole read).
+                whole = with_retries(lambda: self._open(info.path).read_row_groups(
+                    list(row_groups), columns=self.columns, use_threads=False),
+                    what=info.path) if self.storage is not None else \
+                    parquet.read_row_groups(list(row_groups), columns=self.columns,
+                                            use_threads=False)
                 tables = (whole.slice(first, self._chunk_rows)
                           for first in range(0, whole.num_rows, self._chunk_rows))
             offset = 0  # rows of this chunk already yielded
@@ -291,16 +342,17 @@ class ParquetSource(Source):
                                           feature_names=self.feature_names)
                 offset += block.shape[0]
         except (pa.ArrowException, OSError) as exc:
-            raise DataError(f"cannot be read: damaged, or changed since planning ({exc})",
-                            file=info.path, row_group=self._damaged_row_group(info.path, row_groups)
-                            ) from None
+            cause = " ".join(str(exc).split())[:300]
+            raise DataError(f"cannot be read: damaged, changed since planning, or unreachable "
+                            f"({type(exc).__name__}: {cause})", file=info.path,
+                            row_group=self._damaged_row_group(info.path, row_groups)) from None
 
     def _damaged_row_group(self, path, row_groups):
         """The first of ``row_groups`` that fails to read alone (to name it in the error)."""
         for group in row_groups:
             try:
-                pq.ParquetFile(path, page_checksum_verification=True).read_row_groups(
-                    [group], columns=self.columns, use_threads=False)
+                self._open(path).read_row_groups([group], columns=self.columns,
+                                                 use_threads=False)
             except (pa.ArrowException, OSError):
                 return group
         return row_groups[0]
@@ -316,8 +368,7 @@ class ParquetSource(Source):
         file_index, row_groups = chunk.key
         path = self.files[file_index].path
         try:
-            table = pq.ParquetFile(path, page_checksum_verification=True).read_row_groups(
-                list(row_groups), columns=[name])
+            table = self._open(path).read_row_groups(list(row_groups), columns=[name])
         except (pa.ArrowException, OSError, KeyError) as exc:
             raise DataError(f"cannot read column ({exc})", file=path, column=name) from None
         return table.column(0).combine_chunks()
@@ -368,7 +419,7 @@ class ParquetSource(Source):
     def fingerprint(self):
         return {
             "source": "parquet",
-            "files": [[f.path, f.size, f.mtime_ns] for f in self.files],
+            "files": [[f.path, f.size, f.version] for f in self.files],
             "columns": self.columns,
             "weight_column": self.weight_column,
             "types": self.column_types,

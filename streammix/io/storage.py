@@ -1,0 +1,135 @@
+"""Where data lives: local paths, or URLs of object stores and the web, through fsspec.
+
+A URL (``s3://``, ``gs://``, ``az://``/``abfs://``, ``http(s)://``,
+``memory://``, ``file://``) is read with the fsspec filesystem of its
+protocol, configured by ``storage_options`` (endpoint, profile, anonymous
+access...). Credentials come from that backend's usual chain (environment,
+profile files, instance roles) unless given there; they are never part of a
+message, a fingerprint or a model file: :class:`Storage` keeps the options
+out of its ``repr`` and out of everything it reports.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ..exceptions import DataError
+
+#: Endings of the Parquet files a directory (or prefix) contributes.
+PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+
+#: Attempts of a read from object storage before it fails (transient errors:
+#: connection resets, 503 SlowDown), with exponential backoff from
+#: ``RETRY_DELAY`` seconds. The backends retry some errors themselves; this
+#: covers the rest, at the level of a whole chunk.
+READ_ATTEMPTS = 4
+RETRY_DELAY = 0.5
+
+#: Footers read at once when planning many objects (round trips overlap).
+PLANNING_THREADS = 16
+
+
+def is_url(path) -> bool:
+    """Whether ``path`` is a URL with a protocol (as opposed to a local path)."""
+    return isinstance(path, str) and "://" in path and not path.startswith("file://")
+
+
+class Storage:
+    """An fsspec filesystem by protocol and options, opened lazily (picklable, for workers).
+
+    Parameters
+    ----------
+    protocol : str
+        ``"s3"``, ``"gs"``, ``"az"``, ``"http"``, ``"memory"``, ...
+    storage_options : dict, optional
+        Passed to the filesystem (fsspec caches instances with equal options).
+    """
+
+    def __init__(self, protocol: str, storage_options: dict | None = None):
+        self.protocol = protocol
+        self.storage_options = dict(storage_options or {})
+
+    def __repr__(self):  # never the options: they may hold credentials
+        return f"Storage({self.protocol!r})"
+
+    @property
+    def fs(self):
+        import fsspec
+
+        try:
+            return fsspec.filesystem(self.protocol, **self.storage_options)
+        except ImportError as exc:
+            raise DataError(f"reading {self.protocol}:// needs a package that is not "
+                            f"installed ({exc}); install streammix with its object-storage "
+                            "extras, e.g. pip install 'streammix[s3]'") from None
+
+    def expand(self, path: str) -> list[str]:
+        """A file, a directory/prefix (its Parquet files, recursively) or a glob, sorted,
+        as URLs."""
+        fs = self.fs
+        try:
+            if any(ch in path for ch in "*?["):
+                found = sorted(fs.glob(path))
+                if not found:
+                    raise DataError("no object matches this pattern", file=path)
+                return [self.url(p) for p in found]
+            if fs.isdir(path):
+                found = sorted(p for p in fs.find(path)
+                               if p.endswith(PARQUET_SUFFIXES)
+                               and not os.path.basename(p).startswith((".", "_")))
+                if not found:
+                    raise DataError("holds no .parquet objects", file=path)
+                return [self.url(p) for p in found]
+            if not fs.exists(path):
+                raise DataError("no such object, or no access to it (check the bucket, "
+                                "the path and the credentials)", file=path)
+        except DataError:
+            raise
+        except Exception as exc:  # the backend's errors: denied access, no bucket, network
+            raise DataError(f"cannot be listed ({_reason(exc)})", file=path) from None
+        return [path]
+
+    def url(self, path: str) -> str:
+        """``path`` as the backend returns it (no protocol) turned back into a URL."""
+        return path if "://" in path else f"{self.protocol}://{path}"
+
+    def version(self, path: str) -> tuple[int, str]:
+        """(size, a tag that changes when the object does: ETag, or modification time)."""
+        info = self.fs.info(path)
+        tag = info.get("ETag") or info.get("etag") or info.get("LastModified") or \
+            info.get("mtime") or info.get("last_modified") or ""
+        return int(info.get("size") or 0), str(tag).strip('"')
+
+    def open(self, path: str):
+        """A seekable binary file of the object (for pyarrow)."""
+        return self.fs.open(path, "rb")
+
+
+def in_parallel(fn, items, threads=PLANNING_THREADS) -> list:
+    """``[fn(item) for item in items]`` with the round trips overlapping, in order."""
+    items = list(items)
+    if len(items) < 2:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def with_retries(read, *, what: str, transient=(OSError, ConnectionError, TimeoutError)):
+    """``read()``, retried with exponential backoff on transient errors."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return read()
+        except FileNotFoundError:
+            raise
+        except transient:
+            if attempt == READ_ATTEMPTS - 1:
+                raise
+            time.sleep(RETRY_DELAY * 2**attempt)
+    raise AssertionError(what)  # unreachable
+
+
+def _reason(exc) -> str:
+    """An exception as one short line (the backends' messages can be long)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:300]

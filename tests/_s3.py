@@ -1,0 +1,69 @@
+"""Start and stop a real S3-compatible server (moto's server mode) on 127.0.0.1.
+
+Used through s3fs exactly as S3 is, with credentials of its own: the tests
+check that they never appear in anything streammix writes or prints.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+#: Credentials the tests give; moto accepts any. The secret is searched for in outputs.
+KEY, SECRET = "streammix-test-key", "s3cr3t-never-printed-5b1e"
+
+
+@dataclass
+class S3Server:
+    process: subprocess.Popen
+    endpoint: str
+
+    @property
+    def options(self) -> dict:
+        """storage_options for s3fs: this endpoint and the test credentials."""
+        return {"key": KEY, "secret": SECRET, "client_kwargs": {"endpoint_url": self.endpoint}}
+
+    def filesystem(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(**self.options, skip_instance_cache=True)
+
+    def stop(self):
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_s3(log_path) -> S3Server:
+    """``moto_server`` on 127.0.0.1 at a free port; waits until it answers."""
+    port = _free_port()
+    log = open(log_path, "w")  # the server writes to it until stopped
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "1"})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto server exited; see {log_path}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return S3Server(process, f"http://127.0.0.1:{port}")
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("moto server did not start within 60 s")

@@ -1,0 +1,86 @@
+"""Parquet data in object storage, read through fsspec/s3fs from a real S3 server."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans as SkKMeans
+
+import streammix as sm
+from tests._s3 import SECRET
+from tests.conftest import make_blobs, write_table
+
+
+@pytest.fixture
+def bucket(s3, tmp_path):
+    """A fresh bucket holding the blobs as two Parquet objects (row groups of 37 rows)."""
+    fs = s3.filesystem()
+    name = f"data-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(name)
+    X = make_blobs()
+    write_table(tmp_path / "a.parquet", X[:250], 37)
+    write_table(tmp_path / "b.parquet", X[250:], 37)
+    fs.put(str(tmp_path / "a.parquet"), f"{name}/blobs/a.parquet")
+    fs.put(str(tmp_path / "b.parquet"), f"{name}/blobs/b.parquet")
+    return name, X, tmp_path
+
+
+@pytest.mark.parametrize("form", ["prefix", "glob", "list"])
+def test_models_from_a_bucket_equal_the_local_ones(s3, bucket, form):
+    name, X, local = bucket
+    url = {"prefix": f"s3://{name}/blobs/", "glob": f"s3://{name}/blobs/*.parquet",
+           "list": [f"s3://{name}/blobs/a.parquet", f"s3://{name}/blobs/b.parquet"]}[form]
+    data = sm.read_parquet(url, storage_options=s3.options)
+    assert data.n_rows == len(X) and data.feature_names == ("f0", "f1", "f2")
+    here = sm.read_parquet([local / "a.parquet", local / "b.parquet"])
+    gmm = sm.GaussianMixture(3, random_state=0).fit(data)
+    np.testing.assert_allclose(gmm.means_, sm.GaussianMixture(3, random_state=0).fit(here).means_,
+                               rtol=1e-12)
+    init = X[[0, 300, 500]]
+    km = sm.KMeans(3, init=init, n_init=1, storage_options=s3.options).fit(url)
+    theirs = SkKMeans(3, init=init, n_init=1).fit(X)
+    np.testing.assert_allclose(km.cluster_centers_, theirs.cluster_centers_, rtol=1e-10)
+    assert km.n_iter_ == theirs.n_iter_
+    np.testing.assert_array_equal(km.predict(data).compute(), theirs.predict(X))
+
+
+def test_missing_buckets_and_objects_are_clean_errors_without_secrets(s3, bucket):
+    name, _, _ = bucket
+    for url in (f"s3://no-such-bucket-{uuid.uuid4().hex[:6]}/x/", f"s3://{name}/nothing/",
+                f"s3://{name}/blobs/absent.parquet", f"s3://{name}/none-*.parquet"):
+        with pytest.raises(sm.DataError) as error:
+            sm.read_parquet(url, storage_options=s3.options)
+        assert url.rstrip("/").split("/")[-1] in str(error.value) or url in str(error.value)
+        assert SECRET not in str(error.value)
+    model = sm.GaussianMixture(2, storage_options=s3.options)
+    assert SECRET not in repr(model)
+
+
+def test_the_command_line_reads_a_bucket_and_prints_no_secret(s3, bucket, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from streammix.cli import main
+
+    name, _, _ = bucket
+    options = ["--storage-option", f"key={s3.options['key']}",
+               "--storage-option", f"secret={SECRET}",
+               "--storage-option", "client_kwargs=" + json.dumps(s3.options["client_kwargs"])]
+    runner = CliRunner()
+    fit = runner.invoke(main, ["fit", f"s3://{name}/blobs/", "-k", "3", "--seed", "0", "-v",
+                               "--checkpoint", str(tmp_path / "ckpt"), *options,
+                               "-o", str(tmp_path / "m.npz")])
+    assert fit.exit_code == 0, fit.output
+    bad = runner.invoke(main, ["fit", f"s3://{name}/absent/", *options,
+                               "-o", str(tmp_path / "n.npz")])
+    assert bad.exit_code == 2 and "absent" in bad.output
+    predict = runner.invoke(main, ["predict", str(tmp_path / "m.npz"), f"s3://{name}/blobs/",
+                                   *options, "-o", str(tmp_path / "p.parquet")])
+    assert predict.exit_code == 0, predict.output
+    written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    for text in (fit.output, bad.output, predict.output):
+        assert SECRET not in text
+    assert SECRET.encode() not in written  # model file, checkpoint, predictions
