@@ -32,6 +32,13 @@ class S3Server:
 
         return s3fs.S3FileSystem(**self.options, skip_instance_cache=True)
 
+    log_path: str = ""
+
+    def gets(self, key: str) -> int:
+        """GET requests the server has answered for object ``key`` (``bucket/path``)."""
+        with open(self.log_path) as log:
+            return sum(f"GET /{key} " in line for line in log)
+
     def stop(self):
         if self.process.poll() is None:
             self.process.terminate()
@@ -55,14 +62,14 @@ def start_s3(log_path) -> S3Server:
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "1"})
+        env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "1", "PYTHONUNBUFFERED": "1"})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"moto server exited; see {log_path}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return S3Server(process, f"http://127.0.0.1:{port}")
+                return S3Server(process, f"http://127.0.0.1:{port}", str(log_path))
         except OSError:
             time.sleep(0.2)
     process.kill()

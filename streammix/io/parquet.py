@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import glob
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -132,6 +132,9 @@ class _FileInfo:
     version: int | str  # modification time (ns) of a local file, the ETag of an object
     row_group_rows: tuple[int, ...]
     column_names: tuple[str, ...] = ()
+    # An object's footer, kept from planning: a chunk read is then one request for
+    # its byte ranges, not one more for the footer. (Local footers are in the page cache.)
+    footer: pq.FileMetaData | None = field(default=None, compare=False, repr=False)
 
 
 class ParquetSource(Source):
@@ -230,16 +233,19 @@ class ParquetSource(Source):
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"is not a readable Parquet file ({exc})", file=file) from None
         rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
-        return _FileInfo(file, size, version, rows, tuple(schema.names)), schema
+        return _FileInfo(file, size, version, rows, tuple(schema.names),
+                         None if storage is None else meta), schema
 
     def _open(self, path, **options) -> pq.ParquetFile:
-        """A Parquet file: memory-mapped when local, through the object store otherwise."""
+        """A Parquet file: memory-mapped when local, through the object store otherwise
+        (with the footer read when planning: no request for it again)."""
         if self.storage is None:
             return pq.ParquetFile(path, memory_map=options.pop("memory_map", False),
                                   page_checksum_verification=True, **options)
         options.pop("memory_map", None)
-        return pq.ParquetFile(self.storage.open(path), page_checksum_verification=True,
-                              **options)
+        footer = next((f.footer for f in self.files if f.path == path), None)
+        return pq.ParquetFile(self.storage.open(path), metadata=footer, pre_buffer=True,
+                              page_checksum_verification=True, **options)
 
     @staticmethod
     def _check_columns(file, schema, columns):

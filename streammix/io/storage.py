@@ -107,10 +107,11 @@ class Storage:
         return self.fs.open(path, "rb")
 
 
-def in_parallel(fn, items, threads=PLANNING_THREADS) -> list:
+def in_parallel(fn, items, threads=None) -> list:
     """``[fn(item) for item in items]`` with the round trips overlapping, in order."""
     items = list(items)
-    if len(items) < 2:
+    threads = PLANNING_THREADS if threads is None else threads
+    if len(items) < 2 or threads < 2:
         return [fn(item) for item in items]
     with ThreadPoolExecutor(min(threads, len(items))) as pool:
         return list(pool.map(fn, items))

@@ -84,3 +84,25 @@ def test_the_command_line_reads_a_bucket_and_prints_no_secret(s3, bucket, tmp_pa
     for text in (fit.output, bad.output, predict.output):
         assert SECRET not in text
     assert SECRET.encode() not in written  # model file, checkpoint, predictions
+
+
+def test_each_chunk_is_one_request_per_pass_and_cached_passes_read_nothing(s3, bucket,
+                                                                            read_counter):
+    name, X, _ = bucket
+    data = sm.read_parquet(f"s3://{name}/blobs/", storage_options=s3.options, chunk_size=100)
+    n_chunks = len(data.plan())
+    init = X[[0, 300, 500]]
+
+    def requests(cache, max_iter):
+        read_counter.clear()
+        before = sum(s3.gets(f"{name}/blobs/{f}.parquet") for f in "ab")
+        sm.KMeans(3, init=init, n_init=1, max_iter=max_iter, tol=0, cache=cache).fit(data)
+        return sum(s3.gets(f"{name}/blobs/{f}.parquet") for f in "ab") - before
+
+    # planning read the footers; a pass then asks for each chunk's byte ranges once
+    streamed = requests(cache=False, max_iter=3)
+    passes = set(read_counter.values())
+    assert len(passes) == 1 and passes.pop() >= 2  # every chunk read once a pass
+    assert streamed == sum(read_counter.values())  # one request per chunk read
+    # with the cache, only the first pass reads: the same requests for 2 or 6 iterations
+    assert requests(cache=True, max_iter=2) == requests(cache=True, max_iter=6) == n_chunks
