@@ -13,6 +13,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+import numpy as np
+
 #: Credentials the tests give; moto accepts any. The secret is searched for in outputs.
 KEY, SECRET = "streammix-test-key", "s3cr3t-never-printed-5b1e"
 
@@ -74,3 +76,18 @@ def start_s3(log_path) -> S3Server:
             time.sleep(0.2)
     process.kill()
     raise RuntimeError("moto server did not start within 60 s")
+
+
+def put_parquet(server: S3Server, tmp_path, X, *, parts=2, row_group_size=37) -> str:
+    """A fresh bucket holding ``X`` as ``parts`` Parquet objects under ``blobs/``; its name."""
+    import uuid
+
+    from tests.conftest import write_table
+
+    fs = server.filesystem()
+    name = f"data-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(name)
+    for i, rows in enumerate(np.array_split(np.arange(len(X)), parts)):
+        local = write_table(tmp_path / f"part-{i}.parquet", X[rows], row_group_size)
+        fs.put(str(local), f"{name}/blobs/part-{i}.parquet")
+    return name

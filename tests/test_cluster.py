@@ -57,3 +57,17 @@ def test_kmeans_and_minibatch_on_cluster_equal_embedded_runs(cluster, blobs_parq
     local = sm.MiniBatchKMeans(**mini, n_workers=2).fit(blobs_parquet)
     remote = sm.MiniBatchKMeans(**mini, scheduler=cluster).fit(blobs_parquet)
     np.testing.assert_allclose(remote.cluster_centers_, local.cluster_centers_, rtol=1e-9)
+
+
+def test_fit_from_a_bucket_on_the_cluster_equals_the_embedded_run(cluster, s3, tmp_path):
+    """Workers read the objects themselves (the source travels, the rows do not)."""
+    from tests._s3 import put_parquet
+    from tests.conftest import make_blobs
+
+    name = put_parquet(s3, tmp_path, make_blobs(seed=5))
+    params = {"n_components": 3, "random_state": 1, "chunk_size": 60,
+              "storage_options": s3.options}
+    local = sm.GaussianMixture(**params).fit(f"s3://{name}/blobs/")
+    remote = sm.GaussianMixture(**params, scheduler=cluster).fit(f"s3://{name}/blobs/")
+    assert remote.n_iter_ == local.n_iter_
+    np.testing.assert_allclose(remote.means_, local.means_, rtol=1e-9)

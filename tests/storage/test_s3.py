@@ -9,21 +9,15 @@ import pytest
 from sklearn.cluster import KMeans as SkKMeans
 
 import streammix as sm
-from tests._s3 import SECRET
-from tests.conftest import make_blobs, write_table
+from tests._s3 import SECRET, put_parquet
+from tests.conftest import make_blobs
 
 
 @pytest.fixture
 def bucket(s3, tmp_path):
     """A fresh bucket holding the blobs as two Parquet objects (row groups of 37 rows)."""
-    fs = s3.filesystem()
-    name = f"data-{uuid.uuid4().hex[:8]}"
-    fs.mkdir(name)
     X = make_blobs()
-    write_table(tmp_path / "a.parquet", X[:250], 37)
-    write_table(tmp_path / "b.parquet", X[250:], 37)
-    fs.put(str(tmp_path / "a.parquet"), f"{name}/blobs/a.parquet")
-    fs.put(str(tmp_path / "b.parquet"), f"{name}/blobs/b.parquet")
+    name = put_parquet(s3, tmp_path, X)
     return name, X, tmp_path
 
 
@@ -31,10 +25,10 @@ def bucket(s3, tmp_path):
 def test_models_from_a_bucket_equal_the_local_ones(s3, bucket, form):
     name, X, local = bucket
     url = {"prefix": f"s3://{name}/blobs/", "glob": f"s3://{name}/blobs/*.parquet",
-           "list": [f"s3://{name}/blobs/a.parquet", f"s3://{name}/blobs/b.parquet"]}[form]
+           "list": [f"s3://{name}/blobs/part-0.parquet", f"s3://{name}/blobs/part-1.parquet"]}[form]
     data = sm.read_parquet(url, storage_options=s3.options)
     assert data.n_rows == len(X) and data.feature_names == ("f0", "f1", "f2")
-    here = sm.read_parquet([local / "a.parquet", local / "b.parquet"])
+    here = sm.read_parquet([local / "part-0.parquet", local / "part-1.parquet"])
     gmm = sm.GaussianMixture(3, random_state=0).fit(data)
     np.testing.assert_allclose(gmm.means_, sm.GaussianMixture(3, random_state=0).fit(here).means_,
                                rtol=1e-12)
@@ -95,9 +89,9 @@ def test_each_chunk_is_one_request_per_pass_and_cached_passes_read_nothing(s3, b
 
     def requests(cache, max_iter):
         read_counter.clear()
-        before = sum(s3.gets(f"{name}/blobs/{f}.parquet") for f in "ab")
+        before = sum(s3.gets(f"{name}/blobs/part-{i}.parquet") for i in range(2))
         sm.KMeans(3, init=init, n_init=1, max_iter=max_iter, tol=0, cache=cache).fit(data)
-        return sum(s3.gets(f"{name}/blobs/{f}.parquet") for f in "ab") - before
+        return sum(s3.gets(f"{name}/blobs/part-{i}.parquet") for i in range(2)) - before
 
     # planning read the footers; a pass then asks for each chunk's byte ranges once
     streamed = requests(cache=False, max_iter=3)
