@@ -247,7 +247,8 @@ def _source(data, columns=None, chunk_size=None, dtype=None, weight_column=None,
         if weight_column or excluded:
             raise click.UsageError("--weight-column and --exclude-columns name Parquet "
                                    "columns; Zarr data has none")
-        return as_source(data, chunk_size=chunk_size, dtype=dtype)
+        return as_source(data, chunk_size=chunk_size, dtype=dtype,
+                         storage_options=storage_options)
     if id_field and not names and id_field not in excluded:
         # the first file's footer says whether the data has an id column
         storage = storage_for(data, storage_options)

@@ -65,7 +65,7 @@ def read_parquet(path, columns=None, *, exclude_columns=None, chunk_size=None, d
                          storage_options=storage_options)
 
 
-def read_zarr(store, *, chunk_size=None, dtype=None) -> ZarrSource:
+def read_zarr(store, *, chunk_size=None, dtype=None, storage_options=None) -> ZarrSource:
     """Open a 2-D Zarr array (a store path or a ``zarr.Array``) as a chunked source.
 
     Examples
@@ -73,7 +73,7 @@ def read_zarr(store, *, chunk_size=None, dtype=None) -> ZarrSource:
     >>> import streammix as sm
     >>> data = sm.read_zarr("data.zarr")  # doctest: +SKIP
     """
-    return ZarrSource(store, chunk_size=chunk_size, dtype=dtype)
+    return ZarrSource(store, chunk_size=chunk_size, dtype=dtype, storage_options=storage_options)
 
 
 def _is_zarr_path(path: str) -> bool:
@@ -103,7 +103,8 @@ def as_source(X, *, chunk_size=None, dtype=None, columns=None, storage_options=N
         return X.configure(dtype=dtype, chunk_size=chunk_size, columns=columns)
     if is_path_input(X):
         if not isinstance(X, list | tuple) and _is_zarr_path(os.fspath(X)):
-            return ZarrSource(X, chunk_size=chunk_size, dtype=dtype)
+            return ZarrSource(X, chunk_size=chunk_size, dtype=dtype,
+                              storage_options=storage_options)
         return ParquetSource(X, columns=columns, chunk_size=chunk_size, dtype=dtype,
                              storage_options=storage_options)
     if is_dask_collection(X):

@@ -17,17 +17,22 @@ from .base import (
     resolve_dtype,
     split_rows,
 )
+from .storage import Storage, is_url
 
 
-def _open(path):
+def _open(path, storage: Storage | None = None):
     import zarr
 
-    if not os.path.exists(path):
+    if storage is None and not os.path.exists(path):
         raise DataError("no such Zarr store", file=path)
     try:
-        return zarr.open_array(store=path, mode="r")
+        if storage is None:
+            return zarr.open_array(store=path, mode="r")
+        return zarr.open_array(store=path, mode="r", storage_options=storage.storage_options)
     except Exception as exc:  # zarr raises several unrelated types for a bad store
-        raise DataError(f"is not a readable Zarr array ({exc})", file=path) from None
+        cause = " ".join(str(exc).split())[:300]
+        raise DataError(f"is not a readable Zarr array, or cannot be reached "
+                        f"({type(exc).__name__}: {cause})", file=path) from None
 
 
 class ZarrSource(Source):
@@ -39,20 +44,31 @@ class ZarrSource(Source):
     Parameters
     ----------
     store : str, path-like or zarr.Array
-        A store path (opened lazily on each worker) or an open array.
+        A store path or URL (``s3://bucket/data.zarr``; opened lazily on each
+        worker) or an open array.
     chunk_size : int, optional
         Target rows per chunk.
     dtype : {"float64", "float32"} or None
         Working dtype of the arithmetic; None: the array's own if float32, else float64.
 
+    storage_options : dict, optional
+        For a URL: options of the fsspec filesystem (see :func:`streammix.read_parquet`).
+
     Feature names are taken from the array's ``columns`` attribute when present.
     """
 
-    def __init__(self, store, *, chunk_size=None, dtype=None):
-        self._remember(store, chunk_size=chunk_size, dtype=dtype)
+    def __init__(self, store, *, chunk_size=None, dtype=None, storage_options=None):
+        self._remember(store, chunk_size=chunk_size, dtype=dtype,
+                       storage_options=storage_options)
+        self.storage = None
+        if is_url(store):  # s3://bucket/data.zarr ...: read through fsspec
+            self.storage = Storage(store.split("://", 1)[0], storage_options)
+        elif storage_options:
+            raise ValueError("storage_options apply to URLs (s3://, gs://, ...), not to "
+                             f"local paths such as {os.fspath(store)!r}")
         if isinstance(store, str | os.PathLike):
             self.path = os.fspath(store)
-            array = _open(self.path)
+            array = _open(self.path, self.storage)
             self._array = None  # opened again where the chunk is read
             self.name = self.path
         else:
@@ -96,7 +112,7 @@ class ZarrSource(Source):
             return self._array
         opened = self.__dict__.get("_opened")
         if opened is None:
-            opened = self.__dict__["_opened"] = _open(self.path)
+            opened = self.__dict__["_opened"] = _open(self.path, self.storage)
         return opened
 
     def read_chunk(self, chunk, payload=None):
@@ -119,7 +135,11 @@ class ZarrSource(Source):
         array = self._array_here()
         found = {"source": "zarr", "name": self.name, "shape": list(self.shape),
                  "dtype": str(array.dtype), "chunks": list(array.chunks)}
-        if self.path:  # every file's size and modification time, like Parquet files
+        if self.path and self.storage is not None:  # every object's size and version
+            fs = self.storage.fs
+            found["files"] = sorted([os.path.relpath(name, self.path.split("://", 1)[1]),
+                                     *self.storage.version(name)] for name in fs.find(self.path))
+        elif self.path:  # every file's size and modification time, like Parquet files
             found["files"] = sorted(
                 [os.path.relpath(os.path.join(root, f), self.path), st.st_size, st.st_mtime_ns]
                 for root, _, names in os.walk(self.path) for f in names

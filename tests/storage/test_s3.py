@@ -100,3 +100,26 @@ def test_each_chunk_is_one_request_per_pass_and_cached_passes_read_nothing(s3, b
     assert streamed == sum(read_counter.values())  # one request per chunk read
     # with the cache, only the first pass reads: the same requests for 2 or 6 iterations
     assert requests(cache=True, max_iter=2) == requests(cache=True, max_iter=6) == n_chunks
+
+
+def test_zarr_store_in_a_bucket(s3, tmp_path):
+    import zarr
+
+    X = make_blobs(seed=2)
+    local = str(tmp_path / "x.zarr")
+    array = zarr.create_array(store=local, shape=X.shape, chunks=(41, 3), dtype="f8")
+    array[:] = X
+    fs = s3.filesystem()
+    name = f"zarr-{uuid.uuid4().hex[:8]}"
+    fs.mkdir(name)
+    fs.put(local, f"{name}/x.zarr", recursive=True)
+    url = f"s3://{name}/x.zarr"
+    source = sm.read_zarr(url, storage_options=s3.options)
+    assert source.n_rows == len(X)
+    ours = sm.GaussianMixture(3, random_state=0, storage_options=s3.options).fit(url)
+    theirs = sm.GaussianMixture(3, random_state=0).fit(local)
+    np.testing.assert_allclose(ours.means_, theirs.means_, rtol=1e-12)
+    files = source.fingerprint()["files"]  # every object, with its size and version
+    assert len(files) >= 2 and all(size > 0 for _, size, _ in files)
+    with pytest.raises(sm.DataError, match=r"absent.zarr"):
+        sm.read_zarr(f"s3://{name}/absent.zarr", storage_options=s3.options)
