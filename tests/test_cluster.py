@@ -71,3 +71,33 @@ def test_fit_from_a_bucket_on_the_cluster_equals_the_embedded_run(cluster, s3, t
     remote = sm.GaussianMixture(**params, scheduler=cluster).fit(f"s3://{name}/blobs/")
     assert remote.n_iter_ == local.n_iter_
     np.testing.assert_allclose(remote.means_, local.means_, rtol=1e-9)
+
+
+def test_workers_keep_the_decoded_chunks_so_later_passes_read_nothing(cluster, s3, tmp_path):
+    from tests._s3 import put_parquet
+    from tests.conftest import make_blobs
+
+    X = make_blobs(seed=6)
+    name = put_parquet(s3, tmp_path, X)
+    url = f"s3://{name}/blobs/"
+    n_chunks = len(sm.read_parquet(url, storage_options=s3.options, chunk_size=60).plan())
+
+    def fit(cache, max_iter):
+        before = sum(s3.gets(f"{name}/blobs/part-{i}.parquet") for i in range(2))
+        model = sm.KMeans(3, init=X[:3], n_init=1, max_iter=max_iter, tol=0,
+                          chunk_size=60, cache=cache, storage_options=s3.options,
+                          scheduler=cluster).fit(url)
+        return model, sum(s3.gets(f"{name}/blobs/part-{i}.parquet") for i in range(2)) - before
+
+    # planning reads the 2 footers; the first pass each chunk once, on some worker
+    cached, requests = fit("auto", 2)  # small data: it fits in the workers' memory
+    assert requests == 2 + n_chunks
+    again, more = fit("auto", 6)
+    assert more == 2 + n_chunks and again.n_iter_ > cached.n_iter_  # later passes read nothing
+    streamed, streamed_requests = fit(False, 6)
+    assert streamed_requests >= 2 * n_chunks  # without the cache every pass reads
+    embedded = sm.KMeans(3, init=X[:3], n_init=1, max_iter=6, tol=0, chunk_size=60,
+                         storage_options=s3.options).fit(url)
+    for model in (again, streamed):
+        np.testing.assert_allclose(model.cluster_centers_, embedded.cluster_centers_,
+                                   rtol=1e-12)

@@ -159,6 +159,8 @@ def _members(chunk) -> tuple:
 def _read(source, chunk, payload, cache):
     if isinstance(chunk, ChunkGroup):
         return [_gather(source, chunk, payload, cache)]
+    if isinstance(cache, _Decoded):  # the worker's cached copy of this chunk
+        return cache.blocks
     return cache.read(source, chunk, payload) if cache is not None else \
         _blocks(source, chunk, payload)
 
@@ -174,6 +176,18 @@ def _gather(source, group, payloads, cache):
         np.concatenate(blocks)
     weights = None if parts[0][2] is None else np.concatenate([w for _, _, w in parts])
     return rows, block, weights
+
+
+def _decode(source, chunk, payload):
+    """A chunk's ``(start, block, weights)`` list: what a worker keeps in its cache."""
+    return list(_blocks(source, chunk, payload))
+
+
+class _Decoded:
+    """A chunk's decoded blocks, already on the worker (from a worker-cache future)."""
+
+    def __init__(self, blocks):
+        self.blocks = blocks
 
 
 def _call(fn, params, block, start, weights):
@@ -338,6 +352,7 @@ class Engine:
         self.checkpoint = checkpoint
         self.cache = cache
         self._caches: dict = {}
+        self._worker_caches: dict = {}  # per source: chunk index -> future of decoded blocks
         self.progress = progress
         self.passes = 0
         self._owned_client = None
@@ -366,6 +381,7 @@ class Engine:
         self.close()
 
     def close(self):
+        self._worker_caches.clear()  # the futures go: the workers free the cached chunks
         if self._session_blas is not None:
             self._session_blas.restore_original_limits()
             self._session_blas = None
@@ -414,18 +430,52 @@ class Engine:
             self._caches[token] = (source, BlockCache(source) if wanted else None)
         return self._caches[token][1]
 
+    def _worker_cache(self, source):
+        """On a cluster: futures of the decoded chunks, kept in the workers' memory.
+
+        Wanted when ``cache`` is True, or "auto" and the decoded data takes less
+        than ``CACHE_SHARE`` of the workers' memory limits together. A chunk is
+        decoded by the first pass that needs it, on the worker that runs that
+        task, and stays there: later tasks on it run where it is (Dask's data
+        locality). A worker that dies loses its chunks; Dask decodes them again
+        from storage on another worker, from the same task.
+        """
+        if self.cache is False or source.in_memory or not self.distributed:
+            return None
+        token = id(source)
+        if token not in self._worker_caches:
+            decoded = source.n_rows * source.n_features * np.dtype(source.dtype).itemsize
+            limits = [w.get("memory_limit") or 0 for w in
+                      self.client.scheduler_info().get("workers", {}).values()]
+            wanted = self.cache is True or (all(limits) and decoded < CACHE_SHARE * sum(limits))
+            self._worker_caches[token] = (source, {} if wanted else None)
+        return self._worker_caches[token][1]
+
+    def _decoded(self, source, source_in, chunk, futures):
+        """The future of a chunk's decoded blocks, made by the first pass that reads it."""
+        if chunk.index not in futures:
+            task = delayed(_decode, pure=True, name="decode")(
+                source_in, chunk, _dask_input(source, chunk),
+                dask_key_name=(f"decoded-{id(source):x}-{uuid.uuid4().hex[:8]}", chunk.index))
+            futures[chunk.index] = self.client.compute(task)
+        return delayed(_Decoded)(futures[chunk.index])
+
     def _chunk_tasks(self, task, fn, params, source, chunks=None):
         name = f"chunks-{uuid.uuid4().hex}"
         params_in = delayed(params, name=f"params-{name}", traverse=False)
         source_in = self._source_input(source)
         cache = self._cache_for(source)
-        return [
+        futures = self._worker_cache(source)
+        tasks = []
+        for chunk in (source.plan() if chunks is None else chunks):
+            held, payload = cache, _dask_input(source, chunk)
+            if futures is not None and not isinstance(chunk, ChunkGroup):
+                held, payload = self._decoded(source, source_in, chunk, futures), None
             # Named: otherwise Dask hashes the (partial) function on every pass.
-            delayed(task, pure=True, name="chunk-task")(
-                fn, params_in, source_in, chunk, _dask_input(source, chunk), cache,
-                dask_key_name=(name, chunk.index))
-            for chunk in (source.plan() if chunks is None else chunks)
-        ]
+            tasks.append(delayed(task, pure=True, name="chunk-task")(
+                fn, params_in, source_in, chunk, payload, held,
+                dask_key_name=(name, chunk.index)))
+        return tasks
 
     def _compute(self, *objects):
         if self.distributed:
