@@ -77,3 +77,36 @@ def test_lost_scheduler_fails_clearly_and_the_checkpoint_continues(tmp_path, blo
         second.stop()
     assert_same_gmm(resumed, expected)
     assert os.path.exists(ckpt / "checkpoint.json")
+
+
+def test_a_dead_worker_s_cached_chunks_are_read_again_and_the_model_is_unchanged(tmp_path, s3):
+    """Over S3 with the workers' chunk cache: kill one worker mid-fit."""
+    from tests._s3 import put_parquet
+    from tests.conftest import make_blobs
+
+    name = put_parquet(s3, tmp_path, make_blobs())
+    url = f"s3://{name}/blobs/"
+    params = {**GMM, "storage_options": s3.options}
+    expected = sm.GaussianMixture(**params).fit(url)
+    n_chunks = len(sm.read_parquet(url, storage_options=s3.options, chunk_size=40).plan())
+
+    def requests():
+        return sum(s3.gets(f"{name}/blobs/part-{i}.parquet") for i in range(2))
+
+    cluster = start_cluster(tmp_path / "cluster", 2, nanny=False)
+    try:
+        before = requests()
+        started = time.monotonic()
+        killer = threading.Timer(1.0, cluster.workers[0].send_signal, [signal.SIGKILL])
+        killer.start()
+        model = sm.GaussianMixture(**params, scheduler=cluster.address, cache=True).fit(url)
+        killer.join()
+        assert time.monotonic() - started > 1.0  # the worker died while the fit ran
+        assert cluster.workers[0].wait(timeout=10) == -signal.SIGKILL
+        read = requests() - before
+    finally:
+        cluster.stop()
+    assert_same_gmm(model, expected)
+    # the cache outlived the worker: at most the lost chunks were read again (none when
+    # Dask had copied them to the other worker), not every chunk on every one of 80 passes
+    assert 2 + n_chunks <= read < 4 * n_chunks
