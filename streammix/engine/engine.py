@@ -460,7 +460,9 @@ class Engine:
             futures[chunk.index] = self.client.compute(task)
         return delayed(_Decoded)(futures[chunk.index])
 
-    def _chunk_tasks(self, task, fn, params, source, chunks=None):
+    def _chunk_tasks(self, task, fn, params, source, chunks=None, *, lazy=False):
+        """One task per chunk. ``lazy``: for a lazy result (not computed now), which
+        uses chunks the workers already hold but decodes none into their cache."""
         name = f"chunks-{uuid.uuid4().hex}"
         params_in = delayed(params, name=f"params-{name}", traverse=False)
         source_in = self._source_input(source)
@@ -469,7 +471,8 @@ class Engine:
         tasks = []
         for chunk in (source.plan() if chunks is None else chunks):
             held, payload = cache, _dask_input(source, chunk)
-            if futures is not None and not isinstance(chunk, ChunkGroup):
+            if futures is not None and not isinstance(chunk, ChunkGroup) and (
+                    not lazy or chunk.index in futures):
                 held, payload = self._decoded(source, source_in, chunk, futures), None
             # Named: otherwise Dask hashes the (partial) function on every pass.
             tasks.append(delayed(task, pure=True, name="chunk-task")(
@@ -644,8 +647,8 @@ class Engine:
         import dask.array as da
 
         parts = []
-        for task, chunk in zip(self._chunk_tasks(_map_task, fn, params, source), source.plan(),
-                               strict=True):
+        tasks = self._chunk_tasks(_map_task, fn, params, source, lazy=True)
+        for task, chunk in zip(tasks, source.plan(), strict=True):
             shape = (chunk.n_rows,) if width is None else (chunk.n_rows, width)
             parts.append(da.from_delayed(task, shape=shape, dtype=dtype))
         return da.concatenate(parts, axis=0)
