@@ -123,3 +123,41 @@ def test_zarr_store_in_a_bucket(s3, tmp_path):
     assert len(files) >= 2 and all(size > 0 for _, size, _ in files)
     with pytest.raises(sm.DataError, match=r"absent.zarr"):
         sm.read_zarr(f"s3://{name}/absent.zarr", storage_options=s3.options)
+
+
+def test_transient_errors_are_retried_with_backoff_then_reported(monkeypatch):
+    from streammix.io import storage
+
+    monkeypatch.setattr(storage, "RETRY_DELAY", 0.001)
+    attempts = []
+
+    def flaky():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise ConnectionResetError("connection reset by peer")
+        return "rows"
+
+    assert storage.with_retries(flaky, what="s3://b/x.parquet") == "rows"
+    assert len(attempts) == 3
+    attempts.clear()
+
+    def down():
+        attempts.append(1)
+        raise TimeoutError("503 SlowDown")
+
+    with pytest.raises(TimeoutError):
+        storage.with_retries(down, what="s3://b/x.parquet")
+    assert len(attempts) == storage.READ_ATTEMPTS
+
+
+def test_an_object_gone_after_planning_is_named_with_its_row_group(s3, bucket, monkeypatch):
+    from streammix.io import storage
+
+    monkeypatch.setattr(storage, "RETRY_DELAY", 0.001)
+    name, _, _ = bucket
+    data = sm.read_parquet(f"s3://{name}/blobs/", storage_options=s3.options)
+    s3.filesystem().rm(f"{name}/blobs/part-1.parquet")
+    with pytest.raises(sm.DataError, match=rf"s3://{name}/blobs/part-1.parquet, row group \d+: "
+                                           r"cannot be read") as error:
+        sm.GaussianMixture(2, random_state=0).fit(data)
+    assert SECRET not in str(error.value)
