@@ -42,18 +42,17 @@ _WHOLE_ROW_GROUP_BYTES = 128 * 2**20
 
 def storage_for(path, storage_options=None) -> Storage | None:
     """The object store of ``path`` (a URL, or a list of URLs of one protocol); None if local."""
-    first = path[0] if isinstance(path, list | tuple) and path else path
-    if not is_url(first):
+    paths = list(path) if isinstance(path, list | tuple) else [path]
+    urls = [is_url(p) for p in paths]
+    if not any(urls):
         if storage_options:
             raise ValueError("storage_options apply to URLs (s3://, gs://, ...), not to "
-                             f"local paths such as {os.fspath(first)!r}")
+                             f"local paths such as {os.fspath(paths[0])!r}")
         return None
-    protocols = {str(p).split("://", 1)[0] for p in (path if isinstance(path, list | tuple)
-                                                     else [path])}
-    if len(protocols) > 1 or not all(is_url(p) for p in (path if isinstance(
-            path, list | tuple) else [path])):
+    protocols = {str(p).split("://", 1)[0] for p in paths}
+    if not all(urls) or len(protocols) > 1:
         raise DataError("mixes local paths and URLs, or URLs of several stores; give one kind",
-                        file=str(first))
+                        file=str(paths[0]))
     return Storage(protocols.pop(), storage_options)
 
 
@@ -236,16 +235,14 @@ class ParquetSource(Source):
         return _FileInfo(file, size, version, rows, tuple(schema.names),
                          None if storage is None else meta), schema
 
-    def _open(self, path, **options) -> pq.ParquetFile:
-        """A Parquet file: memory-mapped when local, through the object store otherwise
-        (with the footer read when planning: no request for it again)."""
+    def _open(self, info: _FileInfo, *, memory_map=False) -> pq.ParquetFile:
+        """A Parquet file: memory-mapped (if asked) when local, through the object store
+        otherwise, with the footer read when planning (no request for it again)."""
         if self.storage is None:
-            return pq.ParquetFile(path, memory_map=options.pop("memory_map", False),
-                                  page_checksum_verification=True, **options)
-        options.pop("memory_map", None)
-        footer = next((f.footer for f in self.files if f.path == path), None)
-        return pq.ParquetFile(self.storage.open(path), metadata=footer, pre_buffer=True,
-                              page_checksum_verification=True, **options)
+            return pq.ParquetFile(info.path, memory_map=memory_map,
+                                  page_checksum_verification=True)
+        return pq.ParquetFile(self.storage.open(info.path), metadata=info.footer,
+                              pre_buffer=True, page_checksum_verification=True)
 
     @staticmethod
     def _check_columns(file, schema, columns):
@@ -320,7 +317,7 @@ class ParquetSource(Source):
             # copy (reads 15-20 % faster). use_threads=False: Dask's threads already
             # decode chunks side by side, and Arrow's own pool competing with them
             # made iterations 15 % slower.
-            parquet = self._open(info.path, memory_map=True)
+            parquet = self._open(info, memory_map=True)
             if chunk.n_rows * self.n_features * 8 > _WHOLE_ROW_GROUP_BYTES:
                 # A row group too large to hold decoded: stream it in chunk-sized batches.
                 tables = parquet.iter_batches(
@@ -330,12 +327,13 @@ class ParquetSource(Source):
             else:
                 # Decoding whole row groups is 20-25 % faster than Arrow's batch
                 # reader; blocks are then chunk-sized zero-copy slices of the table.
-                # From object storage, transient errors are retried (the whole read).
-                whole = with_retries(lambda: self._open(info.path).read_row_groups(
-                    list(row_groups), columns=self.columns, use_threads=False),
-                    what=info.path) if self.storage is not None else \
-                    parquet.read_row_groups(list(row_groups), columns=self.columns,
-                                            use_threads=False)
+                groups = list(row_groups)
+                if self.storage is None:
+                    whole = parquet.read_row_groups(groups, columns=self.columns,
+                                                    use_threads=False)
+                else:  # object storage: transient errors are retried (the whole read)
+                    whole = with_retries(lambda: self._open(info).read_row_groups(
+                        groups, columns=self.columns, use_threads=False))
                 tables = (whole.slice(first, self._chunk_rows)
                           for first in range(0, whole.num_rows, self._chunk_rows))
             offset = 0  # rows of this chunk already yielded
@@ -351,13 +349,13 @@ class ParquetSource(Source):
             cause = " ".join(str(exc).split())[:300]
             raise DataError(f"cannot be read: damaged, changed since planning, or unreachable "
                             f"({type(exc).__name__}: {cause})", file=info.path,
-                            row_group=self._damaged_row_group(info.path, row_groups)) from None
+                            row_group=self._damaged_row_group(info, row_groups)) from None
 
-    def _damaged_row_group(self, path, row_groups):
+    def _damaged_row_group(self, info, row_groups):
         """The first of ``row_groups`` that fails to read alone (to name it in the error)."""
         for group in row_groups:
             try:
-                self._open(path).read_row_groups([group], columns=self.columns,
+                self._open(info).read_row_groups([group], columns=self.columns,
                                                  use_threads=False)
             except (pa.ArrowException, OSError):
                 return group
@@ -372,11 +370,11 @@ class ParquetSource(Source):
     def read_column(self, chunk, name):
         """Column ``name`` (any type) of the rows of ``chunk``, as an Arrow array."""
         file_index, row_groups = chunk.key
-        path = self.files[file_index].path
+        info = self.files[file_index]
         try:
-            table = self._open(path).read_row_groups(list(row_groups), columns=[name])
+            table = self._open(info).read_row_groups(list(row_groups), columns=[name])
         except (pa.ArrowException, OSError, KeyError) as exc:
-            raise DataError(f"cannot read column ({exc})", file=path, column=name) from None
+            raise DataError(f"cannot read column ({exc})", file=info.path, column=name) from None
         return table.column(0).combine_chunks()
 
     @property

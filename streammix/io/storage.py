@@ -117,18 +117,17 @@ def in_parallel(fn, items, threads=None) -> list:
         return list(pool.map(fn, items))
 
 
-def with_retries(read, *, what: str, transient=(OSError, ConnectionError, TimeoutError)):
-    """``read()``, retried with exponential backoff on transient errors."""
-    for attempt in range(READ_ATTEMPTS):
+def with_retries(read, transient=(OSError, ConnectionError, TimeoutError)):
+    """``read()``, retried with exponential backoff on transient errors (the last one
+    is raised; a missing object is not transient)."""
+    for attempt in range(READ_ATTEMPTS - 1):
         try:
             return read()
         except FileNotFoundError:
             raise
         except transient:
-            if attempt == READ_ATTEMPTS - 1:
-                raise
             time.sleep(RETRY_DELAY * 2**attempt)
-    raise AssertionError(what)  # unreachable
+    return read()
 
 
 def _reason(exc) -> str:

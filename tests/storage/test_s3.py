@@ -137,7 +137,7 @@ def test_transient_errors_are_retried_with_backoff_then_reported(monkeypatch):
             raise ConnectionResetError("connection reset by peer")
         return "rows"
 
-    assert storage.with_retries(flaky, what="s3://b/x.parquet") == "rows"
+    assert storage.with_retries(flaky) == "rows"
     assert len(attempts) == 3
     attempts.clear()
 
@@ -146,7 +146,7 @@ def test_transient_errors_are_retried_with_backoff_then_reported(monkeypatch):
         raise TimeoutError("503 SlowDown")
 
     with pytest.raises(TimeoutError):
-        storage.with_retries(down, what="s3://b/x.parquet")
+        storage.with_retries(down)
     assert len(attempts) == storage.READ_ATTEMPTS
 
 
