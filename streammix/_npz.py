@@ -19,12 +19,14 @@ the file and what to do.
 
 from __future__ import annotations
 
+import io
 import math
 import zipfile
 
 import numpy as np
 
 from ._atomic import atomic_write
+from .io.storage import Storage, is_url
 
 #: Largest ``.npy`` header read (NumPy's own default limit).
 _MAX_HEADER = 10_000
@@ -34,8 +36,18 @@ class NpzError(ValueError):
     """An entry of an ``.npz`` file is missing, foreign, damaged or not as expected."""
 
 
-def write_npz(path, arrays: dict) -> None:
-    """Write ``arrays`` (name -> ndarray of numbers) as an ``.npz``, atomically."""
+def write_npz(path, arrays: dict, storage_options=None) -> None:
+    """Write ``arrays`` (name -> ndarray of numbers) as an ``.npz``, atomically.
+
+    A URL (``s3://bucket/model.npz``) is written in one request: object stores
+    have no rename, and one PUT is what makes the object appear whole or not.
+    """
+    if is_url(path):
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        store = Storage(path.split("://", 1)[0], storage_options)
+        store.fs.pipe_file(path, buffer.getvalue())
+        return
     with atomic_write(path) as handle:
         np.savez(handle, **arrays)
 
@@ -81,7 +93,9 @@ class NpzReader:
         An entry is not a ``.npy`` array, or appears twice.
     """
 
-    def __init__(self, path):
+    def __init__(self, path, storage_options=None):
+        if is_url(path):  # read through the store, entry by entry (seekable)
+            path = Storage(path.split("://", 1)[0], storage_options).open(path)
         self._archive = zipfile.ZipFile(path)
         self._entries = {}
         for info in self._archive.infolist():

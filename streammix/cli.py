@@ -115,11 +115,17 @@ class OutputPath(click.ParamType):
 
     name = "path"
 
-    def __init__(self, kind="file"):
+    def __init__(self, kind="file", *, urls=False):
         self.kind = kind
+        self.urls = urls
 
     def convert(self, value, param, ctx):
         path = os.fspath(value)
+        if "://" in path and not path.startswith("file://"):
+            if not self.urls:
+                self.fail(f"{path}: only model files can be written to object storage yet; "
+                          "give a local or shared path", param, ctx)
+            return path  # a URL: the store says at the write (no folders to check)
         parent = os.path.dirname(os.path.abspath(path))
         if self.kind != "file" and os.path.isdir(path):
             if not os.access(path, os.W_OK):
@@ -197,12 +203,16 @@ def _storage_options(ctx, param, values):
     return None
 
 
-def cluster_options(command):
-    command = click.option(
+def storage_option(command):
+    return click.option(
         "--storage-option", multiple=True, expose_value=False, callback=_storage_options,
-        help="KEY=VALUE option of the object store of s3://, gs://, az:// ... data "
+        help="KEY=VALUE option of the object store of s3://, gs://, az:// ... URLs "
              "(repeatable; JSON values parsed). Credentials are best left to the store's "
              "usual chain (environment, profile, instance role).")(command)
+
+
+def cluster_options(command):
+    command = storage_option(command)
     command = click.option("--workers", type=click.IntRange(1),
                            help="Threads of the in-process scheduler.")(command)
     return click.option("--scheduler",
@@ -218,7 +228,7 @@ def _verbosity(verbose, quiet) -> int:
 
 def _load(model_path, scheduler=None, workers=None, level=0):
     """The model of ``model_path``, set to compute where this command says (never the file)."""
-    model = load(model_path)
+    model = load(model_path, _given_storage_options())
     model.set_params(scheduler=scheduler, n_workers=workers, verbose=level,
                      storage_options=_given_storage_options())
     _quiet_cluster_logs(scheduler)
@@ -297,8 +307,8 @@ def _say(message, quiet=False):
 # -- fit -------------------------------------------------------------------------------
 @main.command()
 @click.argument("data")
-@click.option("-o", "--output", required=True, type=OutputPath(),
-              help="Model file to write (.npz).")
+@click.option("-o", "--output", required=True, type=OutputPath(urls=True),
+              help="Model file to write (.npz; a path or an s3://, gs://, az:// URL).")
 @click.option("--model", "kind", default="gmm", show_default=True, type=click.Choice(MODELS))
 @click.option("-k", "--n-components", "k", default=8, show_default=True, type=click.IntRange(1),
               help="Components (gmm) or clusters (k-means).")
@@ -341,6 +351,7 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
     source = _source(data, weight_column=weight_column, **choice)
     params = {"random_state": seed, "checkpoint": checkpoint, "restart": restart,
               "scheduler": scheduler, "n_workers": workers, "verbose": level, "dtype": dtype,
+              "storage_options": _given_storage_options(),
               "chunk_size": chunk_size}
     optional = {"n_init": n_init, "max_iter": max_iter, "tol": tol}
     if kind == "gmm":
@@ -411,8 +422,8 @@ def predict(model_path, data, output, proba, id_field, scheduler, workers, verbo
               help="gmm: the criterion that picks the best candidate (lowest wins).")
 @click.option("--model", "kind", default="gmm", type=click.Choice(["gmm", "kmeans"]),
               help="Gaussian mixtures (BIC/AIC) or k-means (inertia and silhouette).")
-@click.option("-o", "--output", required=True, type=OutputPath(),
-              help="Write the best model here.")
+@click.option("-o", "--output", required=True, type=OutputPath(urls=True),
+              help="Write the best model here (a path or a URL).")
 @click.option("--plot", "plot_path", type=OutputPath(), help="PNG of the criterion curves.")
 @click.option("--max-iter", type=click.IntRange(1),
               help="Iterations per candidate (default: the estimator's, 100 gmm, 300 kmeans).")
@@ -449,7 +460,8 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
     source = _source(data, columns, chunk_size, dtype, weight_column, exclude_columns, id_field)
     params = {"random_state": seed, "checkpoint": checkpoint, "restart": restart,
               "scheduler": scheduler, "n_workers": workers, "chunk_size": chunk_size,
-              "dtype": dtype, "verbose": _verbosity(verbose, quiet)}
+              "dtype": dtype, "verbose": _verbosity(verbose, quiet),
+              "storage_options": _given_storage_options()}
     params.update({n: v for n, v in {"max_iter": max_iter, "n_init": n_init}.items()
                    if v is not None})
     if kind == "gmm":
@@ -534,6 +546,7 @@ def _describe(model) -> dict:
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@storage_option
 def info(model_path, as_json):
     """Describe a saved model: type, parameters, features, k, weights, convergence, threshold.
 
@@ -541,7 +554,7 @@ def info(model_path, as_json):
     Example:
       streammix info model.npz --json
     """
-    info = _describe(load(model_path))
+    info = _describe(load(model_path, _given_storage_options()))
     if as_json:
         click.echo(json.dumps(info, default=str))
         return
@@ -666,7 +679,7 @@ def make_data(output, rows, features, components, fmt, row_group_rows, files, an
 @click.option("--contamination", default=0.01, show_default=True,
               type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
               help="Fraction of DATA to put below the threshold.")
-@click.option("-o", "--output", type=OutputPath(),
+@click.option("-o", "--output", type=OutputPath(urls=True),
               help="Write the calibrated model here (default: MODEL).")
 @cluster_options
 @verbosity_options

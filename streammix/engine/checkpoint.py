@@ -57,6 +57,9 @@ class Checkpoint:
 
     def __init__(self, directory, fingerprint: dict, *, restart: bool = False):
         self.directory = os.fspath(directory)
+        if "://" in self.directory and not self.directory.startswith("file://"):
+            raise CheckpointError(f"checkpoint {self.directory}: checkpoints on object storage "
+                                  "are not supported yet; give a local or shared folder")
         # Through JSON once, so that it compares equal to what is read back.
         self.fingerprint = json.loads(json.dumps(
             {"format": FORMAT, "version": FORMAT_VERSION, **fingerprint}, sort_keys=True))

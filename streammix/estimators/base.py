@@ -120,6 +120,17 @@ class StreammixEstimator(BaseEstimator):
         """Progress bars per data pass when verbose (on stderr)."""
         return bool(getattr(self, "verbose", 0))
 
+    def save(self, path):
+        """Write the fitted model to ``path`` (``.npz`` zip, no pickle); see :func:`load`.
+
+        ``path`` may be a URL (``s3://bucket/models/m.npz``): it is written in
+        one request, with this estimator's ``storage_options``.
+        """
+        from .persistence import save_model
+
+        self._check_fitted()
+        save_model(self, path, getattr(self, "storage_options", None))
+
     #: Model-file attributes that a fitted model may lack (see ``persistence``).
     _optional_attributes = ("feature_names_in_",)
 

@@ -20,7 +20,7 @@ from ..engine.sampling import rows_at
 from ..exceptions import ConvergenceWarning, PrecisionWarning
 from .base import StreammixEstimator, check_random_state, restart_seeds
 from .kmeans import initial_centers, resolve_init, run_lloyd
-from .persistence import BOUND, register, save_model
+from .persistence import BOUND, register
 
 INIT_PARAMS = ("kmeans", "k-means++", "random", "random_from_data")
 
@@ -540,11 +540,6 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         return gm.sample(params, covariances, int(n_samples), rng)
 
     # -- files --------------------------------------------------------------
-    def save(self, path):
-        """Write the fitted model to ``path`` (``.npz`` zip, no pickle); see :func:`load`."""
-        self._check_fitted()
-        save_model(self, path)
-
     def _model_arrays(self) -> dict:
         """Fitted arrays of a model file, with their shapes."""
         k, d = self.n_components, self.n_features_in_

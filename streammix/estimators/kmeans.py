@@ -15,7 +15,7 @@ from ..engine.iterate import batch_map_reduce
 from ..engine.sampling import rows_at, sample_weighted_rows
 from ..exceptions import ConvergenceWarning
 from .base import StreammixEstimator, restart_seeds
-from .persistence import register, save_model
+from .persistence import register
 
 #: Rows of the in-memory sample that out-of-core ``"k-means++"``, ``"random"``
 #: and callable initialisations draw from.
@@ -246,11 +246,6 @@ class CentersModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMix
             stats = engine.map_reduce(km.lloyd_stats, km.LloydParams(self._centers64()),
                                       source, _merge)
         return -float(stats.inertia)
-
-    def save(self, path):
-        """Write the fitted model to ``path`` (``.npz`` zip, no pickle); see :func:`load`."""
-        self._check_fitted()
-        save_model(self, path)
 
     def _model_arrays(self) -> dict:
         """Fitted arrays of a model file, with their shapes."""

@@ -68,8 +68,9 @@ def _jsonable(value):
     raise TypeError
 
 
-def save_model(estimator, path) -> None:
-    """Write ``estimator`` (fitted) to ``path`` atomically; runtime-only parameters are left out."""
+def save_model(estimator, path, storage_options=None) -> None:
+    """Write ``estimator`` (fitted) to ``path`` (or a URL) atomically; runtime-only
+    parameters are left out."""
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "estimator": type(estimator).__name__,
             "params": {}, "dropped_params": [], "attributes": {}}
     arrays = {}
@@ -94,7 +95,7 @@ def save_model(estimator, path) -> None:
     for name in estimator._model_arrays():
         arrays[f"attr.{name}"] = np.asarray(getattr(estimator, name))
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    write_npz(path, arrays)
+    write_npz(path, arrays, storage_options)
 
 
 class _Invalid(ValueError):
@@ -223,8 +224,9 @@ def _load(npz: NpzReader, path):
     return estimator
 
 
-def load(path):
-    """Load a model written by ``save``, checking every field before it is used.
+def load(path, storage_options=None):
+    """Load a model written by ``save`` (a path, or a URL read with ``storage_options``),
+    checking every field before it is used.
 
     Runtime-only parameters (scheduler, workers, checkpoint, cache, chunk size,
     ...) are never taken from a file: give them to the loaded model.
@@ -242,7 +244,7 @@ def load(path):
     >>> model.set_params(scheduler="tcp://127.0.0.1:8786")  # doctest: +SKIP
     """
     try:
-        with NpzReader(path) as npz:
+        with NpzReader(path, storage_options) as npz:
             return _load(npz, path)
     except FileNotFoundError:
         raise ModelFileError(f"{path}: no such model file") from None

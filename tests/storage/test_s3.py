@@ -161,3 +161,33 @@ def test_an_object_gone_after_planning_is_named_with_its_row_group(s3, bucket, m
                                            r"cannot be read") as error:
         sm.GaussianMixture(2, random_state=0).fit(data)
     assert SECRET not in str(error.value)
+
+
+def test_model_files_on_a_bucket_and_what_cannot_go_there_yet(s3, bucket, tmp_path):
+    from click.testing import CliRunner
+
+    from streammix.cli import main
+    from streammix.exceptions import CheckpointError
+
+    name, X, _ = bucket
+    model = sm.GaussianMixture(3, random_state=0, storage_options=s3.options).fit(X)
+    url = f"s3://{name}/models/gmm.npz"
+    model.save(url)  # one PUT, with the model's storage options
+    loaded = sm.load(url, storage_options=s3.options)
+    np.testing.assert_array_equal(loaded.means_, model.means_)
+    assert loaded.storage_options is None  # runtime-only: never in the file
+    assert SECRET.encode() not in s3.filesystem().cat_file(f"{name}/models/gmm.npz")
+    options = [f"key={s3.options['key']}", f"secret={SECRET}",
+               'client_kwargs={"endpoint_url": "' + s3.endpoint + '"}']
+    flags = [arg for option in options for arg in ("--storage-option", option)]
+    runner = CliRunner()
+    done = runner.invoke(main, ["fit", f"s3://{name}/blobs/", "-k", "2", *flags,
+                                "-o", f"s3://{name}/models/cli.npz"])
+    assert done.exit_code == 0, done.output
+    info = runner.invoke(main, ["info", f"s3://{name}/models/cli.npz", *flags])
+    assert info.exit_code == 0 and "GaussianMixture" in info.output, info.output
+    refused = runner.invoke(main, ["predict", f"s3://{name}/models/cli.npz",
+                                   f"s3://{name}/blobs/", *flags, "-o", f"s3://{name}/p/"])
+    assert refused.exit_code == 2 and "only model files" in refused.output
+    with pytest.raises(CheckpointError, match=r"not supported yet"):
+        sm.KMeans(2, checkpoint=f"s3://{name}/ckpt").fit(X)
