@@ -101,3 +101,24 @@ def test_workers_keep_the_decoded_chunks_so_later_passes_read_nothing(cluster, s
     for model in (again, streamed):
         np.testing.assert_allclose(model.cluster_centers_, embedded.cluster_centers_,
                                    rtol=1e-12)
+
+
+def test_later_passes_run_where_their_chunk_is(cluster, tmp_path):
+    """Tasks go to the worker holding their cached chunk: blocks do not move between workers
+    (what still moves is the statistics, merged in a tree across the workers)."""
+    from distributed import Client
+
+    from tests.conftest import make_blobs, write_table
+
+    write_table(tmp_path / "x.parquet", make_blobs(n=30_000, seed=7), 1000)
+
+    def transfers(dask_worker):
+        return dask_worker.state.transfer_incoming_count_total
+
+    with Client(cluster) as client:
+        before = sum(client.run(transfers).values())
+        model = sm.GaussianMixture(3, max_iter=30, tol=0, random_state=0, chunk_size=1000,
+                                   scheduler=cluster, cache=True).fit(tmp_path / "x.parquet")
+        moved = sum(client.run(transfers).values()) - before
+    chunk_tasks = 30 * (model.n_iter_ + 1)
+    assert moved < 0.25 * chunk_tasks  # a copied block per stolen task would be ~half

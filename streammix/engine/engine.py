@@ -468,17 +468,31 @@ class Engine:
         source_in = self._source_input(source)
         cache = self._cache_for(source)
         futures = self._worker_cache(source)
+        holders = self._holders(futures)
         tasks = []
         for chunk in (source.plan() if chunks is None else chunks):
             held, payload = cache, _dask_input(source, chunk)
             if futures is not None and not isinstance(chunk, ChunkGroup) and (
                     not lazy or chunk.index in futures):
                 held, payload = self._decoded(source, source_in, chunk, futures), None
-            # Named: otherwise Dask hashes the (partial) function on every pass.
-            tasks.append(delayed(task, pure=True, name="chunk-task")(
-                fn, params_in, source_in, chunk, payload, held,
-                dask_key_name=(name, chunk.index)))
+            where = holders.get(getattr(chunk, "index", None))
+            # On the worker that holds the chunk (else anywhere: it may have died).
+            with dask.annotate(workers=where, allow_other_workers=True) if where else \
+                    contextlib.nullcontext():
+                # Named: otherwise Dask hashes the (partial) function on every pass.
+                tasks.append(delayed(task, pure=True, name="chunk-task")(
+                    fn, params_in, source_in, chunk, payload, held,
+                    dask_key_name=(name, chunk.index)))
         return tasks
+
+    def _holders(self, futures) -> dict:
+        """Chunk index -> the workers holding its decoded blocks (cached chunks only)."""
+        if not futures:
+            return {}
+        done = {index: f for index, f in futures.items() if f.status == "finished"}
+        who = self.client.who_has(list(done.values())) if done else {}
+        return {index: list(who.get(f.key, ())) for index, f in done.items()
+                if who.get(f.key)}
 
     def _compute(self, *objects):
         if self.distributed:
