@@ -112,5 +112,5 @@ def test_a_dead_worker_s_cached_chunks_are_read_again_and_the_model_is_unchanged
     finally:
         cluster.stop()
     assert_same_gmm(model, expected)
-    # at most the lost chunks were read again, not every chunk on every one of 80 passes
-    assert 2 + n_chunks <= read < 4 * n_chunks
+    # the dead worker's chunks (only they) were read again, not every chunk on every pass
+    assert 2 + n_chunks < read < 4 * n_chunks

@@ -451,13 +451,20 @@ class Engine:
             self._worker_caches[token] = (source, {} if wanted else None)
         return self._worker_caches[token][1]
 
-    def _decoded(self, source, source_in, chunk, futures):
-        """The future of a chunk's decoded blocks, made by the first pass that reads it."""
+    def _decoded(self, source, source_in, chunk, futures, workers):
+        """The future of a chunk's decoded blocks, made by the first pass that reads it.
+
+        Chunks are dealt to the workers in turn (loosely: a busy or dead worker's
+        share goes elsewhere): left to themselves, the decode tasks all follow
+        their one small input, the source, to a single worker.
+        """
         if chunk.index not in futures:
             task = delayed(_decode, pure=True, name="decode")(
                 source_in, chunk, _dask_input(source, chunk),
                 dask_key_name=(f"decoded-{id(source):x}-{uuid.uuid4().hex[:8]}", chunk.index))
-            futures[chunk.index] = self.client.compute(task)
+            turn = [workers[len(futures) % len(workers)]] if workers else None
+            futures[chunk.index] = self.client.compute(task, workers=turn,
+                                                       allow_other_workers=True)
         return delayed(_Decoded)(futures[chunk.index])
 
     def _chunk_tasks(self, task, fn, params, source, chunks=None, *, lazy=False):
@@ -469,12 +476,14 @@ class Engine:
         cache = self._cache_for(source)
         futures = self._worker_cache(source)
         holders = self._holders(futures)
+        workers = sorted(self.client.scheduler_info().get("workers", {})) \
+            if futures is not None and not lazy else []
         tasks = []
         for chunk in (source.plan() if chunks is None else chunks):
             held, payload = cache, _dask_input(source, chunk)
             if futures is not None and not isinstance(chunk, ChunkGroup) and (
                     not lazy or chunk.index in futures):
-                held, payload = self._decoded(source, source_in, chunk, futures), None
+                held, payload = self._decoded(source, source_in, chunk, futures, workers), None
             where = holders.get(getattr(chunk, "index", None))
             # On the worker that holds the chunk (else anywhere: it may have died).
             with dask.annotate(workers=where, allow_other_workers=True) if where else \
