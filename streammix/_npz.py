@@ -45,7 +45,7 @@ def write_npz(path, arrays: dict, storage_options=None) -> None:
     if is_url(path):
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        store = Storage(path.split("://", 1)[0], storage_options)
+        store = Storage.of(path, storage_options)
         store.fs.pipe_file(path, buffer.getvalue())
         return
     with atomic_write(path) as handle:
@@ -95,7 +95,7 @@ class NpzReader:
 
     def __init__(self, path, storage_options=None):
         if is_url(path):  # read through the store, entry by entry (seekable)
-            path = Storage(path.split("://", 1)[0], storage_options).open(path)
+            path = Storage.of(path, storage_options).open(path)
         self._archive = zipfile.ZipFile(path)
         self._entries = {}
         for info in self._archive.infolist():

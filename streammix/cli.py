@@ -19,6 +19,7 @@ import warnings
 import click
 import numpy as np
 
+from .core.gaussian import COVARIANCE_TYPES
 from .estimators import (
     AnomalyScorer,
     GaussianMixture,
@@ -29,6 +30,7 @@ from .estimators import (
     select_kmeans,
 )
 from .exceptions import ConvergenceWarning, StreammixError
+from .io.storage import is_url
 
 MODELS = {"gmm": GaussianMixture, "kmeans": KMeans, "minibatch-kmeans": MiniBatchKMeans}
 
@@ -81,9 +83,6 @@ class _Group(click.Group):
             ctx.exit(2)
 
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-
-
 class CovarianceTypes(click.ParamType):
     """Covariance types, comma-separated (``full,diag``); ``single`` takes exactly one."""
 
@@ -121,7 +120,7 @@ class OutputPath(click.ParamType):
 
     def convert(self, value, param, ctx):
         path = os.fspath(value)
-        if "://" in path and not path.startswith("file://"):
+        if is_url(path):
             if not self.urls:
                 self.fail(f"{path}: only model files can be written to object storage yet; "
                           "give a local or shared path", param, ctx)

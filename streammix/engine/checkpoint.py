@@ -37,6 +37,7 @@ from .. import _serial
 from .._atomic import atomic_write
 from .._npz import NpzError, NpzReader, json_bytes, write_npz
 from ..exceptions import CheckpointError, CheckpointInUseError
+from ..io.storage import is_url
 
 FORMAT = "streammix-checkpoint"
 FORMAT_VERSION = 1
@@ -57,7 +58,7 @@ class Checkpoint:
 
     def __init__(self, directory, fingerprint: dict, *, restart: bool = False):
         self.directory = os.fspath(directory)
-        if "://" in self.directory and not self.directory.startswith("file://"):
+        if is_url(self.directory):
             raise CheckpointError(f"checkpoint {self.directory}: checkpoints on object storage "
                                   "are not supported yet; give a local or shared folder")
         # Through JSON once, so that it compares equal to what is read back.

@@ -435,10 +435,11 @@ class Engine:
 
         Wanted when ``cache`` is True, or "auto" and the decoded data takes less
         than ``CACHE_SHARE`` of the workers' memory limits together. A chunk is
-        decoded by the first pass that needs it, on the worker that runs that
-        task, and stays there: later tasks on it run where it is (Dask's data
-        locality). A worker that dies loses its chunks; Dask decodes them again
-        from storage on another worker, from the same task.
+        decoded by the first pass that needs it, on the worker it is dealt to,
+        and stays there: later tasks on it are sent where it is (``_holders``).
+        A worker that dies loses its chunks; Dask decodes them again from
+        storage on another worker, from the same task. Groups of chunks
+        (mini-batch windows) are not cached: they are read at every step.
         """
         if self.cache is False or source.in_memory or not self.distributed:
             return None
@@ -476,10 +477,13 @@ class Engine:
         cache = self._cache_for(source)
         futures = self._worker_cache(source)
         holders = self._holders(futures)
-        workers = sorted(self.client.scheduler_info().get("workers", {})) \
-            if futures is not None and not lazy else []
+        chunks = source.plan() if chunks is None else chunks
+        # the workers to deal new chunks to: asked only when some chunk is not held yet
+        missing = futures is not None and not lazy and any(
+            not isinstance(c, ChunkGroup) and c.index not in futures for c in chunks)
+        workers = sorted(self.client.scheduler_info().get("workers", {})) if missing else []
         tasks = []
-        for chunk in (source.plan() if chunks is None else chunks):
+        for chunk in chunks:
             held, payload = cache, _dask_input(source, chunk)
             if futures is not None and not isinstance(chunk, ChunkGroup) and (
                     not lazy or chunk.index in futures):

@@ -51,6 +51,11 @@ class Storage:
         self.protocol = protocol
         self.storage_options = dict(storage_options or {})
 
+    @classmethod
+    def of(cls, url: str, storage_options: dict | None = None) -> Storage:
+        """The store of ``url``, by its protocol."""
+        return cls(url.split("://", 1)[0], storage_options)
+
     def __repr__(self):  # never the options: they may hold credentials
         return f"Storage({self.protocol!r})"
 

@@ -62,7 +62,7 @@ class ZarrSource(Source):
                        storage_options=storage_options)
         self.storage = None
         if is_url(store):  # s3://bucket/data.zarr ...: read through fsspec
-            self.storage = Storage(store.split("://", 1)[0], storage_options)
+            self.storage = Storage.of(store, storage_options)
         elif storage_options:
             raise ValueError("storage_options apply to URLs (s3://, gs://, ...), not to "
                              f"local paths such as {os.fspath(store)!r}")
