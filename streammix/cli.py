@@ -389,8 +389,9 @@ def _features(source, shown=8) -> str:
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.argument("data")
-@click.option("-o", "--output", required=True, type=OutputPath(),
-              help="Parquet file to write.")
+@click.option("-o", "--output", required=True, type=OutputPath("either", urls=True),
+              help="Parquet file to write; or a folder or URL prefix (s3://bucket/out/): "
+                   "one part per chunk, written by the workers, then committed.")
 @click.option("--proba", is_flag=True, help="Also each component's probability (gmm).")
 @click.option("--id-field", default="id", show_default=True,
               help="Column passed through to the output when DATA has it.")
@@ -402,6 +403,7 @@ def predict(model_path, data, output, proba, id_field, scheduler, workers, verbo
     \b
     Example:
       streammix predict model.npz data/ -o labels.parquet --proba
+      streammix predict model.npz s3://bucket/data/ -o s3://bucket/labels/
     """
     from .scoring import predict_to_parquet
 
@@ -699,8 +701,9 @@ def calibrate(model_path, data, contamination, output, scheduler, workers, verbo
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.argument("data", default="-")
-@click.option("-o", "--output", type=OutputPath("either"),
-              help="Parquet file of scores (DATA), or a folder (--watch).")
+@click.option("-o", "--output", type=OutputPath("either", urls=True),
+              help="Parquet file of scores (DATA), or a folder or URL prefix (one part per "
+                   "chunk, written by the workers, then committed); with --watch a folder.")
 @click.option("--contamination", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
               help="Calibrate on DATA itself: flag this fraction of it.")
 @click.option("--threshold", type=float, help="Use this score threshold.")
@@ -749,6 +752,9 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, mic
     if watch:
         if not output:
             raise click.UsageError("--watch needs -o OUTDIR")
+        if is_url(output):
+            raise click.UsageError("--watch writes its scores and progress to a local folder; "
+                                   "give one as -o")
         if not hasattr(scorer, "offset_"):
             raise click.UsageError("the model has no threshold: calibrate it first "
                                    "(streammix calibrate) or give --threshold")

@@ -2,45 +2,105 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
+from collections.abc import Callable
+from functools import partial
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ._atomic import atomic_write
 from .estimators.anomaly import AnomalyScorer
 from .exceptions import DataError
 from .io import ParquetSource
+from .io.output import PartitionedOutput, is_dataset_output
 from .io.parquet import WRITE_OPTIONS
 
 PROGRESS_FILE = ".streammix-watch.json"
 
 
-def write_rows(model, data, output, fn, params, to_columns, *, id_field="id") -> int:
-    """Apply ``fn`` to every chunk of ``data`` (out-of-core) and write Parquet, chunk by chunk.
+@dataclasses.dataclass(frozen=True)
+class _Columns:
+    """A chunk's result as the output's named columns, ``id_field`` first when given."""
 
-    ``to_columns(result)`` turns one chunk's result into named columns;
-    ``id_field`` is passed through first when the Parquet input has it. The
-    file appears atomically. Returns the number of rows.
+    to_columns: Callable
+    id_field: str | None
+
+    def table(self, source, chunk, result) -> pa.Table:
+        columns = {self.id_field: source.read_column(chunk, self.id_field)} \
+            if self.id_field else {}
+        columns.update(self.to_columns(result))
+        return pa.table(columns)
+
+
+def _counts(table: pa.Table) -> dict:
+    counts = {"rows": table.num_rows}
+    if "anomaly" in table.column_names:
+        counts["anomalies"] = int(pc.sum(table["anomaly"]).as_py() or 0)
+    return counts
+
+
+def _total(counts: list[dict]) -> dict:
+    return {key: sum(c[key] for c in counts) for key in counts[0] if key != "index"} \
+        if counts else {"rows": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class _PartWriter:
+    """Writes one chunk's rows as a part of a partitioned output (on the worker)."""
+
+    output: PartitionedOutput
+    columns: _Columns
+
+    def __call__(self, source, chunk, result) -> dict:
+        table = self.columns.table(source, chunk, result)
+        self.output.write_part(chunk.index, table)
+        return {"index": chunk.index, **_counts(table)}
+
+
+def write_rows(model, data, output, fn, params, to_columns, *, id_field="id") -> dict:
+    """Apply ``fn`` to every chunk of ``data`` (out-of-core) and write Parquet.
+
+    ``to_columns(result)`` (a module-level function: it may run on workers)
+    turns one chunk's result into named columns; ``id_field`` is passed through
+    first when the Parquet input has it. ``output`` is one file, written
+    chunk by chunk by this process and appearing atomically; or a folder or
+    URL prefix (see :func:`~streammix.io.output.is_dataset_output`), where
+    the workers write one part per chunk, committed when all exist (see
+    :mod:`streammix.io.output`). Returns the counts: ``rows``, and
+    ``anomalies`` when the output has an ``anomaly`` column.
     """
     source = model._source(data, fitted=True)
     with_ids = isinstance(source, ParquetSource) and source.has_column(id_field)
-    rows = 0
+    columns = _Columns(to_columns, id_field if with_ids else None)
+    if is_dataset_output(output):
+        target = PartitionedOutput(output, getattr(model, "storage_options", None))
+        target.prepare()
+        try:
+            with model._engine() as engine:
+                parts = engine.map_to(fn, params, source, _PartWriter(target, columns))
+            counts = _total(parts)
+            target.commit(parts, counts)
+        except BaseException:
+            target.abort()
+            raise
+        return counts
+    counts = []
     with atomic_write(output) as handle, model._engine() as engine:
         writer = None
         for chunk, result in engine.iter_map(fn, params, source):
-            columns = {id_field: source.read_column(chunk, id_field)} if with_ids else {}
-            columns.update(to_columns(result))
-            table = pa.table(columns)
+            table = columns.table(source, chunk, result)
             writer = writer or pq.ParquetWriter(handle, table.schema, **WRITE_OPTIONS)
             writer.write_table(table)
-            rows += len(table)
+            counts.append(_counts(table))
         if writer is not None:
             writer.close()
-    return rows
+    return _total(counts)
 
 
 def _scores_and_clusters(spec, block, start):
@@ -55,17 +115,14 @@ def score_to_parquet(scorer: AnomalyScorer, data, output, *, id_field="id") -> d
     ``cluster``. Returns counts of rows and anomalies.
     """
     score, params, labels = scorer._scoring()
-    offset = scorer._offset()
-    flagged = []
+    counts = write_rows(scorer.model, data, output, _scores_and_clusters, (score, params, labels),
+                        partial(_score_columns, scorer._offset()), id_field=id_field)
+    return {"rows": counts["rows"], "anomalies": counts.get("anomalies", 0)}
 
-    def columns(result):
-        anomaly = ~(result[:, 0] >= offset)  # fail closed
-        flagged.append(int(anomaly.sum()))
-        return {"score": result[:, 0], "anomaly": anomaly, "cluster": result[:, 1].astype(int)}
 
-    rows = write_rows(scorer.model, data, output, _scores_and_clusters, (score, params, labels),
-                      columns, id_field=id_field)
-    return {"rows": rows, "anomalies": sum(flagged)}
+def _score_columns(offset, result) -> dict:
+    anomaly = ~(result[:, 0] >= offset)  # fail closed
+    return {"score": result[:, 0], "anomaly": anomaly, "cluster": result[:, 1].astype(int)}
 
 
 def _labels_and_proba(spec, block, start):
@@ -88,12 +145,15 @@ def predict_to_parquet(model, data, output, *, proba=False, id_field="id") -> in
     else:
         spec = (kmeans._labels, None, model._centers64())
 
-    def columns(result):
-        out = {"cluster": result[:, 0].astype(np.int64)}
-        out.update({f"p{k}": result[:, k + 1] for k in range(result.shape[1] - 1)})
-        return out
+    counts = write_rows(model, data, output, _labels_and_proba, spec, _cluster_columns,
+                        id_field=id_field)
+    return counts["rows"]
 
-    return write_rows(model, data, output, _labels_and_proba, spec, columns, id_field=id_field)
+
+def _cluster_columns(result) -> dict:
+    out = {"cluster": result[:, 0].astype(np.int64)}
+    out.update({f"p{k}": result[:, k + 1] for k in range(result.shape[1] - 1)})
+    return out
 
 
 def _load_progress(outdir) -> dict:

@@ -127,3 +127,30 @@ def test_later_passes_run_where_their_chunk_is(cluster, tmp_path):
     shares = Counter(where[0] for where in holders.values())
     assert len(shares) == 2 and min(shares.values()) >= len(futures) // 3  # both hold chunks
     np.testing.assert_array_equal(again.counts, first.counts)
+
+
+def test_outputs_are_written_by_the_workers_and_committed(cluster, s3, tmp_path, monkeypatch):
+    """The client cannot write a part here (patched to fail in this process only)."""
+    import pyarrow.parquet as pq
+
+    from streammix.io.output import PartitionedOutput
+    from streammix.scoring import predict_to_parquet
+    from tests._s3 import put_parquet
+    from tests.conftest import make_blobs
+
+    X = make_blobs(seed=7)
+    name = put_parquet(s3, tmp_path, X)
+
+    def not_here(*args):
+        raise AssertionError("a part was written by the client")
+
+    monkeypatch.setattr(PartitionedOutput, "write_part", not_here)
+    model = sm.KMeans(3, random_state=0, chunk_size=60).fit(X)
+    model.set_params(scheduler=cluster, storage_options=s3.options)
+    rows = predict_to_parquet(model, f"s3://{name}/blobs/", f"s3://{name}/labels/")
+    fs = s3.filesystem()
+    n_chunks = len(sm.read_parquet(f"s3://{name}/blobs/", chunk_size=60,
+                                   storage_options=s3.options).plan())
+    assert rows == len(X) and len(fs.ls(f"{name}/labels/")) == n_chunks + 1  # + _SUCCESS
+    labels = pq.read_table(f"{name}/labels/", filesystem=fs)["cluster"].to_numpy()
+    np.testing.assert_array_equal(labels, model.predict(X))

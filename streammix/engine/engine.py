@@ -276,6 +276,11 @@ def _map_task(fn, params, source, chunk, payload, cache=None):
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
+def _sink_task(fn, params, source, chunk, payload, cache=None, *, sink):
+    """``fn`` over one chunk, handed with the chunk to ``sink``; what ``sink`` returns."""
+    return sink(source, chunk, _map_task(fn, params, source, chunk, payload, cache))
+
+
 #: Seconds to wait for a scheduler to answer before giving up.
 CONNECT_TIMEOUT = 10
 
@@ -642,11 +647,19 @@ class Engine:
 
         return self._local_get(graph, _fan_in(level, node))
 
-    def _map_chunks(self, fn, params, source, chunks) -> list:
+    def _map_chunks(self, fn, params, source, chunks, task=_map_task) -> list:
         """``fn`` per chunk of ``chunks``, computed, as a list in their order."""
         if self.distributed:
-            return list(self._compute(*self._chunk_tasks(_map_task, fn, params, source, chunks)))
-        return list(self._local_get(*self._local_graph(_map_task, fn, params, source, chunks)))
+            return list(self._compute(*self._chunk_tasks(task, fn, params, source, chunks)))
+        return list(self._local_get(*self._local_graph(task, fn, params, source, chunks)))
+
+    def map_to(self, fn: Callable, params, source: Source, sink: Callable) -> list:
+        """``sink(source, chunk, result)`` of ``fn``'s result on each chunk, in the chunk's
+        own task (on a cluster: the worker that read it), so that per-row results go
+        straight to their destination; the sinks' (small) returns, in chunk order."""
+        plan = source.plan()
+        with self._progress_bar(plan):
+            return self._map_chunks(fn, params, source, plan, partial(_sink_task, sink=sink))
 
     def map_blocks(self, fn: Callable, params, source: Source) -> list:
         """``fn(params, block, start)`` per chunk, as a list in chunk order (computed)."""

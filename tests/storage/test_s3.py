@@ -163,11 +163,18 @@ def test_an_object_gone_after_planning_is_named_with_its_row_group(s3, bucket, m
     assert SECRET not in str(error.value)
 
 
-def test_model_files_on_a_bucket_and_what_cannot_go_there_yet(s3, bucket, tmp_path):
+def _cli_options(s3) -> list[str]:
+    import json
+
+    options = [f"key={s3.options['key']}", f"secret={SECRET}",
+               "client_kwargs=" + json.dumps(s3.options["client_kwargs"])]
+    return [arg for option in options for arg in ("--storage-option", option)]
+
+
+def test_model_files_on_a_bucket(s3, bucket):
     from click.testing import CliRunner
 
     from streammix.cli import main
-    from streammix.exceptions import CheckpointError
 
     name, X, _ = bucket
     model = sm.GaussianMixture(3, random_state=0, storage_options=s3.options).fit(X)
@@ -177,17 +184,47 @@ def test_model_files_on_a_bucket_and_what_cannot_go_there_yet(s3, bucket, tmp_pa
     np.testing.assert_array_equal(loaded.means_, model.means_)
     assert loaded.storage_options is None  # runtime-only: never in the file
     assert SECRET.encode() not in s3.filesystem().cat_file(f"{name}/models/gmm.npz")
-    options = [f"key={s3.options['key']}", f"secret={SECRET}",
-               'client_kwargs={"endpoint_url": "' + s3.endpoint + '"}']
-    flags = [arg for option in options for arg in ("--storage-option", option)]
     runner = CliRunner()
-    done = runner.invoke(main, ["fit", f"s3://{name}/blobs/", "-k", "2", *flags,
+    done = runner.invoke(main, ["fit", f"s3://{name}/blobs/", "-k", "2", *_cli_options(s3),
                                 "-o", f"s3://{name}/models/cli.npz"])
     assert done.exit_code == 0, done.output
-    info = runner.invoke(main, ["info", f"s3://{name}/models/cli.npz", *flags])
+    info = runner.invoke(main, ["info", f"s3://{name}/models/cli.npz", *_cli_options(s3)])
     assert info.exit_code == 0 and "GaussianMixture" in info.output, info.output
-    refused = runner.invoke(main, ["predict", f"s3://{name}/models/cli.npz",
-                                   f"s3://{name}/blobs/", *flags, "-o", f"s3://{name}/p/"])
-    assert refused.exit_code == 2 and "only model files" in refused.output
-    with pytest.raises(CheckpointError, match=r"not supported yet"):
-        sm.KMeans(2, checkpoint=f"s3://{name}/ckpt").fit(X)
+
+
+def test_predict_and_score_write_committed_parts_to_the_bucket(s3, bucket):
+    import json
+
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from streammix.cli import main
+
+    name, X, _ = bucket
+    fs = s3.filesystem()
+    runner = CliRunner()
+    fit = runner.invoke(main, ["fit", f"s3://{name}/blobs/", "-k", "3", "--seed", "0",
+                               "--contamination", "0.02", *_cli_options(s3),
+                               "-o", f"s3://{name}/m.npz"])
+    assert fit.exit_code == 0, fit.output
+    model = sm.load(f"s3://{name}/m.npz", storage_options=s3.options)
+    frame = pd.DataFrame(X, columns=["f0", "f1", "f2"])
+    n_chunks = len(sm.read_parquet(f"s3://{name}/blobs/", storage_options=s3.options).plan())
+    for command, out in (("predict", "labels"), ("score", "scores"), ("score", "scores")):
+        done = runner.invoke(main, [command, f"s3://{name}/m.npz", f"s3://{name}/blobs/",
+                                    *_cli_options(s3), "-o", f"s3://{name}/{out}/"])
+        assert done.exit_code == 0, done.output
+        assert SECRET not in done.output
+    for out in ("labels", "scores"):  # the second score replaced the first, whole
+        listed = sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"{name}/{out}/"))
+        assert listed == ["_SUCCESS"] + [f"part-{i:06d}.parquet" for i in range(n_chunks)]
+        manifest = json.loads(fs.cat_file(f"{name}/{out}/_SUCCESS"))
+        assert manifest["rows"] == len(X) and len(manifest["parts"]) == n_chunks
+    labels = pq.read_table(f"{name}/labels/", filesystem=fs)  # the parts, in order
+    np.testing.assert_array_equal(labels["cluster"].to_numpy(), model.predict(frame))
+    scores = pq.read_table(f"{name}/scores/", filesystem=fs)
+    np.testing.assert_allclose(scores["score"].to_numpy(), model.score_samples(frame), rtol=1e-12)
+    assert scores["anomaly"].to_numpy().sum() == round(0.02 * len(X))
+    written = b"".join(fs.cat_file(p) for p in fs.find(name))
+    assert SECRET.encode() not in written
