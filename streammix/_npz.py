@@ -45,8 +45,11 @@ def write_npz(path, arrays: dict, storage_options=None) -> None:
     if is_url(path):
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
-        store = Storage.of(path, storage_options)
-        store.fs.pipe_file(path, buffer.getvalue())
+        try:
+            Storage.of(path, storage_options).fs.pipe_file(path, buffer.getvalue())
+        except OSError as exc:  # the store's message names no object: add it
+            raise type(exc)(f"{path}: cannot be written ({type(exc).__name__}: "
+                            f"{' '.join(str(exc).split())[:200]})") from None
         return
     with atomic_write(path) as handle:
         np.savez(handle, **arrays)

@@ -122,8 +122,8 @@ class OutputPath(click.ParamType):
         path = os.fspath(value)
         if is_url(path):
             if not self.urls:
-                self.fail(f"{path}: only model files can be written to object storage yet; "
-                          "give a local or shared path", param, ctx)
+                self.fail(f"{path}: this output is written on this machine; give a local "
+                          "or shared path", param, ctx)
             return path  # a URL: the store says at the write (no folders to check)
         parent = os.path.dirname(os.path.abspath(path))
         if self.kind != "file" and os.path.isdir(path):
@@ -321,7 +321,7 @@ def _say(message, quiet=False):
 @click.option("--reg-covar", type=click.FloatRange(0), help="gmm: added to the variances.")
 @click.option("--batch-size", type=click.IntRange(1), help="minibatch-kmeans: rows per batch.")
 @click.option("--seed", type=int, help="Random seed (random_state).")
-@click.option("--checkpoint", type=OutputPath("dir"),
+@click.option("--checkpoint", type=OutputPath("dir", urls=True),
               help="Checkpoint directory: resume a killed fit from its last iteration.")
 @click.option("--restart", is_flag=True, help="Discard what --checkpoint holds; start afresh.")
 @click.option("--contamination", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
@@ -434,7 +434,7 @@ def predict(model_path, data, output, proba, id_field, scheduler, workers, verbo
               help="kmeans: rows of the silhouette sample.")
 @click.option("--seed", type=int, help="Random seed (random_state): each candidate equals "
                                        "'streammix fit' with the same seed.")
-@click.option("--checkpoint", type=OutputPath("dir"),
+@click.option("--checkpoint", type=OutputPath("dir", urls=True),
               help="Checkpoint directory: resume a killed selection from its last iteration.")
 @click.option("--restart", is_flag=True, help="Discard what --checkpoint holds; start afresh.")
 @data_options

@@ -57,14 +57,20 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_s3(log_path) -> S3Server:
-    """``moto_server`` on 127.0.0.1 at a free port; waits until it answers."""
+def start_s3(log_path, *, auth_after: int | None = None) -> S3Server:
+    """``moto_server`` on 127.0.0.1 at a free port; waits until it answers.
+
+    With ``auth_after=N``, the server checks credentials and IAM policies from its
+    (N+1)-th request on (moto's ``INITIAL_NO_AUTH_ACTION_COUNT``): the first N set
+    up users and buckets.
+    """
     port = _free_port()
     log = open(log_path, "w")  # the server writes to it until stopped
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=log, stderr=subprocess.STDOUT,
-        env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "1", "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "MOTO_ALLOW_NONEXISTENT_REGION": "1", "PYTHONUNBUFFERED": "1",
+             **({} if auth_after is None else {"INITIAL_NO_AUTH_ACTION_COUNT": str(auth_after)})})
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:

@@ -1,72 +1,90 @@
-"""Checkpoint directories: resume a killed fit and end with the same model.
+"""Checkpoints: resume a killed fit and end with the same model.
 
 A fit is deterministic given its data, parameters and ``random_state``, so a
 checkpoint is a replay log of what the fit computed:
 
 * ``pass-NNNNNN.npz`` — the result of each data pass made outside an
   iteration loop (sampling, seeding rounds, initialisation), in order;
-* ``loop-NNN.npz`` — the state of the NNN-th iteration loop after its last
-  completed iteration (parameters of every model in the batch, histories,
-  convergence, RNG states, cursors), overwritten after every iteration.
+* ``loop-NNNNNN.GGGGGG.npz`` — the state of the NNNNNN-th iteration loop after
+  its last completed iteration (parameters of every model in the batch,
+  histories, convergence, RNG states, cursors): generation GGGGGG, written
+  after every iteration; the previous generation is removed only once the
+  next one is written.
 
 Re-running the same fit replays: journaled passes return their recorded
-results without reading data, and a loop restarts from its snapshot. Every
-file is written to a temporary name, fsynced and renamed, so a crash leaves
-the previous good file. Each state file carries a SHA-256 digest of its
-content, checked (with the state's types and shapes) before it is used.
+results without reading data, and a loop restarts from its newest state.
+
+A checkpoint is a local or shared folder, or a URL prefix of an object store
+(``s3://bucket/ckpt/``): see :mod:`streammix.engine.folders` for how each is
+written (rename, or one PUT per state) and locked (``flock``, or a lease).
+
+Nothing read back is trusted before it is checked. Each state carries a
+SHA-256 digest of its content, checked (with the state's types and shapes)
+before it is used: a state that was changed, or that another fit wrote, is
+refused. A state that cannot even be opened — cut short (a store that does
+not write atomically, a disk that lost its tail) — is passed over with a
+warning: the previous generation of a loop is used instead, and a pass is
+computed again, which gives the same model since the fit is deterministic.
 ``checkpoint.json`` holds the fingerprint of the data and parameters; a
-checkpoint made for anything else is refused. An OS lock on the ``lock``
-file keeps a second process out.
+checkpoint made for anything else is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import glob
 import hashlib
 import json
 import os
 import re
-import socket
+import warnings
 import zipfile
 
 import numpy as np
 
 from .. import _serial
-from .._atomic import atomic_write
 from .._npz import NpzError, NpzReader, json_bytes, write_npz
-from ..exceptions import CheckpointError, CheckpointInUseError
+from ..exceptions import CheckpointError
 from ..io.storage import is_url
+from .folders import LocalFolder, ObjectFolder
 
 FORMAT = "streammix-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+_STATE = re.compile(r"(pass|loop)-(\d{6})(?:\.(\d{6}))?\.npz")
+
+
+class PartialStateWarning(UserWarning):
+    """A checkpoint state could not be opened (cut short) and was passed over."""
+
+
+class _PartialState(CheckpointError):
+    """A state cut short: not a zip that can be opened."""
 
 
 class Checkpoint:
-    """One fit's checkpoint directory (use as a context manager: it holds the lock).
+    """One fit's checkpoint (use as a context manager: it holds the lock or lease).
 
     Parameters
     ----------
     directory : str or path
-        Created if missing.
+        A folder (created if missing), or a URL prefix of an object store.
     fingerprint : dict
         JSON-able description of the data and the parameters of the fit.
     restart : bool
-        Discard whatever the directory holds and start afresh.
+        Discard whatever the checkpoint holds and start afresh.
+    storage_options : dict, optional
+        For a URL: passed to the fsspec filesystem (never written anywhere).
     """
 
-    def __init__(self, directory, fingerprint: dict, *, restart: bool = False):
+    def __init__(self, directory, fingerprint: dict, *, restart: bool = False,
+                 storage_options: dict | None = None):
         self.directory = os.fspath(directory)
-        if is_url(self.directory):
-            raise CheckpointError(f"checkpoint {self.directory}: checkpoints on object storage "
-                                  "are not supported yet; give a local or shared folder")
+        self.folder = ObjectFolder(self.directory, storage_options) if is_url(self.directory) \
+            else LocalFolder(self.directory)
         # Through JSON once, so that it compares equal to what is read back.
         self.fingerprint = json.loads(json.dumps(
             {"format": FORMAT, "version": FORMAT_VERSION, **fingerprint}, sort_keys=True))
         self.restart = restart
-        self._lock_path = os.path.join(self.directory, "lock")
-        self._lock_fd = None
+        self._names: set[str] = set()
         self._passes = 0
         self._loops = 0
         self._in_loop = 0
@@ -74,67 +92,28 @@ class Checkpoint:
 
     # -- lifetime -----------------------------------------------------------
     def __enter__(self):
-        os.makedirs(self.directory, exist_ok=True)
-        self._lock()
+        self.folder.acquire()
         try:
             self._open()
         except BaseException:
-            self._unlock()
+            self.folder.release()
             raise
         return self
 
     def __exit__(self, *exc):
-        self._unlock()
-
-    def _lock(self):
-        """Take the directory's lock: an OS lock (``flock``) on the ``lock`` file.
-
-        The kernel takes it atomically and releases it when its process ends,
-        however it ends, so there is no stale lock to judge and no window
-        between creating the file and writing its owner. The owner's pid and
-        host are written into the file only to name them in the error.
-        """
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise CheckpointInUseError(
-                f"checkpoint directory {self.directory} is in use by {self._lock_owner()} "
-                f"(lock file {self._lock_path}); wait for that fit to finish") from None
-        except BaseException:
-            os.close(fd)
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
-        self._lock_fd = fd
-
-    def _lock_owner(self) -> str:
-        try:
-            with open(self._lock_path) as handle:
-                pid, host = handle.read(200).split()[:2]
-            return f"process {int(pid)} on {host}"
-        except (OSError, ValueError):
-            return "another process"
-
-    def _unlock(self):
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the OS lock
-            self._lock_fd = None
+        self.folder.release()
 
     def _open(self):
-        meta_path = os.path.join(self.directory, "checkpoint.json")
-        for stale in glob.glob(os.path.join(self.directory, ".*.tmp")):
-            os.unlink(stale)  # a write that a crash interrupted
+        self._names = self.folder.names()
         if self.restart:
-            for path in glob.glob(os.path.join(self.directory, "*.npz")):
-                os.unlink(path)
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(meta_path)
-        if os.path.exists(meta_path):
+            for name in sorted(self._names):
+                if _STATE.fullmatch(name) or name == "checkpoint.json":
+                    self.folder.remove(name)
+            self._names = self.folder.names()
+        if "checkpoint.json" in self._names:
+            meta_path = self.folder.path("checkpoint.json")
             try:
-                with open(meta_path) as handle:
-                    saved = json.load(handle)
+                saved = json.loads(self.folder.read_text("checkpoint.json"))
                 entropy = saved.get("entropy") if isinstance(saved, dict) else None
                 if not isinstance(entropy, int) or isinstance(entropy, bool) or entropy < 0 \
                         or not all(isinstance(saved.get(k), dict) for k in ("data", "params")):
@@ -147,9 +126,8 @@ class Checkpoint:
         else:
             # A fit without random_state draws its seed once; resuming reuses it.
             self.entropy = int(np.random.SeedSequence().entropy)
-            with atomic_write(meta_path, "w") as handle:
-                json.dump({**self.fingerprint, "entropy": self.entropy}, handle, indent=1,
-                          sort_keys=True)
+            self.folder.write_text("checkpoint.json", json.dumps(
+                {**self.fingerprint, "entropy": self.entropy}, indent=1, sort_keys=True))
 
     def _check_same(self, saved: dict):
         saved = {k: v for k, v in saved.items() if k != "entropy"}
@@ -179,19 +157,30 @@ class Checkpoint:
         """Passes are journaled outside iteration loops (loops snapshot instead)."""
         return self._in_loop == 0
 
-    def _path(self, kind, number):
-        return os.path.join(self.directory, f"{kind}-{number:06d}.npz")
+    def _write(self, name, state):
+        self.folder.check_held()
+        _write(self.folder.path(name), state, self.folder.storage_options)
+        self._names.add(name)
+
+    def _read(self, name):
+        return _read(self.folder.path(name), self.folder.storage_options)
 
     def replay_pass(self):
         """``(True, result)`` for the next journaled pass if recorded, else ``(False, None)``."""
-        path = self._path("pass", self._passes)
-        if not os.path.exists(path):
+        name = f"pass-{self._passes:06d}.npz"
+        if name not in self._names:
+            return False, None
+        try:
+            result = self._read(name)
+        except _PartialState as exc:
+            warnings.warn(f"{exc}: computing that pass again", PartialStateWarning,
+                          stacklevel=2)
             return False, None
         self._passes += 1
-        return True, _read(path)
+        return True, result
 
     def record_pass(self, result):
-        _write(self._path("pass", self._passes), result)
+        self._write(f"pass-{self._passes:06d}.npz", result)
         self._passes += 1
 
     @contextlib.contextmanager
@@ -203,15 +192,37 @@ class Checkpoint:
         """
         number = self._loops
         self._loops += 1
-        path = self._path("loop", number)
-        saved = _read(path) if os.path.exists(path) else None
+        generations = sorted((int(m.group(3)) for m in map(_STATE.fullmatch, self._names)
+                              if m and m.group(1) == "loop" and m.group(3) is not None
+                              and int(m.group(2)) == number), reverse=True)
+        saved, current = None, 0
+        for generation in generations:  # the newest state that can be opened
+            name = f"loop-{number:06d}.{generation:06d}.npz"
+            try:
+                saved, current = self._read(name), generation
+                break
+            except _PartialState as exc:
+                warnings.warn(f"{exc}: resuming from the state before it",
+                              PartialStateWarning, stacklevel=3)
         why = None if saved is None or template is None else _serial.conforms(saved, template)
         if why is not None:
-            raise CheckpointError(f"{path} does not hold a state of this fit ({why}); start "
-                                  "afresh with restart=True (CLI: --restart)")
+            raise CheckpointError(f"{self.folder.path(f'loop-{number:06d}.{current:06d}.npz')} "
+                                  f"does not hold a state of this fit ({why}); start afresh "
+                                  "with restart=True (CLI: --restart)")
+        others = [g for g in generations if g != current]
+
+        def save(state):
+            nonlocal current, others
+            current += 1
+            self._write(f"loop-{number:06d}.{current:06d}.npz", state)
+            for old in [current - 1, *others]:  # the new state is whole: the rest can go
+                if old != current:
+                    self.folder.remove(f"loop-{number:06d}.{old:06d}.npz")
+            others = []
+
         self._in_loop += 1
         try:
-            yield saved, lambda state: _write(path, state)
+            yield saved, save
         finally:
             self._in_loop -= 1
 
@@ -243,16 +254,27 @@ def _digest(meta: bytes, arrays: dict) -> np.ndarray:
     return np.frombuffer(digest.digest(), dtype=np.uint8)
 
 
-def _write(path, state):
+def _write(path, state, storage_options=None):
     meta, arrays = _serial.dumps(state)
     write_npz(path, {**arrays, "__state__": np.frombuffer(meta, dtype=np.uint8),
-                     "__digest__": _digest(meta, arrays)})
+                     "__digest__": _digest(meta, arrays)}, storage_options)
 
 
-def _read(path):
-    """The state saved in ``path``, once its digest and its every entry check out."""
+def _read(path, storage_options=None):
+    """The state saved in ``path``, once its digest and its every entry check out.
+
+    A state that is not even a zip that opens (cut short) is a
+    :class:`_PartialState`; any other fault is a :class:`CheckpointError`.
+    """
     try:
-        with NpzReader(path) as npz:
+        npz = NpzReader(path, storage_options)
+    except (zipfile.BadZipFile, EOFError) as exc:
+        raise _PartialState(f"{path} is cut short ({exc})") from None
+    except (OSError, NpzError) as exc:
+        raise CheckpointError(f"{path} is damaged ({exc}); start afresh with restart=True "
+                              "(CLI: --restart)") from None
+    try:
+        with npz:
             if any(not re.fullmatch(r"a\d+|__state__|__digest__", name) for name in npz.names):
                 raise NpzError("unexpected entries")
             arrays = {name: npz.read(name) for name in npz.names

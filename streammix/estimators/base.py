@@ -153,7 +153,8 @@ class StreammixEstimator(BaseEstimator):
             data["sample_weight"] = _fingerprint_value(source.sample_weight)
         fingerprint = {"estimator": type(self).__name__, "data": data,
                        "params": params, "start": self._start_fingerprint(), "extra": extra}
-        with Checkpoint(self.checkpoint, fingerprint, restart=self.restart) as checkpoint, \
+        with Checkpoint(self.checkpoint, fingerprint, restart=self.restart,
+                        storage_options=getattr(self, "storage_options", None)) as checkpoint, \
                 Engine(self.scheduler, self.n_workers, checkpoint=checkpoint,
                        progress=self._progress(), cache=getattr(self, "cache", "auto")) as engine:
             yield engine

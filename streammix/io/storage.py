@@ -92,7 +92,10 @@ class Storage:
                                 "the path and the credentials)", file=path)
         except DataError:
             raise
-        except Exception as exc:  # the backend's errors: denied access, no bucket, network
+        except PermissionError as exc:
+            raise DataError(f"access denied with these credentials ({_reason(exc)})",
+                            file=path) from None
+        except Exception as exc:  # the backend's errors: no bucket, network
             raise DataError(f"cannot be listed ({_reason(exc)})", file=path) from None
         return [path]
 

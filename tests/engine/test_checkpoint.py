@@ -59,7 +59,7 @@ def test_refuses_other_data_other_parameters_and_other_versions(tmp_path):
     with pytest.raises(CheckpointError, match=r"different parameters \(k\)"):
         Checkpoint(tmp_path, fingerprint(k=4)).__enter__()
     meta = tmp_path / "checkpoint.json"
-    meta.write_text(meta.read_text().replace('"version": 1', '"version": 99'))
+    meta.write_text(meta.read_text().replace('"version": 2', '"version": 99'))
     with pytest.raises(CheckpointError, match=r"version 99"):
         Checkpoint(tmp_path, fingerprint()).__enter__()
     for damaged in ("[1, 2, 3]", '{"format": "streammix-checkpoint", "entropy": "x"}', "[" * 9999,
@@ -169,7 +169,7 @@ def test_an_edited_loop_state_is_refused_not_resumed(tmp_path, blobs_parquet):
         np.savez(path, **arrays)
 
     fit = _tampered_fit(tmp_path, blobs_parquet, shift_means)
-    with pytest.raises(CheckpointError, match=r"loop-\d+\.npz is damaged .*digest"):
+    with pytest.raises(CheckpointError, match=r"loop-[\d.]+\.npz is damaged .*digest"):
         fit()
 
 
@@ -189,3 +189,37 @@ def test_a_compressed_state_entry_is_refused(tmp_path, blobs_parquet):
     fit = _tampered_fit(tmp_path, blobs_parquet, compress)
     with pytest.raises(CheckpointError, match=r"is compressed"):
         fit()
+
+
+def test_a_cut_short_newest_state_is_passed_over_and_the_model_is_unchanged(
+        tmp_path, blobs_parquet, monkeypatch):
+    """States cut short (a store that does not write atomically): the loop resumes from
+    the generation before, a journaled pass is computed again; the model is the same."""
+    from streammix.engine import folders
+    from streammix.engine.checkpoint import PartialStateWarning
+
+    def fit():
+        with pytest.warns(sm.ConvergenceWarning):
+            return sm.GaussianMixture(3, max_iter=4, tol=0, random_state=0, chunk_size=60,
+                                      checkpoint=tmp_path / "c").fit(blobs_parquet)
+
+    expected = sm.GaussianMixture(3, max_iter=4, tol=0, random_state=0, chunk_size=60)
+    with pytest.warns(sm.ConvergenceWarning):
+        expected.fit(blobs_parquet)
+    with monkeypatch.context() as keep:  # every generation stays, to fall back to
+        keep.setattr(folders.LocalFolder, "remove", lambda self, name: None)
+        fit()
+    loops = sorted((tmp_path / "c").glob("loop-000001.*.npz"))
+    assert [p.name for p in loops] == [f"loop-000001.{g:06d}.npz" for g in range(1, 5)]
+    newest_pass = sorted((tmp_path / "c").glob("pass-*.npz"))[-1]
+    for path in (loops[-1], newest_pass):
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.warns(PartialStateWarning) as caught:
+        resumed = fit()
+    said = [str(w.message) for w in caught if issubclass(w.category, PartialStateWarning)]
+    assert any(loops[-1].name in m and "cut short" in m and "state before" in m for m in said)
+    assert any(newest_pass.name in m and "computing that pass again" in m for m in said)
+    for name in ("means_", "covariances_", "weights_", "lower_bound_", "n_iter_"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(expected, name))
+    # the loop's last state is whole again, and the only one kept
+    assert [p.name for p in (tmp_path / "c").glob("loop-000001.*.npz")] == [loops[-1].name]

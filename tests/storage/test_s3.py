@@ -65,7 +65,7 @@ def test_the_command_line_reads_a_bucket_and_prints_no_secret(s3, bucket, tmp_pa
                "--storage-option", "client_kwargs=" + json.dumps(s3.options["client_kwargs"])]
     runner = CliRunner()
     fit = runner.invoke(main, ["fit", f"s3://{name}/blobs/", "-k", "3", "--seed", "0", "-v",
-                               "--checkpoint", str(tmp_path / "ckpt"), *options,
+                               "--checkpoint", f"s3://{name}/ckpt/", *options,
                                "-o", str(tmp_path / "m.npz")])
     assert fit.exit_code == 0, fit.output
     bad = runner.invoke(main, ["fit", f"s3://{name}/absent/", *options,
@@ -77,7 +77,11 @@ def test_the_command_line_reads_a_bucket_and_prints_no_secret(s3, bucket, tmp_pa
     written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     for text in (fit.output, bad.output, predict.output):
         assert SECRET not in text
-    assert SECRET.encode() not in written  # model file, checkpoint, predictions
+    assert SECRET.encode() not in written  # model file, predictions
+    fs = s3.filesystem()
+    states = fs.find(f"{name}/ckpt/")
+    assert any(p.endswith("checkpoint.json") for p in states) and len(states) > 3
+    assert SECRET.encode() not in b"".join(fs.cat_file(p) for p in states)
 
 
 def test_each_chunk_is_one_request_per_pass_and_cached_passes_read_nothing(s3, bucket,
