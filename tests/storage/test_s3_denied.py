@@ -67,7 +67,7 @@ def test_writing_without_access_fails_cleanly_everywhere(locked):
         model.save("s3://locked/model.npz")
     from streammix.scoring import predict_to_parquet
 
-    with pytest.raises(sm.DataError, match=r"s3://locked/labels/: .*not accessible"):
+    with pytest.raises(sm.DataError, match=r"s3://locked/labels: .*not accessible"):
         predict_to_parquet(model, X, "s3://locked/labels/")
     options = [f"key={locked['key']}", f"secret={locked['secret']}",
                'client_kwargs={"endpoint_url": "' + locked["client_kwargs"]["endpoint_url"] + '"}']
