@@ -8,7 +8,12 @@ Prints, from one process run, side by side:
 * a Lloyd iteration (k-means, 16 features, k=16) from the local disk and from
   S3: the first pass (every chunk read; measured as one ``score`` pass) and
   cached passes (``cache=True``: (12 - 2 iterations) / 10), with the server's
-  GET requests per pass.
+  GET requests per pass;
+* writing every row's cluster (``predict`` to a folder, and to an S3 prefix:
+  one part per chunk, then the commit), with the server's PUT requests;
+* a checkpointed Lloyd iteration (cached data, ``checkpoint=`` in a folder and
+  in the bucket) next to one without a checkpoint, with the requests a
+  checkpoint makes per iteration.
 
 moto is a Python server on the same two cores, so its absolute throughput is
 far below a real object store's; the comparison shows what streammix adds
@@ -29,6 +34,7 @@ from _benchlib import per_iteration
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import streammix as sm
 from streammix.io import storage
+from streammix.scoring import predict_to_parquet
 from tests._s3 import start_s3
 
 K = 16
@@ -89,10 +95,51 @@ def run(server, tmp, args):
         cached = per_iteration(fit, trials=2)
         print(f"{where:<10}{first:>12.3f}{cached:>13.3f}{gets if options else '-':>11}")
 
+    print("\nWriting every row's cluster (predict), seconds")
+    print(f"{'to':<10}{'seconds':>12}{'PUTs':>8}{'parts':>7}")
+    fs.mkdir("bench-out")
+    for where, path, out, options in (
+            ("disk", local, os.path.join(tmp, "labels") + "/", None),
+            ("S3", "s3://bench-data/", "s3://bench-out/labels/", server.options)):
+        data = sm.read_parquet(path, storage_options=options)
+        model = sm.KMeans(K, init=init, n_init=1, max_iter=1, storage_options=options).fit(data)
+        before = _requests(server, "PUT", "bench-out")
+        began = time.perf_counter()
+        predict_to_parquet(model, data, out)
+        seconds = time.perf_counter() - began
+        puts = _requests(server, "PUT", "bench-out") - before
+        print(f"{where:<10}{seconds:>12.3f}{puts if options else '-':>8}{len(data.plan()):>7}")
+
+    print("\nCheckpointed Lloyd iteration (cached data), seconds per iteration")
+    print(f"{'checkpoint':<12}{'iteration':>10}{'requests/iteration':>20}")
+    data = sm.read_parquet(local)
+    for where, ckpt in (("none", None), ("folder", os.path.join(tmp, "ckpt")),
+                        ("S3", "s3://bench-out/ckpt/")):
+        counts = []
+
+        def fit(n, ckpt=ckpt, counts=counts):
+            before = _requests(server, "", "bench-out/ckpt")
+            target = None if ckpt is None else f"{ckpt}-{n}-{len(counts)}"
+            model = sm.KMeans(K, init=init, n_init=1, max_iter=n, tol=0, checkpoint=target,
+                              storage_options=server.options).fit(data)
+            counts.append((n, _requests(server, "", "bench-out/ckpt") - before))
+            return model.n_iter_
+
+        seconds = per_iteration(fit, trials=2)
+        (n1, r1), (n2, r2) = counts[-2:] if counts[-1][0] > counts[-2][0] else counts[-2:][::-1]
+        per = (r2 - r1) / (n2 - n1) if where == "S3" else "-"
+        print(f"{where:<12}{seconds:>10.3f}{per:>20}")
+
 
 def _gets(server, bucket) -> int:
+    return _requests(server, "GET", bucket)
+
+
+def _requests(server, method, prefix) -> int:
+    """Requests of ``method`` (any, if empty) the server answered under ``prefix``."""
     with open(server.log_path) as log:
-        return sum(f"GET /{bucket}/" in line for line in log)
+        return sum(f"{method} /{prefix}" in line if method else f" /{prefix}" in line
+                   for line in log)
 
 
 if __name__ == "__main__":

@@ -56,11 +56,13 @@ def test_lost_scheduler_fails_clearly_and_the_checkpoint_continues(tmp_path, blo
              "--chunk-size", "40", "--seed", "0", "--scheduler", first.address,
              "--checkpoint", ckpt, "-o", tmp_path / "model.npz", "-q"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        snapshot = ckpt / "loop-000001.npz"  # the EM loop, after the k-means init loop
+        def snapshot():  # a state of the EM loop, after the k-means init loop
+            return list(ckpt.glob("loop-000001.*.npz"))
+
         deadline = time.monotonic() + 120
-        while not snapshot.exists() and child.poll() is None and time.monotonic() < deadline:
+        while not snapshot() and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert snapshot.exists(), child.communicate()
+        assert snapshot(), child.communicate()
         first.scheduler.send_signal(signal.SIGKILL)
         out, err = child.communicate(timeout=120)
     finally:

@@ -212,24 +212,29 @@ class ObjectFolder:
             raise
         except OSError as exc:
             raise self._error(exc, "take its lease") from None
+        self._renewed = time.time()
         self._renewer = threading.Thread(target=self._renew, name="streammix-lease",
                                          daemon=True)
         self._renewer.start()
 
     def _renew(self):
-        last = time.time()
-        while not self._stop.wait(LEASE_SECONDS / 4):
-            try:
-                holder = self._holder()
-                if holder is not None and holder["owner"] != self._me["owner"]:
-                    self._lost = f"process {holder['pid']} on {holder['host'][:100]} took it"
-                    return
-                self._storage.fs.pipe_file(self.path("lock"), self._lease().encode())
-                last = time.time()
-            except OSError as exc:  # the store is away for a moment: try again
-                if time.time() - last > LEASE_SECONDS:
-                    self._lost = f"it could not be renewed ({type(exc).__name__})"
-                    return
+        while not self._stop.wait(LEASE_SECONDS / 4) and self._renew_once():
+            pass
+
+    def _renew_once(self) -> bool:
+        """Extend the lease, unless another holder has it now; False once it is lost."""
+        try:
+            holder = self._holder()
+            if holder is not None and holder["owner"] != self._me["owner"]:
+                self._lost = f"process {holder['pid']} on {holder['host'][:100]} took it"
+                return False
+            self._storage.fs.pipe_file(self.path("lock"), self._lease().encode())
+            self._renewed = time.time()
+        except OSError as exc:  # the store is away for a moment: try again
+            if time.time() - self._renewed > LEASE_SECONDS:
+                self._lost = f"it could not be renewed ({type(exc).__name__})"
+                return False
+        return True
 
     def check_held(self) -> None:
         """Stop before writing once the lease is lost."""

@@ -154,15 +154,18 @@ def test_another_host_s_lease_is_waited_for_until_it_expires(s3, bucket, monkeyp
         pass
 
 
-def test_a_fit_that_lost_its_lease_writes_nothing_more(s3, bucket, monkeypatch):
-    monkeypatch.setattr(folders, "LEASE_SECONDS", 0.4)  # renewed every 0.1 s
+def test_a_fit_that_lost_its_lease_writes_nothing_more(s3, bucket):
     url, spec = f"s3://{bucket}/lost/", {"estimator": "X", "data": {}, "params": {}}
     with Checkpoint(url, spec, storage_options=s3.options) as checkpoint:
         checkpoint.record_pass(np.arange(3.0))
-        s3.filesystem().pipe_file(f"{bucket}/lost/lock", json.dumps(  # another took it
+        lease = checkpoint.folder
+        lease._stop.set()  # the holder stalls (no renewal)...
+        lease._renewer.join()
+        s3.filesystem().pipe_file(f"{bucket}/lost/lock", json.dumps(  # ...and another takes over
             {"owner": "x", "pid": 7, "host": "elsewhere", "expires": time.time() + 60}).encode())
-        time.sleep(0.5)
+        checkpoint.record_pass(np.arange(3.0))  # not known yet: until the next renewal
+        assert lease._renew_once() is False  # the holder wakes up: the lease is not its own
         with pytest.raises(CheckpointInUseError, match=r"lost its lease \(process 7 on "
                                                        r"elsewhere took it\)"):
             checkpoint.record_pass(np.arange(3.0))
-    assert s3.filesystem().exists(f"{bucket}/lost/lock")  # not ours to remove
+    assert json.loads(s3.filesystem().cat_file(f"{bucket}/lost/lock"))["pid"] == 7  # kept
