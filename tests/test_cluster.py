@@ -68,9 +68,16 @@ def test_fit_from_a_bucket_on_the_cluster_equals_the_embedded_run(cluster, s3, t
     params = {"n_components": 3, "random_state": 1, "chunk_size": 60,
               "storage_options": s3.options}
     local = sm.GaussianMixture(**params).fit(f"s3://{name}/blobs/")
-    remote = sm.GaussianMixture(**params, scheduler=cluster).fit(f"s3://{name}/blobs/")
+    ckpt = f"s3://{name}/ckpt/"  # the checkpoint in the bucket too
+    remote = sm.GaussianMixture(**params, scheduler=cluster, checkpoint=ckpt).fit(
+        f"s3://{name}/blobs/")
     assert remote.n_iter_ == local.n_iter_
     np.testing.assert_allclose(remote.means_, local.means_, rtol=1e-9)
+    before = sum(s3.gets(f"{name}/blobs/part-{i}.parquet") for i in range(2))
+    replayed = sm.GaussianMixture(**params, scheduler=cluster, checkpoint=ckpt).fit(
+        f"s3://{name}/blobs/")
+    assert sum(s3.gets(f"{name}/blobs/part-{i}.parquet") for i in range(2)) - before == 2
+    np.testing.assert_array_equal(replayed.means_, remote.means_)  # from the bucket, no pass
 
 
 def test_workers_keep_the_decoded_chunks_so_later_passes_read_nothing(cluster, s3, tmp_path):
