@@ -52,6 +52,9 @@ class GaussianParams:
     precisions_cholesky: np.ndarray
     covariance_type: str
     covariances: np.ndarray | None = None
+    #: The E-step's log weight of each component, when it is not log(weights):
+    #: a variational mixture's expected log weights plus its per-component terms.
+    log_weights: np.ndarray | None = None
     log_det: np.ndarray = field(init=False, repr=False)
     #: Where the E-step centres the rows: the weighted mean of the means.
     reference: np.ndarray = field(init=False, repr=False)
@@ -68,6 +71,14 @@ class GaussianParams:
                                                                             1 / len(weights))
         object.__setattr__(self, "reference", share @ np.asarray(self.means, dtype=np.float64))
         object.__setattr__(self, "_kernels", {})
+
+    def weight_terms(self) -> np.ndarray:
+        """Each component's additive term of the log density: log(weights), unless
+        ``log_weights`` are given."""
+        if self.log_weights is not None:
+            return np.asarray(self.log_weights, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            return np.log(self.weights)
 
     def shift(self) -> np.ndarray:
         """The per-component shift of this pass's statistics (all the reference)."""
@@ -248,9 +259,8 @@ def _make_kernel(params: GaussianParams, dtype) -> dict:
     d = params.means.shape[1]
     m = params.means - params.reference
     prec = params.precisions_cholesky
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(params.weights)
-    kernel = {"g": params.reference, "const": -0.5 * d * _LOG_2PI + params.log_det + log_weights}
+    kernel = {"g": params.reference,
+              "const": -0.5 * d * _LOG_2PI + params.log_det + params.weight_terms()}
     if kind == "full":  # [c_a c_b (a <= b), c] @ [[Lambda_ab (x2 off the diagonal)], [-2 Lambda m]]
         precisions = np.matmul(prec, prec.transpose(0, 2, 1))
         first, second = np.triu_indices(d)
@@ -446,7 +456,7 @@ def _far_log_weights(params: GaussianParams, X: np.ndarray) -> np.ndarray:
     """log(w_k) + log N(x | mu_k, Sigma_k) without overflow: finite, or -inf, never NaN."""
     d = params.means.shape[1]
     with np.errstate(divide="ignore", over="ignore"):
-        constant = -0.5 * d * _LOG_2PI + params.log_det + np.log(params.weights)
+        constant = -0.5 * d * _LOG_2PI + params.log_det + params.weight_terms()
         return constant - 0.5 * np.exp(_far_log_distances(params, X))
 
 
