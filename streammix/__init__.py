@@ -7,6 +7,7 @@
 
 from .estimators import (
     AnomalyScorer,
+    BayesianGaussianMixture,
     GaussianMixture,
     KMeans,
     KMeansSelection,
@@ -32,6 +33,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnomalyScorer",
+    "BayesianGaussianMixture",
     "CollapsedComponentError",
     "ConvergenceWarning",
     "DataError",

@@ -131,6 +131,10 @@ class StreammixEstimator(BaseEstimator):
         self._check_fitted()
         save_model(self, path, getattr(self, "storage_options", None))
 
+    def _loaded(self):
+        """Called when a model file's attributes are set, before ``_check_model``:
+        turn what the file holds as arrays into the attributes' own types."""
+
     #: Model-file attributes that a fitted model may lack (see ``persistence``).
     _optional_attributes = ("feature_names_in_",)
 

@@ -88,8 +88,9 @@ def best_run(runs, max_iter):
     return best, best_bound
 
 
-def initial_gaussians(engine, source, candidates, seeds, init_params, reg_covar, n_rows):
-    """Initial (weights, means, covariances) for each (k, covariance type) and seed.
+def initial_statistics(engine, source, candidates, seeds, init_params, n_rows):
+    """The statistics of the initial responsibilities of each (k, covariance type) and
+    seed, with their shifts: ``[(stats, shift)]``.
 
     As scikit-learn initialises, from responsibilities, but for a whole batch
     of candidates (restarts, or a model-selection grid) sharing the passes.
@@ -117,8 +118,16 @@ def initial_gaussians(engine, source, candidates, seeds, init_params, reg_covar,
         for stats in all_stats:
             # weights are N_k / n over all rows (n: their total weight), as in scikit-learn
             stats.n_rows = n_rows
+    return list(zip(all_stats, shifts, strict=True))
+
+
+def initial_gaussians(engine, source, candidates, seeds, init_params, reg_covar, n_rows):
+    """Initial (weights, means, covariances) for each (k, covariance type) and seed
+    (see :func:`initial_statistics`)."""
     return [gm.estimate_parameters(stats, shift, reg_covar, kind, normalise_weights=False)
-            for stats, shift, (_, kind) in zip(all_stats, shifts, candidates, strict=True)]
+            for (stats, shift), (_, kind) in zip(
+                initial_statistics(engine, source, candidates, seeds, init_params, n_rows),
+                candidates, strict=True)]
 
 
 @register
@@ -284,8 +293,8 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         self.storage_options = storage_options
 
     # -- validation -----------------------------------------------------
-    def _check_params(self, n_features):
-        """Validate the parameters for data of ``n_features`` columns (ValueError)."""
+    def _check_mixture_params(self):
+        """The checks every mixture shares (ValueError)."""
         self._check_common_params()
         self._check_integer("n_components", 1)
         self._check_integer("max_iter", 0)
@@ -297,6 +306,10 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
             raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}")
         self._check_number("tol")
         self._check_number("reg_covar")
+
+    def _check_params(self, n_features):
+        """Validate the parameters for data of ``n_features`` columns (ValueError)."""
+        self._check_mixture_params()
         # scikit-learn's checks and messages for the initial parameters.
         k, kind = self.n_components, self.covariance_type
         if self.weights_init is not None:
@@ -357,17 +370,20 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
                              f"n_components = {self.n_components}, n_samples = {n_rows}")
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         with self._fit_engine(source) as engine:
-            seeds = restart_seeds(self._root_seed(engine), self.n_init)
-            if do_init:
-                runs = [Run(p) for p in self._initial_params(engine, source, seeds,
-                                                              source.total_weight())]
-            else:
-                runs = [Run(self._gaussian(), previous=self.lower_bound_)]
+            runs = self._initial_runs(engine, source, do_init)
             iterate(engine, source, runs, step=_em_stats, merge=_merge, update=self._em_update,
                     max_iter=self.max_iter, on_iteration=self._report if self.verbose else None)
         self._set_features(source)
         self._keep_best(runs, source.dtype)
         return self
+
+    def _initial_runs(self, engine, source, do_init) -> list[Run]:
+        """The runs the iterations start from: one per restart, or the fitted model."""
+        if not do_init:
+            return [Run(self._gaussian(), previous=self.lower_bound_)]
+        seeds = restart_seeds(self._root_seed(engine), self.n_init)
+        return [Run(p) for p in self._initial_params(engine, source, seeds,
+                                                      source.total_weight())]
 
     def _start_fingerprint(self):
         if not (self.warm_start and hasattr(self, "converged_")):
@@ -474,12 +490,17 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         return gm.GaussianParams(weights, means, chol, kind, covariances)
 
     # -- using the model --------------------------------------------------
-    def _gaussian(self) -> gm.GaussianParams:
-        """The fitted parameters, in float64 whatever the dtype of the attributes."""
+    def _mixture(self) -> gm.GaussianParams:
+        """The fitted mixture (weights, means, covariances), in float64 whatever the
+        dtype of the attributes: what ``sample`` draws from."""
         self._check_fitted()
         return gm.GaussianParams(*(np.asarray(a, dtype=np.float64) for a in (
             self.weights_, self.means_, self.precisions_cholesky_)), self.covariance_type,
             np.asarray(self.covariances_, dtype=np.float64))
+
+    def _gaussian(self) -> gm.GaussianParams:
+        """The parameters of the model's density (E-step, predictions, scores)."""
+        return self._mixture()
 
     def _per_row(self, fn, X, width=None):
         dtype = np.int64 if fn is _labels else None
@@ -531,7 +552,7 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
 
     def sample(self, n_samples=1):
         """Draw ``n_samples`` rows from the model; returns ``(X, y)``, grouped by component."""
-        params = self._gaussian()
+        params = self._mixture()
         if not isinstance(n_samples, int | np.integer) or n_samples < 1:
             raise ValueError(f"Invalid value for 'n_samples': {n_samples!r} . The sampling "
                              "requires at least one sample.")

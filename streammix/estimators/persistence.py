@@ -217,6 +217,7 @@ def _load(npz: NpzReader, path):
         # float32 models (fitted on float32 data) stay float32, as they were fitted
         setattr(estimator, name, array.astype(np.float32 if array.dtype == np.float32
                                               else np.float64))
+    estimator._loaded()
     try:
         estimator._check_model()
     except ValueError as exc:
