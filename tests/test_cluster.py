@@ -31,6 +31,17 @@ def test_fit_on_cluster_equals_embedded_run(cluster, blobs_parquet, init_params)
     np.testing.assert_allclose(remote.lower_bound_, local.lower_bound_, rtol=1e-9)
 
 
+def test_bayesian_mixture_on_cluster_equals_embedded_run(cluster, blobs_parquet):
+    params = {"n_components": 5, "random_state": 3, "chunk_size": 60, "tol": 1e-6,
+              "n_init": 2, "init_params": "k-means++"}
+    local = sm.BayesianGaussianMixture(**params).fit(blobs_parquet)
+    remote = sm.BayesianGaussianMixture(**params, scheduler=cluster).fit(blobs_parquet)
+    assert remote.n_iter_ == local.n_iter_ > 3
+    for name in ("weights_", "means_", "covariances_", "degrees_of_freedom_"):
+        np.testing.assert_allclose(getattr(remote, name), getattr(local, name), rtol=1e-9)
+    np.testing.assert_allclose(remote.lower_bound_, local.lower_bound_, rtol=1e-9)
+
+
 def test_active_client_is_used_and_in_memory_data_works(cluster, blobs):
     from distributed import Client
 

@@ -16,6 +16,8 @@ import streammix as sm
 FITS = {
     "gmm": "sm.GaussianMixture(3, n_init=2, tol=1e-6, random_state=0, chunk_size=60, "
            "checkpoint=ckpt).fit(data)",
+    "bgm": "sm.BayesianGaussianMixture(4, n_init=2, tol=1e-6, random_state=0, chunk_size=60, "
+           "weight_concentration_prior_type='dirichlet_distribution', checkpoint=ckpt).fit(data)",
     "kmeans": "sm.KMeans(3, init='k-means||', n_init=2, tol=1e-6, random_state=0, "
               "chunk_size=60, checkpoint=ckpt).fit(data)",
     "minibatch": "sm.MiniBatchKMeans(3, batch_size=40, max_no_improvement=None, max_iter=3, "
@@ -57,7 +59,7 @@ def fit(kind, data, ckpt):
 
 def fitted(model):
     names = ("weights_", "means_", "covariances_", "cluster_centers_", "n_iter_", "lower_bound_",
-             "inertia_", "n_steps_")
+             "inertia_", "n_steps_", "degrees_of_freedom_", "mean_precision_")
     return {n: getattr(model, n) for n in names if hasattr(model, n)}
 
 

@@ -29,7 +29,7 @@ EXPECTED_FAILURES = {
 
 
 @parametrize_with_checks(
-    [sm.GaussianMixture(), sm.KMeans(), sm.MiniBatchKMeans()],
+    [sm.GaussianMixture(), sm.BayesianGaussianMixture(), sm.KMeans(), sm.MiniBatchKMeans()],
     expected_failed_checks=lambda est: EXPECTED_FAILURES.get(type(est).__name__, {}))
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
