@@ -19,9 +19,11 @@ import warnings
 import click
 import numpy as np
 
+from .core.bayesian import PRIOR_TYPES
 from .core.gaussian import COVARIANCE_TYPES
 from .estimators import (
     AnomalyScorer,
+    BayesianGaussianMixture,
     GaussianMixture,
     KMeans,
     MiniBatchKMeans,
@@ -29,10 +31,13 @@ from .estimators import (
     select,
     select_kmeans,
 )
+from .estimators.bayesian_mixture import EFFECTIVE_WEIGHT
 from .exceptions import ConvergenceWarning, StreammixError
 from .io.storage import is_url
 
-MODELS = {"gmm": GaussianMixture, "kmeans": KMeans, "minibatch-kmeans": MiniBatchKMeans}
+MODELS = {"gmm": GaussianMixture, "bayesian-gmm": BayesianGaussianMixture, "kmeans": KMeans,
+          "minibatch-kmeans": MiniBatchKMeans}
+MIXTURES = ("gmm", "bayesian-gmm")
 
 
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
@@ -273,6 +278,24 @@ def weight_option(command):
                              "feature.")(command)
 
 
+class FloatList(click.ParamType):
+    """``"0.5,1,-2"``: comma-separated finite numbers."""
+
+    name = "numbers"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        try:
+            values = [float(part) for part in str(value).split(",")]
+        except ValueError:
+            values = []
+        if not values or not np.isfinite(values).all():
+            self.fail(f"expected comma-separated numbers such as 0.5,1,-2, got {value!r}",
+                      param, ctx)
+        return values
+
+
 class IntegerList(click.ParamType):
     """``"1..10"`` (both ends included), ``"2,4,8"``, ``"3"`` or a mix: positive integers."""
 
@@ -326,13 +349,31 @@ def _say(message, quiet=False):
 @click.option("--restart", is_flag=True, help="Discard what --checkpoint holds; start afresh.")
 @click.option("--contamination", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
               help="Also calibrate the anomaly threshold: flag this fraction of DATA.")
+@click.option("--weight-prior-type", type=click.Choice(PRIOR_TYPES),
+              help="bayesian-gmm: the weights' prior [default: dirichlet_process].")
+@click.option("--weight-concentration-prior", type=click.FloatRange(0, min_open=True),
+              help="bayesian-gmm: its concentration; smaller leaves fewer components "
+                   "[default: 1/k].")
+@click.option("--mean-precision-prior", type=click.FloatRange(0, min_open=True),
+              help="bayesian-gmm: precision of the means' prior [default: 1].")
+@click.option("--mean-prior", type=FloatList(),
+              help="bayesian-gmm: the means' prior, one value per feature, comma-separated "
+                   "[default: the data's mean].")
+@click.option("--degrees-of-freedom-prior", type=float,
+              help="bayesian-gmm: of the precisions' Wishart prior, > features - 1 "
+                   "[default: the number of features].")
+@click.option("--covariance-prior", type=click.FloatRange(0, min_open=True),
+              help="bayesian-gmm: a variance v; the prior is v times the identity "
+                   "[default: the data's covariance].")
 @data_options
 @weight_option
 @cluster_options
 @verbosity_options
 def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg_covar,
-        batch_size, seed, checkpoint, restart, contamination, columns, exclude_columns, id_field,
-        chunk_size, dtype, weight_column, scheduler, workers, verbose, quiet):
+        batch_size, seed, checkpoint, restart, contamination, weight_prior_type,
+        weight_concentration_prior, mean_precision_prior, mean_prior, degrees_of_freedom_prior,
+        covariance_prior, columns, exclude_columns, id_field, chunk_size, dtype, weight_column,
+        scheduler, workers, verbose, quiet):
     """Fit a model on DATA (Parquet file, folder or glob; Zarr store), out-of-core.
 
     \b
@@ -342,6 +383,7 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
       streammix fit data/ -k 5 --checkpoint ckpt/ -o model.npz        # resumable
       streammix fit data/ -k 5 --scheduler tcp://10.0.0.5:8786 -o model.npz
       streammix fit data/ --model kmeans -k 8 --weight-column count -o kmeans.npz
+      streammix fit data/ --model bayesian-gmm -k 20 -o bgm.npz   # the data picks k
     """
     level = _verbosity(verbose, quiet)
     _quiet_cluster_logs(scheduler)
@@ -353,10 +395,21 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
               "storage_options": _given_storage_options(),
               "chunk_size": chunk_size}
     optional = {"n_init": n_init, "max_iter": max_iter, "tol": tol}
-    if kind == "gmm":
+    priors = {"weight_concentration_prior_type": weight_prior_type,
+              "weight_concentration_prior": weight_concentration_prior,
+              "mean_precision_prior": mean_precision_prior,
+              "mean_prior": None if mean_prior is None else np.asarray(mean_prior),
+              "degrees_of_freedom_prior": degrees_of_freedom_prior,
+              "covariance_prior": _covariance_prior(covariance_prior, covariance_type,
+                                                    source.n_features)}
+    if kind != "bayesian-gmm" and any(v is not None for v in priors.values()):
+        raise click.UsageError("the prior options are for --model bayesian-gmm")
+    if kind in MIXTURES:
         optional.update(init_params=init, reg_covar=reg_covar)
-        model = GaussianMixture(k, covariance_type=covariance_type, verbose_interval=1,
-                                **params, **{n: v for n, v in optional.items() if v is not None})
+        if kind == "bayesian-gmm":
+            optional.update(priors)
+        model = MODELS[kind](k, covariance_type=covariance_type, verbose_interval=1,
+                             **params, **{n: v for n, v in optional.items() if v is not None})
     else:
         optional.update(init=init, batch_size=batch_size if kind == "minibatch-kmeans" else None)
         model = MODELS[kind](k, **params, **{n: v for n, v in optional.items() if v is not None})
@@ -364,7 +417,9 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
     with contextlib.redirect_stdout(sys.stderr):  # the estimators' verbose lines: not data
         model.fit(source)
     summary = (f"lower bound {model.lower_bound_:.6f}, converged={model.converged_}"
-               if kind == "gmm" else f"inertia {model.inertia_:.6g}")
+               if kind in MIXTURES else f"inertia {model.inertia_:.6g}")
+    if kind == "bayesian-gmm":
+        summary += f", {len(model.effective_components())} effective components"
     if contamination is not None:  # a quantile of the rows, not of their weights
         unweighted = source if weight_column is None else _source(data, **choice)
         scorer = AnomalyScorer(model, contamination=contamination).fit(unweighted)
@@ -375,6 +430,15 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
     _say(f"fitted {type(model).__name__}(k={k}) on {source.n_rows:,} rows x "
          f"{_features(source)} in {time.perf_counter() - began:.1f} s: "
          f"{model.n_iter_} iterations, {summary}; wrote {output}", quiet)
+
+
+def _covariance_prior(variance, covariance_type, n_features):
+    """``--covariance-prior v`` in the prior's shape for the covariance type: v I."""
+    if variance is None:
+        return None
+    if covariance_type in ("full", "tied"):
+        return variance * np.eye(n_features)
+    return np.full(n_features, variance) if covariance_type == "diag" else variance
 
 
 def _features(source, shown=8) -> str:
@@ -539,6 +603,9 @@ def _describe(model) -> dict:
         info.update(n_components=int(model.cluster_centers_.shape[0]),
                     means=model.cluster_centers_.tolist(), inertia=model.inertia_,
                     n_iter=model.n_iter_)
+    if isinstance(model, BayesianGaussianMixture):
+        info.update(effective_components=model.effective_components().tolist(),
+                    effective_weight=EFFECTIVE_WEIGHT)
     info.update(anomaly_threshold=getattr(model, "anomaly_threshold_", None),
                 anomaly_contamination=getattr(model, "anomaly_contamination_", None))
     return info
@@ -569,6 +636,11 @@ def info(model_path, as_json):
                    f"lower bound {info['lower_bound']:.6f}")
     else:
         click.echo(f"{info['n_iter']} iterations, inertia {info['inertia']:.6g}")
+    effective = info.get("effective_components")
+    if effective is not None:
+        click.echo(f"effective components: {len(effective)} of {info['n_components']} "
+                   f"(weight above {info['effective_weight']:.0%}): "
+                   f"{', '.join(map(str, effective)) or 'none'}")
     if info["anomaly_threshold"] is not None:
         how = info["anomaly_contamination"]
         click.echo(f"anomaly threshold: {info['anomaly_threshold']:.6g}"

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .core import gaussian as gm
+from .estimators.bayesian_mixture import EFFECTIVE_WEIGHT as EMPTY_WEIGHT
 from .estimators.gaussian_mixture import GaussianMixture
 
 
@@ -127,11 +128,20 @@ def plot_model(model, X, labels, path, *, features=None, anomalies=None, title=N
         means = (model.means_ - centre) @ matrix.T
         covs = np.einsum("ij,kjl,ml->kim", matrix, _full_covariances(model), matrix)
         _density_contours(ax, model.weights_, means, covs, points)
+        # a variational mixture's unused components: greyed out, not coloured like clusters
+        used = np.zeros(len(means), bool)
+        used[model.effective_components() if hasattr(model, "effective_components")
+             else slice(None)] = True
         for k, (mean, cov) in enumerate(zip(means, covs, strict=True)):
             for sigma in (1, 2, 3):
-                _ellipse(ax, mean, cov, sigma, cmap(k % cmap.N))
-        ax.scatter(means[:, 0], means[:, 1], marker="+", s=120, c="black", linewidths=1.5,
-                   label="component means")
+                _ellipse(ax, mean, cov, sigma, cmap(k % cmap.N) if used[k] else EMPTY_COLOUR,
+                         dashed=not used[k])
+        ax.scatter(means[used, 0], means[used, 1], marker="+", s=120, c="black",
+                   linewidths=1.5, label="component means")
+        if not used.all():
+            ax.scatter(means[~used, 0], means[~used, 1], marker="+", s=80, c=EMPTY_COLOUR,
+                       linewidths=1, label=f"empty components ({(~used).sum()}: weight at most "
+                                           f"{EMPTY_WEIGHT:.0%}), greyed out")
         # proxies, so that the legend says what the lines are
         ax.add_line(Line2D([], [], color="dimgray", lw=1.2,
                            label="ellipses: 1, 2, 3 \N{GREEK SMALL LETTER SIGMA} of each component "
@@ -159,6 +169,8 @@ def plot_model(model, X, labels, path, *, features=None, anomalies=None, title=N
 
 #: The density contours' colour, kept out of the clusters' palette.
 CONTOUR_COLOUR = "0.35"
+#: Components a variational mixture left (almost) empty: light grey, dashed.
+EMPTY_COLOUR = "0.75"
 
 
 def _cluster_colours(plt, n):
@@ -170,14 +182,14 @@ def _cluster_colours(plt, n):
     return ListedColormap(colours)
 
 
-def _ellipse(ax, mean, cov, sigma, color):
+def _ellipse(ax, mean, cov, sigma, color, dashed=False):
     from matplotlib.patches import Ellipse
 
     values, vectors = np.linalg.eigh(cov)
     angle = np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1]))
     width, height = 2 * sigma * np.sqrt(np.maximum(values[::-1], 0))
     ax.add_patch(Ellipse(mean, width, height, angle=angle, fill=False, color=color,
-                         lw=1.6 / sigma, alpha=0.9))
+                         lw=1.6 / sigma, alpha=0.9, ls="--" if dashed else "-"))
 
 
 def _density_contours(ax, weights, means, covs, points):

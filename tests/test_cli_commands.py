@@ -58,7 +58,7 @@ def data(tmp_path):
     return tmp_path / "t.parquet", X
 
 
-@pytest.mark.parametrize("kind", ["gmm", "kmeans", "minibatch-kmeans"])
+@pytest.mark.parametrize("kind", ["gmm", "bayesian-gmm", "kmeans", "minibatch-kmeans"])
 def test_fit_each_model_then_info_and_predict(tmp_path, data, kind):
     path, X = data
     ok("fit", path, "--model", kind, "-k", 3, "--columns", "a,b", "--seed", 0,
@@ -69,13 +69,35 @@ def test_fit_each_model_then_info_and_predict(tmp_path, data, kind):
     assert info["model"] == type(model).__name__ and info["feature_names"] == ["a", "b"]
     assert "features: a, b" in ok("info", tmp_path / "m.npz").stdout
     args = ["predict", tmp_path / "m.npz", path, "-o", tmp_path / "p.parquet"]
-    ok(*args, *(["--proba"] if kind == "gmm" else []))
+    ok(*args, *(["--proba"] if "gmm" in kind else []))
     table = pq.read_table(tmp_path / "p.parquet")
     np.testing.assert_array_equal(table.column("id").to_numpy(), np.arange(len(X)) * 10)
     np.testing.assert_array_equal(table.column("cluster").to_numpy(), model.predict(X))
-    if kind == "gmm":
+    if "gmm" in kind:
         proba = np.column_stack([table.column(f"p{k}").to_numpy() for k in range(3)])
         np.testing.assert_allclose(proba, model.predict_proba(X), atol=1e-12)
+
+
+def test_bayesian_gmm_priors_info_lists_the_effective_components_and_plot(tmp_path, data):
+    path, _ = data
+    ok("fit", path, "--model", "bayesian-gmm", "-k", 8, "--columns", "a,b", "--seed", 0,
+       "--weight-concentration-prior", "0.001", "--mean-prior", "0,0", "--max-iter", 500,
+       "--covariance-prior", "1", "--weight-prior-type", "dirichlet_process",
+       "-o", tmp_path / "b.npz")
+    model = sm.load(tmp_path / "b.npz")
+    assert model.weight_concentration_prior_ == 0.001
+    np.testing.assert_array_equal(model.covariance_prior_, np.eye(2))
+    effective = model.effective_components()
+    assert len(effective) == 3  # the data's three clusters
+    text = ok("info", tmp_path / "b.npz").stdout
+    assert f"effective components: 3 of 8 (weight above 1%): " \
+           f"{', '.join(map(str, effective))}" in text
+    assert json.loads(ok("info", tmp_path / "b.npz", "--json").stdout)[
+        "effective_components"] == effective.tolist()
+    ok("plot", tmp_path / "b.npz", path, "-o", tmp_path / "b.png")
+    assert (tmp_path / "b.png").read_bytes()[:8] == PNG
+    refused = run("fit", path, "-k", 3, "--mean-prior", "0,0", "-o", tmp_path / "g.npz")
+    assert refused.exit_code == 2 and "for --model bayesian-gmm" in refused.output
 
 
 def test_select_gmm_picks_textbook_answer_and_plots(tmp_path, data):
