@@ -1,8 +1,9 @@
-"""Run scikit-learn's own GaussianMixture and KMeans tests against streammix.
+"""Run scikit-learn's own mixture and k-means tests against streammix.
 
-The installed scikit-learn's ``sklearn/mixture/tests/test_gaussian_mixture.py``
-and ``sklearn/cluster/tests/test_k_means.py`` are copied to a temporary
-directory with only their imports of ``GaussianMixture``, ``KMeans`` and
+The installed scikit-learn's ``sklearn/mixture/tests/test_gaussian_mixture.py``,
+``test_bayesian_mixture.py`` and ``sklearn/cluster/tests/test_k_means.py`` are
+copied to a temporary directory with only their imports of
+``GaussianMixture``, ``BayesianGaussianMixture``, ``KMeans`` and
 ``MiniBatchKMeans`` pointed at streammix, and run with scikit-learn's own
 fixtures. Tests that call scikit-learn's private internals on the estimator
 are left out (listed below with the reason); two tests where streammix is
@@ -32,6 +33,10 @@ REWRITES = {
         ("from sklearn.mixture import GaussianMixture\n",
          "from streammix import GaussianMixture\n"),
     ],
+    "mixture/tests/test_bayesian_mixture.py": [
+        ("from sklearn.mixture import BayesianGaussianMixture\n",
+         "from streammix import BayesianGaussianMixture\n"),
+    ],
     "cluster/tests/test_k_means.py": [
         ("from sklearn.cluster import KMeans, MiniBatchKMeans, k_means, kmeans_plusplus\n",
          "from sklearn.cluster import k_means, kmeans_plusplus\n"
@@ -47,6 +52,8 @@ PRIVATE = {
     "test_gaussian_mixture_precisions_init": "calls gmm._initialize(X, resp)",
     "test_gaussian_mixture_all_init_does_not_estimate_gaussian_parameters":
         "mocks sklearn.mixture._gaussian_mixture._estimate_gaussian_parameters",
+    # BayesianGaussianMixture
+    "test_compare_covar_type": "calls bgmm._check_parameters and bgmm._initialize_parameters",
     # KMeans / MiniBatchKMeans
     "test_kmeans_init_auto_with_initial_centroids": "reads kmeans._n_init",
     "test_n_init_auto": "reads est._n_init",

@@ -76,8 +76,9 @@ def test_set_output_pandas():
 
 
 def test_scikit_learn_own_test_files_pass():
-    """sklearn/mixture/tests/test_gaussian_mixture.py and sklearn/cluster/tests/test_k_means.py,
-    pointed at streammix: all pass but the private-internals tests and two strict xfails."""
+    """sklearn/mixture/tests/test_gaussian_mixture.py, test_bayesian_mixture.py and
+    sklearn/cluster/tests/test_k_means.py, pointed at streammix: all pass but the
+    private-internals tests and two strict xfails."""
     script = Path(__file__).parents[1] / "scripts" / "sklearn_suite.py"
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
                             timeout=600)

@@ -182,3 +182,20 @@ def test_bad_priors_get_sklearn_s_messages(blobs):
         sm.BayesianGaussianMixture(2, covariance_prior=-np.eye(3)).fit(blobs)
     with pytest.raises(ValueError, match=r"weight_concentration_prior_type"):
         sm.BayesianGaussianMixture(2, weight_concentration_prior_type="x").fit(blobs)
+
+
+def test_the_stream_scorer_explains_with_the_variational_density(blobs):
+    model = sm.BayesianGaussianMixture(6, random_state=0, max_iter=500,
+                                       init_params="random_from_data").fit(blobs)
+    scorer = sm.AnomalyScorer(model, contamination=0.02).fit(blobs)
+    far = blobs.mean(axis=0) + 1e3
+    records = [{"id": 1, "x0": 0.0, "x1": 0.0, "x2": 0.0},
+               {"id": 2, "x0": far[0], "x1": far[1], "x2": far[2]},
+               {"id": 3, "x0": "not a number", "x1": 0.0, "x2": 0.0}]
+    out = list(scorer.score_records(records, fields=["x0", "x1", "x2"]))
+    assert [o["id"] for o in out] == [1, 2, 3]
+    expected = model.score_samples(np.array([[0.0, 0.0, 0.0], far]))
+    np.testing.assert_allclose([out[0]["score"], out[1]["score"]], expected, rtol=1e-12)
+    assert out[1]["anomaly"] is True and np.isfinite(out[1]["score"])  # far: flagged, not NaN
+    assert "error" in out[2]
+    assert out[0]["cluster"] in model.effective_components()
