@@ -140,7 +140,9 @@ class StreammixEstimator(BaseEstimator):
 
     #: Parameters that do not change a fit's result (left out of checkpoint fingerprints).
     _RUN_ONLY = frozenset({"verbose", "verbose_interval", "scheduler", "n_workers", "checkpoint",
-                           "restart", "compute_labels", "cache", "storage_options"})
+                           "restart", "compute_labels", "cache", "storage_options",
+                           # partial_fit's step sizes: fit ignores them
+                           "learning_decay", "learning_offset", "forgetting_factor"})
 
     @contextlib.contextmanager
     def _fit_engine(self, source, extra=None):

@@ -308,6 +308,25 @@ degrees_of_freedom_prior_, covariance_prior_
         """The variational density: scikit-learn's ``_estimate_weighted_log_prob``."""
         return self._estep(self._posterior())
 
+    @property
+    def partial_fit(self):
+        """Not available yet (so ``hasattr(model, "partial_fit")`` is False, as
+        scikit-learn's tools expect of an estimator without it): the online variational
+        update (stochastic variational inference) is planned."""
+        raise AttributeError(
+            "BayesianGaussianMixture has no partial_fit yet: its online update (stochastic "
+            "variational inference) scales the statistics by the size of the data, which a "
+            "stream does not have; use GaussianMixture.partial_fit, or fit")
+
+    def bic(self, X):
+        """Not defined for a variational mixture (as in scikit-learn): compare fits by
+        ``lower_bound_``, or use :class:`GaussianMixture` and :func:`streammix.select`."""
+        raise NotImplementedError("BIC and AIC are for maximum-likelihood mixtures; compare "
+                                  "BayesianGaussianMixture fits by lower_bound_, or select "
+                                  "GaussianMixture models with streammix.select")
+
+    aic = bic
+
     def effective_components(self, threshold=EFFECTIVE_WEIGHT) -> np.ndarray:
         """Indices of the components whose weight exceeds ``threshold`` (default 1 %)."""
         self._check_fitted()

@@ -12,6 +12,7 @@ import numpy as np
 from sklearn.base import DensityMixin
 
 from ..core import gaussian as gm
+from ..core import online
 from ..core.kmeans import nearest
 from ..core.random import row_uniforms
 from ..engine import Run, iterate
@@ -171,6 +172,17 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         Seeds every random draw of the fit (through ``numpy.random.Generator``).
     warm_start : bool, default=False
         Continue from the fitted parameters on the next ``fit`` (``n_init`` is then 1).
+    learning_decay : float, default=0.7
+        ``partial_fit``: kappa in (0.5, 1] of the step size gamma_t = (t +
+        learning_offset)^-kappa of stepwise online EM. Larger forgets faster at
+        first and slower later; (0.5, 1] is what makes the steps converge on a
+        stationary stream (Cappe & Moulines 2009).
+    learning_offset : float, default=10.0
+        ``partial_fit``: t_0 >= 0 of the step size; larger damps the first steps.
+    forgetting_factor : float in (0, 1), optional
+        ``partial_fit``: a constant step gamma = 1 - forgetting_factor instead, for
+        tracking a stream that drifts: each batch multiplies the weight of the
+        past by ``forgetting_factor`` (memory of about 1 / (1 - f) batches).
     verbose : int, default=0
         As in scikit-learn: 1 prints each initialisation and every
         ``verbose_interval``-th iteration on stdout, 2 adds times and the
@@ -240,7 +252,8 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
     #: Model-file attributes held in the metadata, by kind (see ``persistence``).
     _model_scalars: ClassVar[dict] = {"converged_": bool, "n_iter_": int, "lower_bound_": BOUND,
                                       "lower_bounds_": list[float], "n_features_in_": int,
-                                      "feature_names_in_": list[str]}
+                                      "feature_names_in_": list[str], "n_steps_": int}
+    _optional_attributes = ("feature_names_in_", "n_steps_")  # files from before partial_fit
     _fitted_attribute = "means_"
     _min_samples = 2  # as scikit-learn's GaussianMixture
     def __init__(
@@ -258,6 +271,9 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         precisions_init=None,
         random_state=None,
         warm_start=False,
+        learning_decay=0.7,
+        learning_offset=10.0,
+        forgetting_factor=None,
         verbose=0,
         verbose_interval=10,
         chunk_size=None,
@@ -281,6 +297,9 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         self.precisions_init = precisions_init
         self.random_state = random_state
         self.warm_start = warm_start
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
+        self.forgetting_factor = forgetting_factor
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.chunk_size = chunk_size
@@ -307,9 +326,20 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         self._check_number("tol")
         self._check_number("reg_covar")
 
+    def _check_online_params(self):
+        decay, factor = self.learning_decay, self.forgetting_factor
+        if not (isinstance(decay, int | float) and not isinstance(decay, bool)
+                and 0.5 < decay <= 1):
+            raise ValueError(f"learning_decay must be in (0.5, 1], got {decay!r}")
+        self._check_number("learning_offset")
+        if factor is not None and not (isinstance(factor, int | float)
+                                       and not isinstance(factor, bool) and 0 < factor < 1):
+            raise ValueError(f"forgetting_factor must be None or in (0, 1), got {factor!r}")
+
     def _check_params(self, n_features):
         """Validate the parameters for data of ``n_features`` columns (ValueError)."""
         self._check_mixture_params()
+        self._check_online_params()
         # scikit-learn's checks and messages for the initial parameters.
         k, kind = self.n_components, self.covariance_type
         if self.weights_init is not None:
@@ -376,6 +406,71 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         self._set_features(source)
         self._keep_best(runs, source.dtype)
         return self
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Update the model with the mini-batches of ``X``: stepwise online EM.
+
+        Each chunk of ``X`` is one mini-batch (``chunk_size`` rows; an
+        in-memory batch smaller than a chunk is one step): its responsibilities
+        under the current parameters give its sufficient statistics, which
+        are blended into the model's running statistics with step size
+        gamma_t (``learning_decay``, ``learning_offset``, or a constant
+        ``forgetting_factor``), and the M-step of the blend gives the new
+        parameters. The chunks are read in order, one task each, where the
+        data is (out-of-core sources and clusters included); statistics add
+        up in float64 whatever the input's dtype. The first call on an
+        unfitted model initialises it from its first mini-batch as ``fit``
+        would; a fitted model (from ``fit`` or a model file) continues from
+        its parameters. ``n_steps_`` counts the steps taken. The result
+        depends only on the batches and their order.
+
+        Parameters
+        ----------
+        X : array-like, Dask collection, Zarr array, or path
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        fitted = hasattr(self, self._fitted_attribute)
+        source = self._source(X, fitted=fitted, sample_weight=sample_weight)
+        self._check_params(source.n_features)
+        plan = source.plan()
+        if not fitted:
+            from ..io.base import ChunkSubset
+
+            with warnings.catch_warnings():  # a first mini-batch rarely converges: no matter
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                self.fit(ChunkSubset(source, plan[:1]))
+            self.n_steps_, plan = 1, plan[1:]
+        params = self._gaussian()
+        with self._engine() as engine:
+            for chunk in plan:
+                stats = engine.map_reduce(_em_stats, params, source, chunks=[chunk])
+                if stats.n_rows <= 0:  # rows of weight 0 teach nothing
+                    continue
+                step = getattr(self, "n_steps_", 0) + 1
+                gamma = online.step_size(step, decay=self.learning_decay,
+                                         offset=self.learning_offset,
+                                         forgetting_factor=self.forgetting_factor)
+                weights, means, covariances = online.step(params, stats, gamma, self.reg_covar)
+                kind = self.covariance_type
+                params = gm.GaussianParams(weights, means, gm.precision_cholesky(covariances, kind),
+                                           kind, covariances)
+                self.n_steps_ = step
+        self._set_parameters(params, source.dtype if not fitted else self.means_.dtype)
+        return self
+
+    def _set_parameters(self, params, dtype):
+        """The fitted arrays from ``params`` (the bookkeeping of ``fit`` is left as it is)."""
+        self.weights_ = params.weights.astype(dtype)
+        self.means_ = params.means.astype(dtype)
+        self.covariances_ = params.covariances.astype(dtype)
+        self.precisions_cholesky_ = params.precisions_cholesky.astype(dtype)
+        self.precisions_ = gm.precisions_from_cholesky(params.precisions_cholesky,
+                                                       self.covariance_type).astype(dtype)
 
     def _initial_runs(self, engine, source, do_init) -> list[Run]:
         """The runs the iterations start from: one per restart, or the fitted model."""
@@ -448,13 +543,8 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
 
     def _set_fitted(self, best, best_bound, dtype=np.float64):
         """The fitted attributes, in the input's dtype (as scikit-learn gives them)."""
-        params = best.params
-        self.weights_ = params.weights.astype(dtype)
-        self.means_ = params.means.astype(dtype)
-        self.covariances_ = params.covariances.astype(dtype)
-        self.precisions_cholesky_ = params.precisions_cholesky.astype(dtype)
-        self.precisions_ = gm.precisions_from_cholesky(params.precisions_cholesky,
-                                                       self.covariance_type).astype(dtype)
+        self._set_parameters(best.params, dtype)
+        self.n_steps_ = 0  # of partial_fit, after this fit
         self.converged_ = bool(best.converged)
         self.n_iter_ = best.n_iter
         self.lower_bound_ = float(best_bound)

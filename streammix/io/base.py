@@ -250,3 +250,72 @@ def split_rows(n_rows: int, boundaries: list[int], target: int) -> list[tuple[in
     if begin < n_rows:
         ranges.append((begin, n_rows))
     return ranges
+
+
+class ChunkSubset(Source):
+    """Some chunks of a source, seen as a source of their own (rows renumbered from 0).
+
+    ``partial_fit`` initialises a model from its first mini-batch with ``fit``
+    itself: every initialisation, weights, out-of-core reading and errors then
+    behave as they do for a whole source.
+    """
+
+    def __init__(self, source: Source, chunks: list[Chunk]):
+        self.source = source
+        self._chunks = list(chunks)
+        self._offsets, start, plan = [], 0, []
+        for index, chunk in enumerate(self._chunks):
+            plan.append(Chunk(index, start, chunk.n_rows, chunk.key, chunk.where))
+            self._offsets.append(chunk.start - start)
+            start += chunk.n_rows
+        self._plan = plan
+        self.n_features, self.feature_names = source.n_features, source.feature_names
+        self.dtype, self.name, self.in_memory = source.dtype, source.name, source.in_memory
+        self.sample_weight = None if source.sample_weight is None else np.concatenate(
+            [source.sample_weight[c.start : c.start + c.n_rows] for c in self._chunks])
+
+    def plan(self) -> list[Chunk]:
+        return list(self._plan)
+
+    def configure(self, **_) -> Source:
+        """Already configured: made from a source the estimator has configured."""
+        return self
+
+    def checked_array(self):
+        """The rows, when the source holds them in memory (for in-memory seedings)."""
+        data = self.source.checked_array()
+        parts = [data[chunk.start : chunk.start + chunk.n_rows] for chunk in self._chunks]
+        if len(parts) == 1:
+            return parts[0]
+        return scipy.sparse.vstack(parts) if scipy.sparse.issparse(data) else np.concatenate(parts)
+
+    def _original(self, chunk: Chunk) -> Chunk:
+        return self._chunks[chunk.index]
+
+    def read_chunk(self, chunk: Chunk, payload=None):
+        offset = self._offsets[chunk.index]
+        for start, block in self.source.read_chunk(self._original(chunk), payload):
+            yield start - offset, block
+
+    @property
+    def weighted(self) -> bool:
+        return self.source.weighted
+
+    def total_weight(self) -> float:
+        if self.sample_weight is not None or not self.source.weighted:
+            return super().total_weight()
+        return float(sum(self.chunk_weights(chunk).sum() for chunk in self._plan))
+
+    def chunk_weights(self, chunk: Chunk, payload=None):
+        if self.sample_weight is not None:
+            return super().chunk_weights(chunk, payload)
+        return self.source.chunk_weights(self._original(chunk), payload)
+
+    def dask_input(self, chunk: Chunk):
+        return self.source.dask_input(self._original(chunk))
+
+    def locate(self, chunk: Chunk, row: int) -> dict:
+        return self.source.locate(self._original(chunk), row + self._offsets[chunk.index])
+
+    def fingerprint(self) -> dict:
+        return {**self.source.fingerprint(), "chunks": [c.index for c in self._chunks]}
