@@ -256,6 +256,17 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
                       max_latency_ms=10.0, max_record_bytes=MAX_RECORD_BYTES,
                       max_depth=MAX_DEPTH):
         """As :meth:`score_records`, one list of outputs per micro-batch (to flush each)."""
+        for outputs, _, _ in self._scored_batches(
+                records, id_field=id_field, fields=fields, batch_size=batch_size,
+                max_latency_ms=max_latency_ms, max_record_bytes=max_record_bytes,
+                max_depth=max_depth):
+            yield outputs
+
+    def _scored_batches(self, records, *, id_field="id", fields=None, batch_size=256,
+                        max_latency_ms=10.0, max_record_bytes=MAX_RECORD_BYTES,
+                        max_depth=MAX_DEPTH):
+        """Per micro-batch: ``(outputs, rows, positions)``, the rows that were scored and
+        their places among the outputs (the others are error records)."""
         fields = list(fields) if fields is not None else self._feature_names()
         self._offset()
         for batch in micro_batches(records, batch_size, max_latency_ms / 1000.0):
@@ -271,13 +282,39 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
                     good.append(row)
                 except RecordError as exc:
                     parsed.append((exc.record_id, str(exc)))
-            explained = iter(self.explain(np.array(good)) if good else [])
-            outputs = []
+            rows = np.array(good, dtype=np.float64).reshape(len(good), len(fields))
+            explained = iter(self.explain(rows) if good else [])
+            outputs, positions = [], []
             for record_id, error in parsed:
                 out = {"id": record_id}
-                out.update({"error": error} if error else next(explained))
+                if error:
+                    out["error"] = error
+                else:
+                    positions.append(len(outputs))
+                    out.update(next(explained))
                 outputs.append(out)
-            yield outputs
+            yield outputs, rows, positions
+
+    def adapt(self, **options):
+        """This scorer, adapting to its stream: the model learns from the records it
+        does not flag, the threshold follows the recent scores, and a drift alarm
+        watches the scores. See :class:`streammix.adaptive.AdaptiveScoring` for the
+        options (``adapt=False``: the drift alarm only).
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> import streammix as sm
+        >>> X = np.random.default_rng(0).normal(size=(2000, 2))
+        >>> scorer = sm.AnomalyScorer(sm.GaussianMixture(1).fit(X), contamination=0.01).fit(X)
+        >>> stream = ({"id": i, "x0": x, "x1": y} for i, (x, y) in enumerate(X))
+        >>> outputs = list(scorer.adapt(window=500).score_records(stream))
+        >>> len([o for o in outputs if "score" in o])
+        2000
+        """
+        from ..adaptive import AdaptiveScoring
+
+        return AdaptiveScoring(self, **options)
 
     # -- files ----------------------------------------------------------------
     def save(self, path):

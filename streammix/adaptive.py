@@ -1,0 +1,302 @@
+"""Adaptive stream scoring: follow a drifting stream without learning its anomalies.
+
+After each micro-batch is scored (with the current model and threshold):
+
+* **the model** takes one stepwise-EM step (:mod:`streammix.core.online`) on
+  the batch's records that were *not* flagged — the anomalies it detects never
+  teach it (as River's ``QuantileFilter`` protects its model) — with a
+  per-record forgetting factor f: a batch of n records has step size
+  1 - f**n, so the model's memory is about 1 / (1 - f) records whatever the
+  batch sizes;
+* **the threshold** becomes the ``contamination`` quantile of the recent
+  scores (every record's, flagged or not), from a REQ sketch of Apache
+  DataSketches (accurate at low ranks): the scores of the last ``window`` to
+  ``2 * window`` records, in two sketches that take turns. After a drift
+  alarm the scores seen are forgotten (they belong to the old regime, and
+  would drag the threshold down to the shifted records' low scores, letting
+  anomalies through): the threshold holds until ``window`` scores of the new
+  regime are in;
+* **a drift alarm** (Page-Hinkley, for a drop of the scores) runs whether or
+  not the model adapts: see :class:`PageHinkley`. When it fires during
+  adaptation, a sudden change is under way that small steps would follow
+  badly (the shifted records are all flagged, so the model would not learn
+  them, and their low scores would drag the threshold down): the scorer keeps
+  the model and threshold for the next ``window`` records, gathers them, and
+  then refits the model on them (EM from the current parameters, then again
+  without the lowest-scoring ``contamination`` of them, so the anomalies
+  among them teach nothing) and recalibrates the threshold on them.
+
+Each input record still gets exactly one output record, in order; a drift
+alarm adds one event record ``{"event": "drift", ...}`` after the record where
+it fired.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+from .core import gaussian as gm
+from .core import online
+from .estimators.bayesian_mixture import BayesianGaussianMixture
+from .estimators.gaussian_mixture import GaussianMixture
+
+#: Defaults of the adaptation, documented in docs/user-guide.md.
+FORGETTING_FACTOR = 0.999
+WINDOW = 5000
+#: Page-Hinkley's defaults, in standard deviations of the warm-up scores.
+DRIFT_WARMUP, DRIFT_DELTA, DRIFT_THRESHOLD, DRIFT_CLIP = 500, 0.1, 100.0, 5.0
+
+
+class PageHinkley:
+    """Page-Hinkley test for a drop of the mean of a stream of scores.
+
+    The first ``warmup`` scores give a baseline mean mu and deviation sigma;
+    each later score x becomes z = clip((x - mu) / sigma, -clip, clip) (a
+    far anomaly counts as ``clip`` deviations, not as minus infinity), and
+    the test accumulates S_t = sum (m_t - z - delta), with m_t the running
+    mean of z: a drop of the scores makes S grow. The alarm fires when S_t -
+    min S > ``threshold``; the test then starts afresh (a new baseline from the
+    next ``warmup`` scores). Under a stationary stream S drifts down by
+    ``delta`` a record, so false alarms need an excursion of ``threshold``
+    against that drift; a drop by d deviations fires after about
+    ``threshold / (d - delta)`` records.
+    """
+
+    def __init__(self, warmup=DRIFT_WARMUP, delta=DRIFT_DELTA, threshold=DRIFT_THRESHOLD,
+                 clip=DRIFT_CLIP):
+        self.warmup, self.delta, self.threshold, self.clip = warmup, delta, threshold, clip
+        self.reset()
+
+    def reset(self):
+        self.baseline: list[float] = []
+        self.mu = self.sigma = None
+        self.count, self.mean, self.total, self.lowest = 0, 0.0, 0.0, 0.0
+
+    def update(self, score: float) -> float | None:
+        """Feed one score; the statistic when the alarm fires (then reset), else None."""
+        if self.sigma is None:
+            if math.isfinite(score):
+                self.baseline.append(score)
+            if len(self.baseline) >= self.warmup:
+                self.mu = float(np.mean(self.baseline))
+                self.sigma = float(np.std(self.baseline)) or 1.0
+                self.baseline = []
+            return None
+        z = float(np.clip((score - self.mu) / self.sigma, -self.clip, self.clip)) \
+            if not math.isnan(score) else -self.clip
+        self.count += 1
+        self.mean += (z - self.mean) / self.count
+        self.total += self.mean - z - self.delta
+        self.lowest = min(self.lowest, self.total)
+        statistic = self.total - self.lowest
+        if statistic > self.threshold:
+            self.reset()
+            return statistic
+        return None
+
+    def state(self) -> dict:
+        return {k: getattr(self, k) for k in ("baseline", "mu", "sigma", "count", "mean",
+                                              "total", "lowest")}
+
+    def restore(self, state: dict):
+        for key, value in state.items():
+            setattr(self, key, value)
+
+
+class ThresholdTracker:
+    """The ``q`` quantile of the scores of the last ``window`` to ``2 * window`` records."""
+
+    def __init__(self, q: float, window: int = WINDOW, k: int = 12):
+        import datasketches
+
+        self._new = lambda: datasketches.req_floats_sketch(k, False)  # accurate at low ranks
+        self._kind = datasketches.req_floats_sketch
+        self.q, self.window = q, window
+        self.reset()
+
+    def reset(self):
+        """Forget the scores seen (after a drift: they were scores of another regime)."""
+        self.current, self.previous = self._new(), None
+
+    def update(self, scores: np.ndarray):
+        # -inf (a record beyond the model) is the lowest score: the lowest float32 stands in
+        low = np.finfo(np.float32).min
+        self.current.update(np.clip(np.nan_to_num(scores, nan=low, neginf=low), low, None)
+                            .astype(np.float32))
+        if self.current.n >= self.window:
+            self.previous, self.current = self.current, self._new()
+
+    def threshold(self) -> float | None:
+        """The quantile once ``window`` scores were seen, else None (keep the calibrated one)."""
+        if self.previous is None:
+            return None
+        merged = self._kind.deserialize(self.previous.serialize())
+        if not self.current.is_empty():
+            merged.merge(self.current)
+        return float(merged.get_quantile(self.q))
+
+    def state(self) -> dict:
+        return {"current": np.frombuffer(self.current.serialize(), np.uint8),
+                "previous": None if self.previous is None else
+                np.frombuffer(self.previous.serialize(), np.uint8)}
+
+    def restore(self, state: dict):
+        self.current = self._kind.deserialize(bytes(state["current"]))
+        self.previous = None if state["previous"] is None else \
+            self._kind.deserialize(bytes(state["previous"]))
+
+
+class AdaptiveScoring:
+    """An :class:`~streammix.AnomalyScorer` that adapts to its stream (see the module).
+
+    Made by :meth:`AnomalyScorer.adapt`; works on a copy of the scorer and its
+    model, so the caller's stay as they were.
+
+    Parameters
+    ----------
+    scorer : AnomalyScorer
+        With a threshold; its model a fitted :class:`~streammix.GaussianMixture`.
+    adapt : bool, default=True
+        Update the model and threshold; False keeps them fixed and only runs
+        the drift alarm.
+    forgetting_factor : float in (0, 1), default=0.999
+        Per record: the model's memory is about 1 / (1 - f) records.
+    window : int, default=5000
+        The threshold is a quantile of the last ``window`` to ``2 * window`` scores.
+    drift : PageHinkley, optional
+        The drift test (default: :class:`PageHinkley` with its defaults).
+    """
+
+    def __init__(self, scorer, *, adapt=True, forgetting_factor=FORGETTING_FACTOR,
+                 window=WINDOW, drift=None):
+        model = scorer.model
+        if adapt and (not isinstance(model, GaussianMixture)
+                      or isinstance(model, BayesianGaussianMixture)):
+            raise TypeError(f"adaptive scoring updates a GaussianMixture online; a "
+                            f"{type(model).__name__} cannot (score it without adapting)")
+        if not 0 < forgetting_factor < 1:
+            raise ValueError(f"forgetting_factor must be in (0, 1), got {forgetting_factor!r}")
+        if scorer.threshold is None and scorer.contamination is None:
+            raise ValueError("adaptive scoring keeps flagging the scorer's contamination: "
+                             "give it one")
+        self.scorer = copy.deepcopy(scorer)
+        self.scorer.offset_ = scorer._offset()
+        self.adapt, self.forgetting_factor = adapt, forgetting_factor
+        self.tracker = ThresholdTracker(scorer.contamination, window)
+        self.drift = drift if drift is not None else PageHinkley()
+        self.records = 0  # records scored
+        self.applied = 0  # records that updated the model
+        self._relearning = None  # rows gathered since a drift alarm
+
+    @property
+    def model(self):
+        return self.scorer.model
+
+    def score_batches(self, records, **options):
+        """As :meth:`AnomalyScorer.score_batches`, adapting after each micro-batch; a
+        drift alarm adds an event record after the record where it fired."""
+        for outputs, rows, positions in self.scorer._scored_batches(records, **options):
+            events = self._after_batch(outputs, rows, positions)
+            if not events:
+                yield outputs
+                continue
+            merged = []
+            for position, out in enumerate(outputs):
+                merged.append(out)
+                merged.extend(events.get(position, []))
+            yield merged
+
+    def score_records(self, records, **options):
+        """One output per record, in order (and the drift events), adapting as it goes."""
+        for batch in self.score_batches(records, **options):
+            yield from batch
+
+    def _after_batch(self, outputs, rows, positions) -> dict:
+        """Drift test, then threshold and model updates; the drift events by position."""
+        events = {}
+        scores = np.array([outputs[p]["score"] for p in positions], dtype=np.float64)
+        fired_at = None
+        for index, (position, score) in enumerate(zip(positions, scores, strict=True)):
+            self.records += 1
+            statistic = self.drift.update(score)
+            if statistic is not None:
+                fired_at = index if fired_at is None else fired_at
+                events.setdefault(position, []).append({
+                    "event": "drift", "after_id": outputs[position]["id"],
+                    "record": self.records, "statistic": round(statistic, 3)})
+        if self.adapt and len(rows):
+            if fired_at is not None and self._relearning is None:
+                self._relearning = [rows[fired_at + 1:]]  # the new regime starts here
+            elif self._relearning is not None:
+                self._relearning.append(rows)
+                if sum(len(r) for r in self._relearning) >= self.tracker.window:
+                    self._relearn(np.concatenate(self._relearning))
+                    self._relearning = None
+            else:
+                self._follow(rows, scores, [not outputs[p]["anomaly"] for p in positions])
+            for out in outputs:
+                if "score" in out:
+                    out["threshold"] = self.scorer._offset()
+        return events
+
+    def _follow(self, rows, scores, normal):
+        """Small changes: the threshold tracks the recent scores, the model learns the
+        records it did not flag."""
+        self.tracker.update(scores)
+        normal = np.asarray(normal)
+        if normal.any():
+            self._step(rows[normal])
+        threshold = self.tracker.threshold()
+        if threshold is not None:
+            self.scorer.offset_ = threshold
+
+    def _relearn(self, rows):
+        """After a drift alarm: the model refitted on the ``window`` records that followed
+        it (from the current parameters, then once more without the lowest-scoring
+        ``contamination`` of them, so the anomalies among them teach nothing), and the
+        threshold recalibrated on them."""
+        model, q = self.model, self.tracker.q
+        fitted = _refit(model, rows)
+        scores = fitted.score_samples(rows)
+        kept = rows[scores >= np.quantile(scores, q)]
+        fitted = _refit(fitted, kept)
+        scores = fitted.score_samples(rows)
+        model._set_parameters(fitted._gaussian(), model.means_.dtype)
+        self.scorer.offset_ = float(np.quantile(scores, q))
+        self.tracker.reset()
+        self.tracker.update(scores)
+        self.applied += len(kept)
+
+    def _step(self, rows):
+        """One stepwise-EM step of the model on ``rows`` (flagged records excluded)."""
+        model = self.model
+        params = model._gaussian()
+        stats = gm.estep_stats(params, rows)
+        gamma = 1.0 - self.forgetting_factor ** len(rows)
+        weights, means, covariances = online.step(params, stats, gamma, model.reg_covar)
+        kind = model.covariance_type
+        model._set_parameters(gm.GaussianParams(
+            weights, means, gm.precision_cholesky(covariances, kind), kind, covariances),
+            model.means_.dtype)
+        model.n_steps_ = getattr(model, "n_steps_", 0) + 1
+        self.applied += len(rows)
+
+
+def _refit(model: GaussianMixture, rows: np.ndarray) -> GaussianMixture:
+    """EM on ``rows`` from ``model``'s parameters (in memory: a window of records)."""
+    kind = model.covariance_type
+    precisions = gm.precisions_from_cholesky(np.asarray(model.precisions_cholesky_, float), kind)
+    start = GaussianMixture(model.n_components, covariance_type=kind, reg_covar=model.reg_covar,
+                            weights_init=np.asarray(model.weights_, float),
+                            means_init=np.asarray(model.means_, float),
+                            precisions_init=precisions, max_iter=200, scheduler="synchronous")
+    import warnings
+
+    from .exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return start.fit(rows)

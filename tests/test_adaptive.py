@@ -1,0 +1,117 @@
+"""Adaptive stream scoring on simulated drifts: recovery, anomalies caught, poisoning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import streammix as sm
+from streammix.adaptive import PageHinkley
+
+CENTRES = np.array([[0.0, 0.0, 0.0], [8.0, 0.0, 0.0], [0.0, 8.0, 0.0]])
+WINDOW = 2000
+
+
+def draw(rng, n, shift=0.0):
+    """Rows of the 3-component mixture, every mean moved by ``shift`` (in sd) along (1,1,1)."""
+    labels = rng.integers(0, 3, n)
+    return CENTRES[labels] + shift / np.sqrt(3) + rng.normal(size=(n, 3))
+
+
+def far_from(rng, centres, n, distance=9.0):
+    """Injected anomalies: ``distance`` sd from a random component, in a random direction."""
+    direction = rng.normal(size=(n, 3))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    return centres[rng.integers(0, 3, n)] + distance * direction
+
+
+def stream_with_shift(seed=0, n=24_000, shift=6.0, rate=0.01):
+    """A stream whose components move by ``shift`` sd half-way, 1 % injected anomalies."""
+    rng = np.random.default_rng(seed)
+    half = n // 2
+    X = np.concatenate([draw(rng, half), draw(rng, n - half, shift)])
+    injected = rng.random(n) < rate
+    moved = CENTRES + shift / np.sqrt(3)
+    X[injected & (np.arange(n) < half)] = far_from(rng, CENTRES, (injected[:half]).sum())
+    X[injected & (np.arange(n) >= half)] = far_from(rng, moved, (injected[half:]).sum())
+    return X, injected, half
+
+
+def records(X):
+    return ({"id": i, "x0": a, "x1": b, "x2": c} for i, (a, b, c) in enumerate(X.tolist()))
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    train = draw(np.random.default_rng(99), 6000)
+    model = sm.GaussianMixture(3, random_state=0).fit(train)
+    return sm.AnomalyScorer(model, contamination=0.02).fit(train)
+
+
+def flagged(outputs):
+    scored = [o for o in outputs if "score" in o]
+    return np.array([o["anomaly"] for o in scored])
+
+
+def test_the_adaptive_scorer_recovers_from_a_shift_and_keeps_catching_anomalies(scorer):
+    X, injected, half = stream_with_shift()
+    static = flagged(scorer.score_records(records(X)))
+    adaptive_outputs = list(scorer.adapt(window=WINDOW, forgetting_factor=0.999)
+                            .score_records(records(X)))
+    adaptive = flagged(adaptive_outputs)
+    assert len(static) == len(adaptive) == len(X)  # one output per record, in order
+    assert static[half:].mean() > 0.9  # the fixed model flags most records after the shift
+    # recovered within 2 windows: the flag rate is back within 2x the calibrated 2 %
+    after = slice(half + 2 * WINDOW, len(X))
+    assert adaptive[after].mean() < 2 * 0.02
+    assert adaptive[:half][~injected[:half]].mean() < 2 * 0.02  # no harm before the shift
+    caught_during_and_after = adaptive[half:][injected[half:]].mean()
+    assert caught_during_and_after >= 0.9
+    assert adaptive[:half][injected[:half]].mean() >= 0.9
+    # the drift alarm fired, soon after the shift, and carries the record where it did
+    events = [o for o in adaptive_outputs if o.get("event") == "drift"]
+    assert events and half <= events[0]["record"] - 1 <= half + 200
+    assert [o["id"] for o in adaptive_outputs if "id" in o and "event" not in o] == \
+        list(range(len(X)))
+
+
+def test_slow_poisoning_is_not_learned(scorer):
+    """Anomalies walking step by step from far away towards an empty region between the
+    components: the model never learns them, so they stay flagged."""
+    rng = np.random.default_rng(5)
+    n = 20_000
+    X = draw(rng, n)
+    injected = rng.random(n) < 0.01
+    target = np.array([4.0, 4.0, 6.0])  # > 5 sd from every component
+    start = np.array([20.0, 20.0, 20.0])
+    progress = np.linspace(0, 1, injected.sum())[:, None]
+    X[injected] = start + progress * (target - start) + 0.3 * rng.normal(size=(injected.sum(), 3))
+    outputs = list(scorer.adapt(window=WINDOW).score_records(records(X)))
+    caught = flagged(outputs)[injected]
+    assert caught.mean() >= 0.95
+    assert caught[-20:].all()  # the last ones, at the target, too
+
+
+def test_page_hinkley_fires_on_a_drop_and_not_on_a_stationary_stream():
+    rng = np.random.default_rng(0)
+    quiet = PageHinkley()
+    scores = rng.normal(-5, 1, 50_000)
+    scores[rng.random(50_000) < 0.01] = -1e300  # far anomalies count as 5 sd, not -inf
+    assert all(quiet.update(s) is None for s in scores)
+    test = PageHinkley()
+    fired = [i for i, s in enumerate(np.concatenate([rng.normal(-5, 1, 2000),
+                                                     rng.normal(-8, 1, 2000)]))
+             if test.update(s) is not None]
+    # a drop of 3 sd fires after about threshold / (3 - delta) = 35 records
+    assert fired and 2000 < fired[0] < 2000 + 60
+
+
+def test_drift_alarm_without_adaptation_and_what_cannot_adapt(scorer):
+    X, _, _ = stream_with_shift(n=8000)
+    watching = scorer.adapt(adapt=False)
+    outputs = list(watching.score_records(records(X)))
+    assert any(o.get("event") == "drift" for o in outputs)
+    assert watching.model.means_.tolist() == scorer.model.means_.tolist()  # unchanged
+    kmeans = sm.KMeans(3, random_state=0).fit(X[:1000])
+    with pytest.raises(TypeError, match=r"KMeans cannot"):
+        sm.AnomalyScorer(kmeans, contamination=0.02).fit(X[:1000]).adapt()
