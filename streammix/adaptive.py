@@ -29,12 +29,24 @@ After each micro-batch is scored (with the current model and threshold):
 Each input record still gets exactly one output record, in order; a drift
 alarm adds one event record ``{"event": "drift", ...}`` after the record where
 it fired.
+
+**Snapshots.** With ``snapshot=PATH`` the model, the threshold and the state
+of the adaptation (sketches, drift test, counts, records gathered after an
+alarm) are written to one file every ``snapshot_every`` records or
+``snapshot_seconds`` seconds, and at the end: an ``.npz`` written atomically
+(temporary file, fsync, rename), never pickle. A scorer started with an
+existing snapshot resumes from it (after checking every field, and that it
+was made with the same options) and says how many records it had applied.
 """
 
 from __future__ import annotations
 
 import copy
+import io
+import json
 import math
+import os
+import time
 
 import numpy as np
 
@@ -149,6 +161,11 @@ class ThresholdTracker:
             self._kind.deserialize(bytes(state["previous"]))
 
 
+SNAPSHOT_FORMAT = "streammix-adaptive-snapshot"
+SNAPSHOT_VERSION = 1
+SNAPSHOT_EVERY, SNAPSHOT_SECONDS = 10_000, 60.0
+
+
 class AdaptiveScoring:
     """An :class:`~streammix.AnomalyScorer` that adapts to its stream (see the module).
 
@@ -168,10 +185,15 @@ class AdaptiveScoring:
         The threshold is a quantile of the last ``window`` to ``2 * window`` scores.
     drift : PageHinkley, optional
         The drift test (default: :class:`PageHinkley` with its defaults).
+    snapshot : str or path, optional
+        Where to keep the snapshot (see the module); resumed from when it exists.
+    snapshot_every, snapshot_seconds : int, float
+        Write the snapshot after this many records, or this many seconds.
     """
 
     def __init__(self, scorer, *, adapt=True, forgetting_factor=FORGETTING_FACTOR,
-                 window=WINDOW, drift=None):
+                 window=WINDOW, drift=None, snapshot=None, snapshot_every=SNAPSHOT_EVERY,
+                 snapshot_seconds=SNAPSHOT_SECONDS):
         model = scorer.model
         if adapt and (not isinstance(model, GaussianMixture)
                       or isinstance(model, BayesianGaussianMixture)):
@@ -190,6 +212,13 @@ class AdaptiveScoring:
         self.records = 0  # records scored
         self.applied = 0  # records that updated the model
         self._relearning = None  # rows gathered since a drift alarm
+        self.snapshot_path = None if snapshot is None else str(snapshot)
+        self.snapshot_every, self.snapshot_seconds = snapshot_every, snapshot_seconds
+        self.resumed = False
+        if self.snapshot_path is not None and os.path.exists(self.snapshot_path):
+            self._restore(self.snapshot_path)
+            self.resumed = True
+        self._saved_at = (self.records, time.monotonic())
 
     @property
     def model(self):
@@ -197,17 +226,110 @@ class AdaptiveScoring:
 
     def score_batches(self, records, **options):
         """As :meth:`AnomalyScorer.score_batches`, adapting after each micro-batch; a
-        drift alarm adds an event record after the record where it fired."""
+        drift alarm adds an event record after the record where it fired. The
+        snapshot (if any) is written when due, after the batch is yielded, and at
+        the end."""
         for outputs, rows, positions in self.scorer._scored_batches(records, **options):
             events = self._after_batch(outputs, rows, positions)
-            if not events:
-                yield outputs
-                continue
-            merged = []
-            for position, out in enumerate(outputs):
-                merged.append(out)
-                merged.extend(events.get(position, []))
+            merged = outputs
+            if events:
+                merged = []
+                for position, out in enumerate(outputs):
+                    merged.append(out)
+                    merged.extend(events.get(position, []))
             yield merged
+            self._snapshot_if_due()
+        if self.snapshot_path is not None:
+            self.save_snapshot(self.snapshot_path)
+
+    def _snapshot_if_due(self):
+        if self.snapshot_path is None:
+            return
+        records, when = self._saved_at
+        if self.records - records >= self.snapshot_every or \
+                time.monotonic() - when >= self.snapshot_seconds:
+            self.save_snapshot(self.snapshot_path)
+
+    # -- snapshots ------------------------------------------------------------
+    def _options(self) -> dict:
+        return {"adapt": self.adapt, "forgetting_factor": self.forgetting_factor,
+                "window": self.tracker.window, "contamination": self.tracker.q,
+                "drift": [self.drift.warmup, self.drift.delta, self.drift.threshold,
+                          self.drift.clip]}
+
+    def save_snapshot(self, path):
+        """Write the model, threshold and adaptation state to ``path`` atomically."""
+        from ._npz import write_npz
+        from .estimators.persistence import model_file_arrays
+
+        model = self.model
+        model.anomaly_threshold_ = self.scorer._offset()
+        model.anomaly_contamination_ = self.tracker.q
+        buffer = io.BytesIO()
+        np.savez(buffer, **model_file_arrays(model))
+        tracker = self.tracker.state()
+        state = {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
+                 "options": self._options(), "records": self.records, "applied": self.applied,
+                 "drift": self.drift.state(), "has_previous": tracker["previous"] is not None,
+                 "relearning": self._relearning is not None}
+        arrays = {"model": np.frombuffer(buffer.getvalue(), np.uint8),
+                  "state": np.frombuffer(json.dumps(state).encode(), np.uint8),
+                  "tracker_current": tracker["current"]}
+        if tracker["previous"] is not None:
+            arrays["tracker_previous"] = tracker["previous"]
+        if self._relearning is not None:
+            gathered = [r for r in self._relearning if len(r)]
+            arrays["relearning"] = np.concatenate(gathered) if gathered else \
+                np.empty((0, model.n_features_in_))
+        write_npz(path, arrays)
+        self._saved_at = (self.records, time.monotonic())
+
+    def _restore(self, path):
+        """The state of a snapshot, every field checked (a SnapshotError otherwise)."""
+        from ._npz import NpzError, NpzReader, json_bytes
+        from .estimators.persistence import load
+        from .exceptions import ModelFileError, SnapshotError
+
+        try:
+            with NpzReader(path) as npz:
+                state = json.loads(json_bytes(npz.read("state")).decode("utf-8"))
+                if not isinstance(state, dict) or state.get("format") != SNAPSHOT_FORMAT:
+                    raise ValueError("not a streammix adaptive-scoring snapshot")
+                if state.get("version") != SNAPSHOT_VERSION:
+                    raise ValueError(f"snapshot version {state.get('version')!r}; this "
+                                     f"streammix reads {SNAPSHOT_VERSION}")
+                if state.get("options") != json.loads(json.dumps(self._options())):
+                    raise SnapshotError(
+                        f"{path}: it was made with other options ({state.get('options')}); "
+                        "restart with the same ones, or remove the snapshot to start afresh")
+                model = load(io.BytesIO(npz.read("model").tobytes()))
+                current = npz.read("tracker_current")
+                previous = npz.read("tracker_previous") if state["has_previous"] else None
+                relearning = npz.read("relearning") if state["relearning"] else None
+            records, applied = state["records"], state["applied"]
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                       for v in (records, applied)):
+                raise ValueError("its record counts are not counts")
+            if type(model) is not type(self.model) or \
+                    model.n_features_in_ != self.model.n_features_in_ or \
+                    model.n_components != self.model.n_components:
+                raise ValueError("its model is not the scorer's model")
+            if relearning is not None and (relearning.ndim != 2 or
+                                           relearning.shape[1] != model.n_features_in_):
+                raise ValueError("its gathered records have the wrong shape")
+            self.drift.restore(_checked_drift(state["drift"]))
+            self.tracker.restore({"current": current, "previous": previous})
+        except SnapshotError:
+            raise
+        except ModelFileError as exc:
+            raise SnapshotError(f"{path}: its model is damaged ({exc})") from None
+        except (OSError, ValueError, KeyError, TypeError, RecursionError, NpzError) as exc:
+            raise SnapshotError(f"{path}: not a usable snapshot ({exc}); remove it to start "
+                                "afresh") from None
+        self.scorer.model = model
+        self.scorer.offset_ = float(model.anomaly_threshold_)
+        self.records, self.applied = records, applied
+        self._relearning = None if relearning is None else [relearning]
 
     def score_records(self, records, **options):
         """One output per record, in order (and the drift events), adapting as it goes."""
@@ -283,6 +405,21 @@ class AdaptiveScoring:
             model.means_.dtype)
         model.n_steps_ = getattr(model, "n_steps_", 0) + 1
         self.applied += len(rows)
+
+
+def _checked_drift(state) -> dict:
+    """The drift test's saved state, each field of its type (ValueError otherwise)."""
+    numbers = ("count", "mean", "total", "lowest")
+    if not isinstance(state, dict) or set(state) != {"baseline", "mu", "sigma", *numbers}:
+        raise ValueError("its drift-test state is not one")
+    finite = all(isinstance(state[k], int | float) and math.isfinite(state[k]) for k in numbers)
+    baseline = state["baseline"]
+    if not finite or not isinstance(baseline, list) or not all(
+            isinstance(v, int | float) and math.isfinite(v) for v in baseline) or any(
+            state[k] is not None and not (isinstance(state[k], int | float)
+                                          and math.isfinite(state[k])) for k in ("mu", "sigma")):
+        raise ValueError("its drift-test state holds values that are not finite numbers")
+    return state
 
 
 def _refit(model: GaussianMixture, rows: np.ndarray) -> GaussianMixture:

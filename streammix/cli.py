@@ -792,6 +792,24 @@ def calibrate(model_path, data, contamination, output, scheduler, workers, verbo
               help="Longer stdin records are error records (and read no further).")
 @click.option("--max-depth", default=32, show_default=True, type=click.IntRange(1),
               help="JSON records nested deeper are error records.")
+@click.option("--adapt", is_flag=True,
+              help="stdin: adapt to drift: the model learns the records it does not flag, the "
+                   "threshold follows the recent scores (a gaussian mixture model).")
+@click.option("--forgetting-factor", default=0.999, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="--adapt: per record; the model remembers about 1/(1-f) records.")
+@click.option("--window", default=5000, show_default=True, type=click.IntRange(100),
+              help="--adapt: the threshold is a quantile of the last WINDOW to 2 WINDOW scores.")
+@click.option("--drift/--no-drift", default=True, show_default=True,
+              help="stdin: a Page-Hinkley test on the scores writes a drift event record "
+                   '({"event": "drift", ...}) after the record where it fires.')
+@click.option("--snapshot", "snapshot", type=OutputPath(),
+              help="--adapt: keep model, threshold and state in this file; a restart with the "
+                   "same options resumes from it.")
+@click.option("--snapshot-every", default=10_000, show_default=True, type=click.IntRange(1),
+              help="--adapt: write the snapshot after this many records...")
+@click.option("--snapshot-seconds", default=60.0, show_default=True,
+              type=click.FloatRange(0, min_open=True), help="...or this many seconds.")
 @click.option("--watch", type=click.Path(file_okay=False, exists=True),
               help="Score each new Parquet file appearing in this folder into --output.")
 @click.option("--once", is_flag=True, help="With --watch: stop when no new file is left.")
@@ -799,7 +817,8 @@ def calibrate(model_path, data, contamination, output, scheduler, workers, verbo
 @cluster_options
 @verbosity_options
 def score(model_path, data, output, contamination, threshold, id_field, fmt, micro_batch,
-          max_latency_ms, top_features, max_record_bytes, max_depth, watch, once, poll_interval,
+          max_latency_ms, top_features, max_record_bytes, max_depth, adapt, forgetting_factor,
+          window, drift, snapshot, snapshot_every, snapshot_seconds, watch, once, poll_interval,
           scheduler, workers, verbose, quiet):
     """Score records for anomalies: a stream on stdin, a dataset, or a watched folder.
 
@@ -814,6 +833,7 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, mic
       tail -f events.jsonl | streammix score model.npz -
       streammix score model.npz data/ -o scores.parquet --contamination 0.01
       streammix score model.npz --watch incoming/ -o scored/
+      streammix score model.npz - --adapt --snapshot state.npz < events.jsonl
     """
     from .scoring import score_to_parquet
     from .scoring import watch as watch_folder
@@ -851,6 +871,18 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, mic
     if not hasattr(scorer, "offset_"):
         raise click.UsageError("the model has no threshold: calibrate it first "
                                "(streammix calibrate) or give --threshold")
+    if snapshot and not adapt:
+        raise click.UsageError("--snapshot keeps the state of --adapt: give --adapt too")
+    if adapt or drift:
+        # the fraction to keep flagging: given, or the one the threshold was calibrated at
+        scorer.contamination = contamination or getattr(
+            scorer.model, "anomaly_contamination_", None) or scorer.contamination
+        scorer = scorer.adapt(adapt=adapt, forgetting_factor=forgetting_factor, window=window,
+                              snapshot=snapshot, snapshot_every=snapshot_every,
+                              snapshot_seconds=snapshot_seconds)
+        if getattr(scorer, "resumed", False):
+            _say(f"resumed from {snapshot}: {scorer.records:,} records scored before, "
+                 f"{scorer.applied:,} applied to the model", quiet)
     limits = {"max_record_bytes": max_record_bytes, "max_depth": max_depth}
     _score_stdin(scorer, fmt, id_field, micro_batch, max_latency_ms, limits)
 
@@ -874,17 +906,21 @@ def _json_line(out: dict) -> str:
 def _score_stdin(scorer, fmt, id_field, batch_size, max_latency_ms, limits):
     from .stream import read_lines, text_records
 
-    counts = {"records": 0, "anomalies": 0, "errors": 0}
+    counts = {"records": 0, "anomalies": 0, "errors": 0, "drift events": 0}
+    names = (scorer.scorer if hasattr(scorer, "scorer") else scorer)._feature_names()
     records = text_records(read_lines(sys.stdin.buffer, limits["max_record_bytes"]), fmt,
-                           fields=scorer._feature_names())
+                           fields=names)
     batches = scorer.score_batches(records, id_field=id_field, batch_size=batch_size,
                                    max_latency_ms=max_latency_ms, **limits)
     try:
         for batch in batches:
             for out in batch:
-                counts["records"] += 1
-                counts["errors"] += "error" in out
-                counts["anomalies"] += bool(out.get("anomaly"))
+                if "event" in out:
+                    counts["drift events"] += 1
+                else:
+                    counts["records"] += 1
+                    counts["errors"] += "error" in out
+                    counts["anomalies"] += bool(out.get("anomaly"))
                 sys.stdout.write(_json_line(out) + "\n")
             sys.stdout.flush()  # each micro-batch leaves at once
     except BrokenPipeError:
@@ -892,7 +928,7 @@ def _score_stdin(scorer, fmt, id_field, batch_size, max_latency_ms, limits):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
     click.echo(f"{counts['records']} records, {counts['anomalies']} anomalies, "
-               f"{counts['errors']} errors", err=True)
+               f"{counts['errors']} errors, {counts['drift events']} drift events", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -76,6 +76,10 @@ class CheckpointInUseError(CheckpointError):
     """Another live process holds the checkpoint directory's lock."""
 
 
+class SnapshotError(StreammixError, ValueError):
+    """An adaptive scorer's snapshot cannot be used (damaged, foreign, other options)."""
+
+
 class ClusterError(StreammixError):
     """The Dask scheduler or client went away during a computation."""
 

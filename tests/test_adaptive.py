@@ -115,3 +115,76 @@ def test_drift_alarm_without_adaptation_and_what_cannot_adapt(scorer):
     kmeans = sm.KMeans(3, random_state=0).fit(X[:1000])
     with pytest.raises(TypeError, match=r"KMeans cannot"):
         sm.AnomalyScorer(kmeans, contamination=0.02).fit(X[:1000]).adapt()
+
+
+def test_a_snapshot_resumes_exactly_where_the_scorer_was(tmp_path, scorer):
+    X, _, _ = stream_with_shift(n=8192)
+    options = {"window": 1000, "snapshot_every": 1000, "max_latency_ms": 10_000.0}
+    run = {k: v for k, v in options.items() if k != "max_latency_ms"}
+    whole = list(scorer.adapt(**{k: v for k, v in run.items() if k != "snapshot_every"})
+                 .score_records(records(X), max_latency_ms=10_000.0))
+    first = scorer.adapt(snapshot=tmp_path / "s.npz", **run)
+    list(first.score_records(records(X[:4096]), max_latency_ms=10_000.0))
+    resumed = scorer.adapt(snapshot=tmp_path / "s.npz", **run)
+    assert resumed.resumed and resumed.records == 4096 and resumed.applied == first.applied
+    np.testing.assert_array_equal(resumed.model.means_, first.model.means_)
+    assert resumed.scorer._offset() == first.scorer._offset()
+    rest = list(resumed.score_records(
+        ({"id": i + 4096, "x0": a, "x1": b, "x2": c} for i, (a, b, c) in
+         enumerate(X[4096:].tolist())), max_latency_ms=10_000.0))
+    assert rest == whole[len(whole) - len(rest):]  # as if never stopped
+
+
+def test_damaged_or_foreign_snapshots_are_refused(tmp_path, scorer):
+    X, _, _ = stream_with_shift(n=1000)
+    path = tmp_path / "s.npz"
+    list(scorer.adapt(snapshot=path, window=500).score_records(records(X)))
+    with pytest.raises(sm.exceptions.SnapshotError, match=r"other options"):
+        scorer.adapt(snapshot=path, window=600)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(sm.exceptions.SnapshotError, match=r"s\.npz: not a usable snapshot"):
+        scorer.adapt(snapshot=path, window=500)
+
+
+def test_a_killed_scorer_restarted_with_the_same_arguments_resumes(tmp_path, scorer):
+    import json
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    scorer.save(tmp_path / "m.npz")
+    X, _, _ = stream_with_shift(n=6000)
+    lines = [json.dumps({"id": i, "x0": a, "x1": b, "x2": c})
+             for i, (a, b, c) in enumerate(X.tolist())]
+    command = [os.path.join(os.path.dirname(sys.executable), "streammix"), "score",
+               str(tmp_path / "m.npz"), "-", "--adapt", "--window", "500",
+               "--snapshot", str(tmp_path / "state.npz"), "--snapshot-every", "1000"]
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, text=True)
+
+    def feed():  # from a thread: the child's output is read meanwhile (no pipe deadlock)
+        child.stdin.write("\n".join(lines[:3500]) + "\n")
+        child.stdin.flush()
+
+    threading.Thread(target=feed, daemon=True).start()
+    seen = 0
+    deadline = time.monotonic() + 60
+    while seen < 3400 and time.monotonic() < deadline:  # past the snapshot after 3,000
+        seen += '"score"' in child.stdout.readline()
+    child.send_signal(signal.SIGKILL)  # no clean-up: the last snapshot is what is left
+    child.wait()
+    restarted = subprocess.run(command, input="\n".join(lines[3500:]) + "\n",
+                               capture_output=True, text=True, timeout=120)
+    assert restarted.returncode == 0, restarted.stderr
+    said = restarted.stderr.splitlines()[0]
+    match = re.fullmatch(rf"resumed from {re.escape(str(tmp_path / 'state.npz'))}: "
+                         r"([\d,]+) records scored before, ([\d,]+) applied to the model", said)
+    assert match, said
+    scored, applied = (int(g.replace(",", "")) for g in match.groups())
+    assert 3000 <= scored < 3500 and 0 < applied <= scored  # snapshots every 1,000 records
+    outputs = [json.loads(line) for line in restarted.stdout.splitlines()]
+    assert [o["id"] for o in outputs if "event" not in o] == list(range(3500, 6000))

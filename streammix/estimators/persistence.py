@@ -68,9 +68,9 @@ def _jsonable(value):
     raise TypeError
 
 
-def save_model(estimator, path, storage_options=None) -> None:
-    """Write ``estimator`` (fitted) to ``path`` (or a URL) atomically; runtime-only
-    parameters are left out."""
+def model_file_arrays(estimator) -> dict:
+    """The entries of ``estimator``'s model file (name -> array), ``__meta__`` included;
+    runtime-only parameters left out."""
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "estimator": type(estimator).__name__,
             "params": {}, "dropped_params": [], "attributes": {}}
     arrays = {}
@@ -95,7 +95,13 @@ def save_model(estimator, path, storage_options=None) -> None:
     for name in estimator._model_arrays():
         arrays[f"attr.{name}"] = np.asarray(getattr(estimator, name))
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
-    write_npz(path, arrays, storage_options)
+    return arrays
+
+
+def save_model(estimator, path, storage_options=None) -> None:
+    """Write ``estimator`` (fitted) to ``path`` (or a URL) atomically; runtime-only
+    parameters are left out."""
+    write_npz(path, model_file_arrays(estimator), storage_options)
 
 
 class _Invalid(ValueError):
