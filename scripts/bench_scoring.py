@@ -5,9 +5,11 @@ Run:  .venv/bin/python scripts/bench_scoring.py
 1. In-memory ``score_samples`` throughput (rows/s), d=16, K=16, full
    covariance, streammix and scikit-learn on the same model in this run.
 2. JSON-lines stream throughput (records/s): the ``streammix score MODEL -``
-   command on a file of records, and ``AnomalyScorer.score_records`` in process.
+   command on a file of records (as it runs by default, with the drift alarm,
+   and with ``--adapt``), and in process: ``AnomalyScorer.score_records``
+   static, with the drift alarm only, and adapting.
 3. Per-record latency at a low arrival rate (200 records/s, one at a time):
-   time from a record's arrival to its output, p50 and p99.
+   time from a record's arrival to its output, p50 and p99, static and adapting.
 """
 
 from __future__ import annotations
@@ -62,41 +64,48 @@ def main():
         with open(records, "w") as handle:
             handle.write("\n".join(lines) + "\n")
         command = [os.path.join(os.path.dirname(sys.executable), "streammix"), "score",
-                   model_path, "-", "--batch-size", "1024"]
-        began = time.perf_counter()
-        with open(records) as stdin:
-            done = subprocess.run(command, stdin=stdin, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, text=True)
-        t_cli = time.perf_counter() - began
-        assert done.returncode == 0, done.stderr
-    began = time.perf_counter()
-    count = sum(1 for _ in scorer.score_records(lines, batch_size=1024))
-    t_py = time.perf_counter() - began
-    assert count == n
+                   model_path, "-", "--micro-batch", "1024"]
+        t_cli = {}
+        for name, extra in (("default (drift alarm)", []), ("--no-drift", ["--no-drift"]),
+                            ("--adapt", ["--adapt"])):
+            began = time.perf_counter()
+            with open(records) as stdin:
+                done = subprocess.run(command + extra, stdin=stdin, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE, text=True)
+            t_cli[name] = time.perf_counter() - began
+            assert done.returncode == 0, done.stderr
     print(f"\n## JSON-lines stream, {n:,} records of {D} fields\n")
     print("| path | seconds | records/s |")
     print("|---|---:|---:|")
-    print(f"| `streammix score MODEL -` (process start included) | {t_cli:.2f} | "
-          f"{n / t_cli:,.0f} |")
-    print(f"| `AnomalyScorer.score_records` on JSON texts | {t_py:.2f} | {n / t_py:,.0f} |")
+    for name, seconds in t_cli.items():
+        print(f"| `streammix score MODEL -` {name} (process start included) | {seconds:.2f} | "
+              f"{n / seconds:,.0f} |")
+    for name, scoring in (("static", scorer), ("drift alarm only", scorer.adapt(adapt=False)),
+                          ("adapting", scorer.adapt())):
+        began = time.perf_counter()
+        count = sum("score" in out for out in scoring.score_records(lines, batch_size=1024))
+        seconds = time.perf_counter() - began
+        assert count == n
+        print(f"| `score_records` on JSON texts, {name} | {seconds:.2f} | {n / seconds:,.0f} |")
 
     rate, total = 200.0, 400
-    arrivals = {}
-
-    def trickle():
-        for i, line in enumerate(lines[:total]):
-            time.sleep(1 / rate)
-            arrivals[i] = time.perf_counter()
-            yield line
-
-    latencies = []
-    for out in scorer.score_records(trickle(), batch_size=256, max_latency_ms=5):
-        latencies.append(time.perf_counter() - arrivals[out["id"]])
-    p50, p99 = np.percentile(latencies, [50, 99]) * 1000
     print(f"\n## Latency at {rate:.0f} records/s, max_latency_ms=5\n")
-    print("| p50 | p99 |")
-    print("|---:|---:|")
-    print(f"| {p50:.2f} ms | {p99:.2f} ms |")
+    print("| scoring | p50 | p99 |")
+    print("|---|---:|---:|")
+    for name, scoring in (("static", scorer), ("adapting", scorer.adapt())):
+        arrivals = {}
+
+        def trickle(arrivals=arrivals):
+            for i, line in enumerate(lines[:total]):
+                time.sleep(1 / rate)
+                arrivals[i] = time.perf_counter()
+                yield line
+
+        latencies = [time.perf_counter() - arrivals[out["id"]] for out in
+                     scoring.score_records(trickle(), batch_size=256, max_latency_ms=5)
+                     if "score" in out]
+        p50, p99 = np.percentile(latencies, [50, 99]) * 1000
+        print(f"| {name} | {p50:.2f} ms | {p99:.2f} ms |")
 
 
 if __name__ == "__main__":

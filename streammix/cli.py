@@ -652,30 +652,44 @@ def info(model_path, as_json):
 
 
 @main.command()
-@click.argument("model_path", metavar="MODEL")
-@click.argument("data")
+@click.argument("model_path", metavar="MODEL", required=False)
+@click.argument("data", required=False)
 @click.option("-o", "--output", required=True, type=OutputPath(), help="PNG file to write.")
+@click.option("--stream", "stream_path", type=click.Path(dir_okay=False, exists=True),
+              help="Instead: the JSON lines `streammix score MODEL -` wrote: scores, "
+                   "threshold and drift alarms over the stream (no MODEL or DATA).")
 @click.option("--features", help="Two features to plot (default: first two principal axes).")
 @click.option("--sample", "sample_size", default=5000, show_default=True,
               type=click.IntRange(10), help="Rows drawn from DATA to show.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @cluster_options
 @verbosity_options
-def plot(model_path, data, output, features, sample_size, seed, scheduler, workers, verbose,
-         quiet):
-    """Draw a sample of DATA coloured by cluster, with the model on top.
+def plot(model_path, data, output, stream_path, features, sample_size, seed, scheduler, workers,
+         verbose, quiet):
+    """Draw a sample of DATA coloured by cluster, with the model on top; or a scored stream.
 
     Gaussian mixtures get 1-3 sigma covariance ellipses and density contours;
     anomalies are marked when the model has a threshold.
 
     \b
-    Example:
+    Examples:
       streammix plot model.npz data/ -o clusters.png --features x0,x3
+      streammix score model.npz - --adapt < events.jsonl > scored.jsonl
+      streammix plot --stream scored.jsonl -o stream.png
     """
     from .engine import sample_rows
     from .io import ArraySource
-    from .plotting import plot_model
+    from .plotting import plot_model, plot_stream
 
+    if stream_path:
+        if model_path or data:
+            raise click.UsageError("--stream plots a scored stream on its own: give no MODEL "
+                                   "or DATA")
+        plot_stream(_read_scored(stream_path), output)
+        _say(f"wrote {output}", quiet)
+        return
+    if not (model_path and data):
+        raise click.UsageError("give MODEL and DATA (or --stream SCORED.jsonl)")
     model = _load(model_path, scheduler, workers, _verbosity(verbose, quiet))
     source = model._source(data, fitted=True)
     with model._engine() as engine:
@@ -688,6 +702,23 @@ def plot(model_path, data, output, features, sample_size, seed, scheduler, worke
     names = [f.strip() for f in features.split(",")] if features else None
     plot_model(model, rows, model.predict(sample), output, features=names, anomalies=anomalies)
     _say(f"wrote {output}", quiet)
+
+
+def _read_scored(path) -> list[dict]:
+    """The JSON lines of a scored stream; a line that is not a JSON object is named."""
+    outputs = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                out = json.loads(line)
+            except (ValueError, RecursionError) as exc:
+                raise click.ClickException(f"{path}, line {number}: not JSON ({exc})") from None
+            if not isinstance(out, dict):
+                raise click.ClickException(f"{path}, line {number}: not a JSON object")
+            outputs.append(out)
+    return outputs
 
 
 @main.command(name="make-data")

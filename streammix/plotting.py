@@ -286,3 +286,39 @@ def plot_kmeans_selection(result, path):
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def plot_stream(outputs, path, *, title=None):
+    """A PNG of a scored stream (the JSON records ``streammix score`` writes): each
+    record's score, the threshold (as it moved, when the scorer adapted), the
+    anomalies, and the drift alarms."""
+    plt = _pyplot()
+    scored = [o for o in outputs if isinstance(o.get("score"), int | float)]
+    if not scored:
+        raise ValueError("no scored records to plot (every record is an error or an event)")
+    index = np.arange(1, len(scored) + 1)
+    scores = np.array([o["score"] for o in scored], dtype=np.float64)
+    anomaly = np.array([bool(o.get("anomaly")) for o in scored])
+    # far records score near -1.8e308: the axis shows the bulk, they sit on its floor
+    low, high = np.percentile(scores, [0.5, 100])
+    floor = low - 0.25 * (high - low)
+    shown = np.maximum(scores, floor)
+    fig, ax = plt.subplots(figsize=(11, 4.5), dpi=110)
+    ax.scatter(index[~anomaly], shown[~anomaly], s=2, c="tab:blue", alpha=0.4, linewidths=0,
+               label="score (log-density)")
+    ax.scatter(index[anomaly], shown[anomaly], s=8, c="red", marker="x", linewidths=0.8,
+               label=f"flagged ({anomaly.sum():,} of {len(scored):,})")
+    if all("threshold" in o for o in scored):
+        ax.plot(index, [o["threshold"] for o in scored], c="black", lw=1, label="threshold")
+    for k, event in enumerate(o for o in outputs if o.get("event") == "drift"):
+        ax.axvline(event.get("record", 0), c="darkorange", lw=1.2, ls="--",
+                   label="drift alarm" if k == 0 else None)
+    ax.set_ylim(floor - 0.02 * (high - low), high + 0.05 * (high - low))
+    ax.set_xlabel("record")
+    ax.set_ylabel("score (higher is more normal)")
+    ax.set_title(title or f"scored stream: {len(scored):,} records", fontsize=10)
+    ax.legend(loc="lower left", fontsize=8, markerscale=2)
+    ax.grid(alpha=0.2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

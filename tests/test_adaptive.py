@@ -188,3 +188,34 @@ def test_a_killed_scorer_restarted_with_the_same_arguments_resumes(tmp_path, sco
     assert 3000 <= scored < 3500 and 0 < applied <= scored  # snapshots every 1,000 records
     outputs = [json.loads(line) for line in restarted.stdout.splitlines()]
     assert [o["id"] for o in outputs if "event" not in o] == list(range(3500, 6000))
+
+
+def test_the_command_line_adapts_and_plots_the_scored_stream(tmp_path, scorer):
+    import json
+
+    from click.testing import CliRunner
+
+    from streammix.cli import main
+
+    scorer.save(tmp_path / "m.npz")
+    X, _, _ = stream_with_shift(n=12_000)
+    text = "\n".join(json.dumps({"id": i, "x0": a, "x1": b, "x2": c})
+                     for i, (a, b, c) in enumerate(X.tolist())) + "\n"
+    runner = CliRunner()
+    done = runner.invoke(main, ["score", str(tmp_path / "m.npz"), "-", "--adapt", "--window",
+                                "2000"], input=text)
+    assert done.exit_code == 0, done.output
+    outputs = [json.loads(line) for line in done.stdout.splitlines()]
+    scored = [o for o in outputs if "score" in o]
+    assert [o["id"] for o in scored] == list(range(len(X)))
+    assert all("threshold" in o for o in scored)
+    assert any(o.get("event") == "drift" for o in outputs)
+    assert "drift events" in done.stderr and "12000 records" in done.stderr
+    (tmp_path / "scored.jsonl").write_text(done.stdout)
+    plotted = runner.invoke(main, ["plot", "--stream", str(tmp_path / "scored.jsonl"),
+                                   "-o", str(tmp_path / "stream.png")])
+    assert plotted.exit_code == 0, plotted.output
+    assert (tmp_path / "stream.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    refused = runner.invoke(main, ["score", str(tmp_path / "m.npz"), "-", "--snapshot",
+                                   str(tmp_path / "s.npz")], input=text[:200])
+    assert refused.exit_code == 2 and "give --adapt too" in refused.output
