@@ -2,8 +2,9 @@
 
 After each micro-batch is scored (with the current model and threshold):
 
-* **the model** takes one stepwise-EM step (:mod:`streammix.core.online`) on
-  the batch's records that were *not* flagged — the anomalies it detects never
+* **the model** takes one ``partial_fit`` step (stepwise EM, or streaming
+  variational Bayes for a Bayesian mixture) on the batch's records that were
+  *not* flagged — the anomalies it detects never
   teach it (as River's ``QuantileFilter`` protects its model) — with a
   per-record forgetting factor f: a batch of n records has step size
   1 - f**n, so the model's memory is about 1 / (1 - f) records whatever the
@@ -51,8 +52,6 @@ import time
 import numpy as np
 
 from .core import gaussian as gm
-from .core import online
-from .estimators.bayesian_mixture import BayesianGaussianMixture
 from .estimators.gaussian_mixture import GaussianMixture
 
 #: Defaults of the adaptation, documented in docs/user-guide.md.
@@ -175,7 +174,8 @@ class AdaptiveScoring:
     Parameters
     ----------
     scorer : AnomalyScorer
-        With a threshold; its model a fitted :class:`~streammix.GaussianMixture`.
+        With a threshold; to adapt, its model a fitted :class:`~streammix.GaussianMixture`
+        or :class:`~streammix.BayesianGaussianMixture`.
     adapt : bool, default=True
         Update the model and threshold; False keeps them fixed and only runs
         the drift alarm.
@@ -195,9 +195,8 @@ class AdaptiveScoring:
                  window=WINDOW, drift=None, snapshot=None, snapshot_every=SNAPSHOT_EVERY,
                  snapshot_seconds=SNAPSHOT_SECONDS):
         model = scorer.model
-        if adapt and (not isinstance(model, GaussianMixture)
-                      or isinstance(model, BayesianGaussianMixture)):
-            raise TypeError(f"adaptive scoring updates a GaussianMixture online; a "
+        if adapt and not isinstance(model, GaussianMixture):
+            raise TypeError(f"adaptive scoring updates a Gaussian mixture online; a "
                             f"{type(model).__name__} cannot (score it without adapting)")
         if not 0 < forgetting_factor < 1:
             raise ValueError(f"forgetting_factor must be in (0, 1), got {forgetting_factor!r}")
@@ -386,23 +385,22 @@ class AdaptiveScoring:
         kept = rows[scores >= np.quantile(scores, q)]
         fitted = _refit(fitted, kept)
         scores = fitted.score_samples(rows)
-        model._set_parameters(fitted._gaussian(), model.means_.dtype)
+        fitted.set_params(warm_start=model.warm_start, max_iter=model.max_iter,
+                          scheduler=model.scheduler)
+        fitted.n_steps_ = getattr(model, "n_steps_", 0)
+        self.scorer.model = fitted
         self.scorer.offset_ = float(np.quantile(scores, q))
         self.tracker.reset()
         self.tracker.update(scores)
         self.applied += len(kept)
 
     def _step(self, rows):
-        """One stepwise-EM step of the model on ``rows`` (flagged records excluded)."""
+        """One online update of the model on ``rows`` (flagged records excluded): its
+        ``partial_fit`` step, with this scorer's per-record forgetting factor."""
         model = self.model
+        model.forgetting_factor = self.forgetting_factor  # the scorer's own copy
         params = model._gaussian()
-        stats = gm.estep_stats(params, rows)
-        gamma = 1.0 - self.forgetting_factor ** len(rows)
-        weights, means, covariances = online.step(params, stats, gamma, model.reg_covar)
-        kind = model.covariance_type
-        model._set_parameters(gm.GaussianParams(
-            weights, means, gm.precision_cholesky(covariances, kind), kind, covariances),
-            model.means_.dtype)
+        model._online_update(params, gm.estep_stats(params, rows))
         model.n_steps_ = getattr(model, "n_steps_", 0) + 1
         self.applied += len(rows)
 
@@ -423,17 +421,14 @@ def _checked_drift(state) -> dict:
 
 
 def _refit(model: GaussianMixture, rows: np.ndarray) -> GaussianMixture:
-    """EM on ``rows`` from ``model``'s parameters (in memory: a window of records)."""
-    kind = model.covariance_type
-    precisions = gm.precisions_from_cholesky(np.asarray(model.precisions_cholesky_, float), kind)
-    start = GaussianMixture(model.n_components, covariance_type=kind, reg_covar=model.reg_covar,
-                            weights_init=np.asarray(model.weights_, float),
-                            means_init=np.asarray(model.means_, float),
-                            precisions_init=precisions, max_iter=200, scheduler="synchronous")
+    """A copy of ``model`` refitted on ``rows`` (a window of records, in memory) from its
+    current parameters (a warm start)."""
     import warnings
 
     from .exceptions import ConvergenceWarning
 
+    refit = copy.deepcopy(model).set_params(warm_start=True, max_iter=200,
+                                            scheduler="synchronous")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return start.fit(rows)
+        return refit.fit(rows)

@@ -75,6 +75,17 @@ def test_the_adaptive_scorer_recovers_from_a_shift_and_keeps_catching_anomalies(
         list(range(len(X)))
 
 
+def test_a_bayesian_mixture_adapts_too():
+    train = draw(np.random.default_rng(98), 6000)
+    model = sm.BayesianGaussianMixture(5, random_state=0, init_params="random_from_data",
+                                       max_iter=500).fit(train)
+    bayesian = sm.AnomalyScorer(model, contamination=0.02).fit(train)
+    X, injected, half = stream_with_shift(n=16_000)
+    adaptive = flagged(bayesian.adapt(window=WINDOW).score_records(records(X)))
+    assert adaptive[half + 2 * WINDOW:].mean() < 2 * 0.02
+    assert adaptive[half:][injected[half:]].mean() >= 0.9
+
+
 def test_slow_poisoning_is_not_learned(scorer):
     """Anomalies walking step by step from far away towards an empty region between the
     components: the model never learns them, so they stay flagged."""

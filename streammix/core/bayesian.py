@@ -238,3 +238,45 @@ def lower_bound(entropy_: float, posterior: Posterior, priors: Priors,
         log_norm_weight = gammaln(concentration.sum()) - gammaln(concentration).sum()
     return float(entropy_ - log_wishart - log_norm_weight
                  - 0.5 * n_features * np.log(posterior.mean_precision).sum())
+
+
+def implied_stats(posterior: Posterior, priors: Priors, covariance_type: str,
+                  shift: np.ndarray, reg_covar: float) -> tuple[gm.GaussianStats, float]:
+    """The statistics (per unit of row weight, centred on ``shift``) and the total row
+    weight N whose M-step (:func:`~streammix.core.gaussian.estimate_parameters` with
+    ``reg_covar``, then :func:`update`) gives ``posterior``: their inverse.
+
+    Components the data left empty (N_k below 1e-9 N) imply nothing: their
+    statistics are zero (their implied mean would be the prior's pull divided
+    by almost nothing).
+    """
+    beta0, m0, psi0 = priors.mean_precision, priors.mean, priors.covariance
+    beta, dof, cov = posterior.mean_precision, posterior.degrees_of_freedom, \
+        posterior.covariances
+    nk = np.maximum(beta - beta0, 0.0)
+    total = float(nk.sum())
+    used = nk > 1e-9 * total
+    nk = np.where(used, nk, 0.0)
+    mean = np.where(used[:, None], (beta[:, None] * posterior.means - beta0 * m0)
+                    / np.where(used, nk, 1.0)[:, None], shift)  # N_k x_k / N_k
+    diff, delta = mean - m0, mean - shift
+    d = len(m0)
+    if covariance_type == "full":  # N_k s_k, then without reg_covar: the scatter
+        scatter = cov * dof[:, None, None] - psi0 - \
+            (beta0 * nk / beta)[:, None, None] * diff[:, :, None] * diff[:, None, :]
+        scatter -= nk[:, None, None] * reg_covar * np.eye(d)
+        second = scatter + nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
+        second[~used] = 0.0
+    elif covariance_type == "tied":  # s N / K, then N (s - reg_covar)
+        k = len(nk)
+        spread = cov * dof[0] - psi0 - beta0 / k * ((nk / beta) * diff.T) @ diff
+        second = spread * k - total * reg_covar * np.eye(d) + (nk[:, None] * delta).T @ delta
+    else:
+        pull = (nk * beta0 / beta)[:, None] * (diff**2 if covariance_type == "diag" else
+                                              np.mean(diff**2, axis=1, keepdims=True))
+        scatter = (cov * dof[:, None] if covariance_type == "diag" else
+                   (cov * dof)[:, None]) - psi0 - pull - nk[:, None] * reg_covar
+        second = np.broadcast_to(scatter, delta.shape) + nk[:, None] * delta**2
+        second = np.where(used[:, None], second, 0.0)
+    return gm.GaussianStats(1, 0.0, nk / total, nk[:, None] * delta / total,
+                            second / total), total

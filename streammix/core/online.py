@@ -18,11 +18,14 @@ import numpy as np
 from . import gaussian as gm
 
 
-def step_size(step: int, *, decay: float, offset: float, forgetting_factor=None) -> float:
+def step_size(step: int, *, decay: float, offset: float, forgetting_factor=None,
+              weight: float = 1.0) -> float:
     """gamma_t = (t + offset)^-decay for step t = 1, 2, ...; or, with a forgetting
-    factor lambda, the constant 1 - lambda (old statistics fade by lambda a batch)."""
+    factor f, 1 - f**weight: the past's weight is multiplied by f for every unit of
+    row weight of the batch (a memory of about 1 / (1 - f) rows, whatever the
+    batch sizes)."""
     if forgetting_factor is not None:
-        return 1.0 - forgetting_factor
+        return 1.0 - forgetting_factor**weight
     return float((step + offset) ** -decay)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..core import bayesian as vb
 from ..core import gaussian as gm
+from ..core import online
 from ..engine import Run
 from .base import restart_seeds
 from .gaussian_mixture import GaussianMixture, initial_statistics
@@ -72,6 +73,10 @@ default="dirichlet_process"
         covariance (``np.cov``, ``np.var(ddof=1)``, or its mean).
     random_state, warm_start, verbose, verbose_interval
         As for :class:`GaussianMixture`.
+    forgetting_factor : float in (0, 1), optional
+        ``partial_fit``: the past's weight is multiplied by it for every unit
+        of row weight that arrives (a memory of about 1 / (1 - f) rows);
+        None: nothing is forgotten.
     chunk_size, dtype, scheduler, n_workers, checkpoint, restart, cache, storage_options
         streammix's own, as for :class:`GaussianMixture`.
 
@@ -123,6 +128,7 @@ degrees_of_freedom_prior_, covariance_prior_
         covariance_prior=None,
         random_state=None,
         warm_start=False,
+        forgetting_factor=None,
         verbose=0,
         verbose_interval=10,
         chunk_size=None,
@@ -149,6 +155,7 @@ degrees_of_freedom_prior_, covariance_prior_
         self.covariance_prior = covariance_prior
         self.random_state = random_state
         self.warm_start = warm_start
+        self.forgetting_factor = forgetting_factor
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.chunk_size = chunk_size
@@ -165,6 +172,9 @@ degrees_of_freedom_prior_, covariance_prior_
         """Validate the parameters for data of ``n_features`` columns (ValueError),
         with scikit-learn's messages for the priors."""
         self._check_mixture_params()
+        factor = self.forgetting_factor
+        if factor is not None and not (_is_number(factor) and 0 < factor < 1):
+            raise ValueError(f"forgetting_factor must be None or in (0, 1), got {factor!r}")
         if self.weight_concentration_prior_type not in vb.PRIOR_TYPES:
             raise ValueError(f"weight_concentration_prior_type must be one of "
                              f"{vb.PRIOR_TYPES}, got {self.weight_concentration_prior_type!r}")
@@ -308,15 +318,55 @@ degrees_of_freedom_prior_, covariance_prior_
         """The variational density: scikit-learn's ``_estimate_weighted_log_prob``."""
         return self._estep(self._posterior())
 
-    @property
-    def partial_fit(self):
-        """Not available yet (so ``hasattr(model, "partial_fit")`` is False, as
-        scikit-learn's tools expect of an estimator without it): the online variational
-        update (stochastic variational inference) is planned."""
-        raise AttributeError(
-            "BayesianGaussianMixture has no partial_fit yet: its online update (stochastic "
-            "variational inference) scales the statistics by the size of the data, which a "
-            "stream does not have; use GaussianMixture.partial_fit, or fit")
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """Update the posterior with the mini-batches of ``X``: streaming variational Bayes.
+
+        Each chunk of ``X`` is one mini-batch. Its responsibilities under the
+        current posterior give its statistics, which are added to those the
+        posterior implies (Broderick et al. 2013, "Streaming variational
+        Bayes"): the posterior after n rows is the one of a fit on all of them
+        at once, as far as one pass of local updates allows. With
+        ``forgetting_factor`` f, the past's weight is multiplied by f for
+        every unit of row weight that arrives (a memory of about 1 / (1 - f)
+        rows), so the posterior tracks a drifting stream instead of
+        hardening. The priors are those of the first fit. The first call on an
+        unfitted model fits its first mini-batch as ``fit`` would; a fitted or
+        loaded model continues. Statistics add up in float64.
+
+        Parameters
+        ----------
+        X : array-like, Dask collection, Zarr array, or path
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        return self._online(X, sample_weight)
+
+    def _online_update(self, params, stats):
+        """One streaming-VB update: the posterior's statistics plus the batch's."""
+        kind = self.covariance_type
+        priors = self._priors_fitted()
+        running, total = vb.implied_stats(self._posterior(), priors, kind, params.shift(),
+                                          self.reg_covar)
+        weight = stats.n_rows
+        kept = total * (self.forgetting_factor ** weight if self.forgetting_factor else 1.0)
+        blended = online.blend(running, stats, weight / (kept + weight))
+        _, xk, sk = gm.estimate_parameters(blended, params.shift(), self.reg_covar, kind)
+        nk = blended.resp_sum * (kept + weight) + 10 * np.finfo(np.float64).eps
+        posterior = vb.update(nk, xk, sk, priors, kind)
+        self._set_posterior(posterior, priors, self.means_.dtype)
+        return self._estep(posterior)
+
+    def _priors_fitted(self) -> vb.Priors:
+        return vb.Priors(self.weight_concentration_prior_type,
+                         float(self.weight_concentration_prior_),
+                         float(self.mean_precision_prior_),
+                         np.asarray(self.mean_prior_, dtype=np.float64),
+                         float(self.degrees_of_freedom_prior_),
+                         np.asarray(self.covariance_prior_, dtype=np.float64))
 
     def bic(self, X):
         """Not defined for a variational mixture (as in scikit-learn): compare fits by

@@ -180,9 +180,10 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
     learning_offset : float, default=10.0
         ``partial_fit``: t_0 >= 0 of the step size; larger damps the first steps.
     forgetting_factor : float in (0, 1), optional
-        ``partial_fit``: a constant step gamma = 1 - forgetting_factor instead, for
-        tracking a stream that drifts: each batch multiplies the weight of the
-        past by ``forgetting_factor`` (memory of about 1 / (1 - f) batches).
+        ``partial_fit``: instead, for tracking a stream that drifts, the past's
+        weight is multiplied by f for every unit of row weight that arrives
+        (step gamma = 1 - f**n for a batch of n rows; a memory of about
+        1 / (1 - f) rows, whatever the batch sizes).
     verbose : int, default=0
         As in scikit-learn: 1 prints each initialisation and every
         ``verbose_interval``-th iteration on stdout, 2 adds times and the
@@ -414,7 +415,7 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         in-memory batch smaller than a chunk is one step): its responsibilities
         under the current parameters give its sufficient statistics, which
         are blended into the model's running statistics with step size
-        gamma_t (``learning_decay``, ``learning_offset``, or a constant
+        gamma_t (``learning_decay``, ``learning_offset``, or the
         ``forgetting_factor``), and the M-step of the blend gives the new
         parameters. The chunks are read in order, one task each, where the
         data is (out-of-core sources and clusters included); statistics add
@@ -434,6 +435,10 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         -------
         self
         """
+        return self._online(X, sample_weight)
+
+    def _online(self, X, sample_weight):
+        """The mini-batch loop of ``partial_fit``: one ``_online_update`` per chunk."""
         fitted = hasattr(self, self._fitted_attribute)
         source = self._source(X, fitted=fitted, sample_weight=sample_weight)
         self._check_params(source.n_features)
@@ -451,17 +456,21 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
                 stats = engine.map_reduce(_em_stats, params, source, chunks=[chunk])
                 if stats.n_rows <= 0:  # rows of weight 0 teach nothing
                     continue
-                step = getattr(self, "n_steps_", 0) + 1
-                gamma = online.step_size(step, decay=self.learning_decay,
-                                         offset=self.learning_offset,
-                                         forgetting_factor=self.forgetting_factor)
-                weights, means, covariances = online.step(params, stats, gamma, self.reg_covar)
-                kind = self.covariance_type
-                params = gm.GaussianParams(weights, means, gm.precision_cholesky(covariances, kind),
-                                           kind, covariances)
-                self.n_steps_ = step
-        self._set_parameters(params, source.dtype if not fitted else self.means_.dtype)
+                params = self._online_update(params, stats)
+                self.n_steps_ = getattr(self, "n_steps_", 0) + 1
         return self
+
+    def _online_update(self, params, stats):
+        """One stepwise-EM step (sets the fitted arrays); the new E-step parameters."""
+        gamma = online.step_size(getattr(self, "n_steps_", 0) + 1, decay=self.learning_decay,
+                                 offset=self.learning_offset,
+                                 forgetting_factor=self.forgetting_factor, weight=stats.n_rows)
+        weights, means, covariances = online.step(params, stats, gamma, self.reg_covar)
+        kind = self.covariance_type
+        params = gm.GaussianParams(weights, means, gm.precision_cholesky(covariances, kind),
+                                   kind, covariances)
+        self._set_parameters(params, self.means_.dtype)
+        return params
 
     def _set_parameters(self, params, dtype):
         """The fitted arrays from ``params`` (the bookkeeping of ``fit`` is left as it is)."""

@@ -79,3 +79,22 @@ def test_moments_merge_exactly_far_from_the_origin():
     exact = np.cov((X - 1e6).T)
     np.testing.assert_allclose(merged.covariance("full"), exact, rtol=1e-9)
     np.testing.assert_allclose(merged.mean - 1e6, (X - 1e6).mean(axis=0), atol=1e-9)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_statistics_a_posterior_implies_give_it_back(kind):
+    X = make_blobs()
+    resp = np.random.default_rng(4).random((len(X), 4))
+    resp /= resp.sum(axis=1, keepdims=True)
+    sk = SkBGM(n_components=4, covariance_type=kind)
+    sk._check_parameters(X)
+    priors = _priors(sk, "dirichlet_process")
+    shift = np.tile(X.mean(axis=0), (4, 1))
+    posterior = _m_step(gm.resp_stats(resp, X, shift, kind), shift, priors, kind)
+    implied, total = vb.implied_stats(posterior, priors, kind, shift, 1e-6)
+    assert total == pytest.approx(len(X))
+    again = vb.update(implied.resp_sum * total + 10 * np.finfo(float).eps,
+                      *gm.estimate_parameters(implied, shift, 1e-6, kind)[1:], priors, kind)
+    for name in ("means", "covariances", "mean_precision", "degrees_of_freedom"):
+        np.testing.assert_allclose(getattr(again, name), getattr(posterior, name), rtol=1e-10,
+                                   atol=1e-12, err_msg=name)

@@ -88,7 +88,9 @@ def test_step_sizes_and_tracking_a_drifting_stream():
     assert online.step_size(99, decay=0.7, offset=10, forgetting_factor=0.9) == \
         pytest.approx(0.1)
     rng = np.random.default_rng(1)
-    tracking = sm.GaussianMixture(1, forgetting_factor=0.8)
+    assert online.step_size(3, decay=0.7, offset=10, forgetting_factor=0.99, weight=100) == \
+        pytest.approx(1 - 0.99**100)
+    tracking = sm.GaussianMixture(1, forgetting_factor=0.999)  # a memory of ~1,000 rows
     averaging = sm.GaussianMixture(1)
     for t in range(60):  # the mean moves from 0 to 10 half-way
         batch = rng.normal(0.0 if t < 30 else 10.0, 1.0, (500, 2))
@@ -122,8 +124,34 @@ def test_the_first_call_initialises_as_fit_would():
     assert first.n_steps_ == 1 and first.n_iter_ == fitted.n_iter_
 
 
-def test_the_bayesian_mixture_says_it_has_no_partial_fit_yet():
-    model = sm.BayesianGaussianMixture(2)
-    assert not hasattr(model, "partial_fit")  # scikit-learn's tools then do not call it
-    with pytest.raises(AttributeError, match=r"no partial_fit yet: .*stochastic variational"):
-        model.partial_fit(np.zeros((4, 2)))
+@pytest.mark.parametrize(("kind", "within"), [("full", 0.01), ("tied", 0.03), ("diag", 0.03),
+                                             ("spherical", 0.03)])
+def test_bayesian_streaming_updates_end_near_the_batch_fit(kind, within):
+    X = stream(n=60_000)
+    options = {"covariance_type": kind, "random_state": 0, "max_iter": 500,
+               "init_params": "random_from_data"}
+    batch = sm.BayesianGaussianMixture(8, **options).fit(X)
+    model = sm.BayesianGaussianMixture(8, **options)
+    for first in range(0, len(X), 1000):
+        model.partial_fit(X[first : first + 1000])
+    assert model.n_steps_ == 60
+    assert model.score(X) == pytest.approx(batch.score(X), rel=within)
+    # the posterior holds the rows it saw: its counts add up to them
+    np.testing.assert_allclose((model.mean_precision_ - model.mean_precision_prior_).sum(),
+                               len(X), rtol=1e-9)
+
+
+def test_bayesian_partial_fit_tracks_with_a_forgetting_factor_and_continues(tmp_path):
+    rng = np.random.default_rng(2)
+    model = sm.BayesianGaussianMixture(3, forgetting_factor=0.998, random_state=0)
+    for t in range(40):  # the mean moves from 0 to 10 half-way
+        model.partial_fit(rng.normal(0.0 if t < 20 else 10.0, 1.0, (500, 2)))
+    main = model.effective_components()
+    assert len(main) >= 1
+    np.testing.assert_allclose(np.average(model.means_, axis=0, weights=model.weights_),
+                               [10, 10], atol=0.2)
+    model.save(tmp_path / "b.npz")
+    loaded = sm.load(tmp_path / "b.npz")
+    batch = rng.normal(10.0, 1.0, (500, 2))
+    np.testing.assert_allclose(loaded.partial_fit(batch).means_,
+                               model.partial_fit(batch).means_, rtol=1e-12)
