@@ -210,18 +210,23 @@ def test_the_command_line_adapts_and_plots_the_scored_stream(tmp_path, scorer):
 
     scorer.save(tmp_path / "m.npz")
     X, _, _ = stream_with_shift(n=12_000)
-    text = "\n".join(json.dumps({"id": i, "x0": a, "x1": b, "x2": c})
-                     for i, (a, b, c) in enumerate(X.tolist())) + "\n"
+    lines = [json.dumps({"id": i, "x0": a, "x1": b, "x2": c})
+             for i, (a, b, c) in enumerate(X.tolist())]
+    lines[7000] = '{"id": 7000, "x0": "n/a", "x1": 0, "x2": 0}'  # bad: an error record
+    text = "\n".join(lines) + "\n"
     runner = CliRunner()
     done = runner.invoke(main, ["score", str(tmp_path / "m.npz"), "-", "--adapt", "--window",
                                 "2000"], input=text)
     assert done.exit_code == 0, done.output
     outputs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [o["id"] for o in outputs if "event" not in o] == list(range(len(X)))
+    assert "error" in next(o for o in outputs if o.get("id") == 7000)
     scored = [o for o in outputs if "score" in o]
-    assert [o["id"] for o in scored] == list(range(len(X)))
+    assert len(scored) == len(X) - 1
     assert all("threshold" in o for o in scored)
     assert any(o.get("event") == "drift" for o in outputs)
-    assert "drift events" in done.stderr and "12000 records" in done.stderr
+    assert "12000 records" in done.stderr and "1 errors" in done.stderr
+    assert "drift events" in done.stderr
     (tmp_path / "scored.jsonl").write_text(done.stdout)
     plotted = runner.invoke(main, ["plot", "--stream", str(tmp_path / "scored.jsonl"),
                                    "-o", str(tmp_path / "stream.png")])
