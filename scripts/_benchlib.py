@@ -25,3 +25,15 @@ def per_iteration(fit, short: int = 2, long: int = 12, trials: int = 3) -> float
         assert (done_short, done_long) == (short, long), (done_short, done_long)
         times.append(((ended - middle) - (middle - began)) / (long - short))
     return min(times)
+
+
+def best_time(fn, repeats: int) -> float:
+    """The best time of ``fn()`` over ``repeats`` calls, after one warm-up call (noise on
+    a shared machine only adds)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return min(times)

@@ -17,25 +17,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 import warnings
 
 import numpy as np
-from _benchlib import per_iteration
+from _benchlib import best_time, per_iteration
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 K, D = 16, 16
-
-
-def best_time(fn, repeats):
-    fn()  # warm up
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return min(times)
 
 
 def main():

@@ -30,6 +30,7 @@ import time
 import warnings
 
 import numpy as np
+from _benchlib import best_time as per_iteration
 from _benchlib import per_iteration as fit_per_iteration
 
 K, D = 16, 16
@@ -41,17 +42,6 @@ def start(X, kind, rng):
     means = X[rng.choice(len(X), K, replace=False)]
     return {"weights_init": np.full(K, 1 / K), "means_init": means,
             "precisions_init": precisions * 0.05, "covariance_type": kind}
-
-
-def per_iteration(fn, repeats):
-    """The best time of ``fn`` over ``repeats`` calls (noise on a shared machine only adds)."""
-    fn()  # warm up
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return min(times)
 
 
 def in_memory(rows, repeats):
