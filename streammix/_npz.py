@@ -26,7 +26,7 @@ import zipfile
 import numpy as np
 
 from ._atomic import atomic_write
-from .io.storage import Storage, is_url
+from .io.storage import Storage, _reason, is_url
 
 #: Largest ``.npy`` header read (NumPy's own default limit).
 _MAX_HEADER = 10_000
@@ -48,8 +48,9 @@ def write_npz(path, arrays: dict, storage_options=None) -> None:
         try:
             Storage.of(path, storage_options).fs.pipe_file(path, buffer.getvalue())
         except OSError as exc:  # the store's message names no object: add it
-            raise type(exc)(f"{path}: cannot be written ({type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())[:200]})") from None
+            message = f"{path}: cannot be written ({_reason(exc)})"
+            raise (type(exc)(exc.errno, message) if exc.errno is not None
+                   else type(exc)(message)) from None
         return
     with atomic_write(path) as handle:
         np.savez(handle, **arrays)

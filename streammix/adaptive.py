@@ -200,11 +200,12 @@ class AdaptiveScoring:
                             f"{type(model).__name__} cannot (score it without adapting)")
         if not 0 < forgetting_factor < 1:
             raise ValueError(f"forgetting_factor must be in (0, 1), got {forgetting_factor!r}")
-        if scorer.threshold is None and scorer.contamination is None:
+        if adapt and scorer.contamination is None:
             raise ValueError("adaptive scoring keeps flagging the scorer's contamination: "
                              "give it one")
         self.scorer = copy.deepcopy(scorer)
         self.scorer.offset_ = scorer._offset()
+        self._started_from = _digest(model)  # a snapshot resumes only the same start
         self.adapt, self.forgetting_factor = adapt, forgetting_factor
         self.tracker = ThresholdTracker(scorer.contamination, window)
         self.drift = drift if drift is not None else PageHinkley()
@@ -228,18 +229,20 @@ class AdaptiveScoring:
         drift alarm adds an event record after the record where it fired. The
         snapshot (if any) is written when due, after the batch is yielded, and at
         the end."""
-        for outputs, rows, positions in self.scorer._scored_batches(records, **options):
-            events = self._after_batch(outputs, rows, positions)
-            merged = outputs
-            if events:
-                merged = []
-                for position, out in enumerate(outputs):
-                    merged.append(out)
-                    merged.extend(events.get(position, []))
-            yield merged
-            self._snapshot_if_due()
-        if self.snapshot_path is not None:
-            self.save_snapshot(self.snapshot_path)
+        try:
+            for outputs, rows, positions in self.scorer._scored_batches(records, **options):
+                events = self._after_batch(outputs, rows, positions)
+                merged = outputs
+                if events:
+                    merged = []
+                    for position, out in enumerate(outputs):
+                        merged.append(out)
+                        merged.extend(events.get(position, []))
+                yield merged
+                self._snapshot_if_due()
+        finally:  # also when the reader stops early, or on Ctrl-C / SIGTERM (SystemExit)
+            if self.snapshot_path is not None:
+                self.save_snapshot(self.snapshot_path)
 
     def _snapshot_if_due(self):
         if self.snapshot_path is None:
@@ -254,7 +257,7 @@ class AdaptiveScoring:
         return {"adapt": self.adapt, "forgetting_factor": self.forgetting_factor,
                 "window": self.tracker.window, "contamination": self.tracker.q,
                 "drift": [self.drift.warmup, self.drift.delta, self.drift.threshold,
-                          self.drift.clip]}
+                          self.drift.clip], "model": self._started_from}
 
     def save_snapshot(self, path):
         """Write the model, threshold and adaptation state to ``path`` atomically."""
@@ -309,10 +312,13 @@ class AdaptiveScoring:
             if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
                        for v in (records, applied)):
                 raise ValueError("its record counts are not counts")
-            if type(model) is not type(self.model) or \
-                    model.n_features_in_ != self.model.n_features_in_ or \
-                    model.n_components != self.model.n_components:
+            same = ("n_components", "covariance_type", "n_features_in_")
+            if type(model) is not type(self.model) or any(
+                    getattr(model, name) != getattr(self.model, name) for name in same):
                 raise ValueError("its model is not the scorer's model")
+            threshold = getattr(model, "anomaly_threshold_", None)
+            if threshold is None:
+                raise ValueError("its model has no threshold")
             if relearning is not None and (relearning.ndim != 2 or
                                            relearning.shape[1] != model.n_features_in_):
                 raise ValueError("its gathered records have the wrong shape")
@@ -322,11 +328,15 @@ class AdaptiveScoring:
             raise
         except ModelFileError as exc:
             raise SnapshotError(f"{path}: its model is damaged ({exc})") from None
-        except (OSError, ValueError, KeyError, TypeError, RecursionError, NpzError) as exc:
-            raise SnapshotError(f"{path}: not a usable snapshot ({exc}); remove it to start "
-                                "afresh") from None
+        except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError,
+                RecursionError, NpzError) as exc:  # datasketches: IndexError, RuntimeError
+            raise SnapshotError(f"{path}: not a usable snapshot ({type(exc).__name__}: "
+                                f"{str(exc)[:200]}); remove it to start afresh") from None
+        # where and how to compute come from this run, never from the file
+        runtime = ("scheduler", "n_workers", "verbose", "storage_options", "chunk_size")
+        model.set_params(**{name: getattr(self.model, name) for name in runtime})
         self.scorer.model = model
-        self.scorer.offset_ = float(model.anomaly_threshold_)
+        self.scorer.offset_ = float(threshold)
         self.records, self.applied = records, applied
         self._relearning = None if relearning is None else [relearning]
 
@@ -349,6 +359,9 @@ class AdaptiveScoring:
                     "event": "drift", "after_id": outputs[position]["id"],
                     "record": self.records, "statistic": round(statistic, 3)})
         if self.adapt and len(rows):
+            for out in outputs:  # the threshold each record was judged by
+                if "score" in out:
+                    out["threshold"] = self.scorer._offset()
             if fired_at is not None and self._relearning is None:
                 self._relearning = [rows[fired_at + 1:]]  # the new regime starts here
             elif self._relearning is not None:
@@ -358,9 +371,6 @@ class AdaptiveScoring:
                     self._relearning = None
             else:
                 self._follow(rows, scores, [not outputs[p]["anomaly"] for p in positions])
-            for out in outputs:
-                if "score" in out:
-                    out["threshold"] = self.scorer._offset()
         return events
 
     def _follow(self, rows, scores, normal):
@@ -386,6 +396,7 @@ class AdaptiveScoring:
         fitted = _refit(fitted, kept)
         scores = fitted.score_samples(rows)
         fitted.set_params(warm_start=model.warm_start, max_iter=model.max_iter,
+                          verbose=model.verbose, checkpoint=model.checkpoint,
                           scheduler=model.scheduler)
         fitted.n_steps_ = getattr(model, "n_steps_", 0)
         self.scorer.model = fitted
@@ -401,8 +412,20 @@ class AdaptiveScoring:
         model.forgetting_factor = self.forgetting_factor  # the scorer's own copy
         params = model._gaussian()
         model._online_update(params, gm.estep_stats(params, rows))
-        model.n_steps_ = getattr(model, "n_steps_", 0) + 1
         self.applied += len(rows)
+
+
+def _digest(model) -> str:
+    """SHA-256 of a model's file entries: which model a snapshot started from."""
+    import hashlib
+
+    from .estimators.persistence import model_file_arrays
+
+    digest = hashlib.sha256()
+    for name, array in sorted(model_file_arrays(model).items()):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
 
 
 def _checked_drift(state) -> dict:
@@ -427,8 +450,8 @@ def _refit(model: GaussianMixture, rows: np.ndarray) -> GaussianMixture:
 
     from .exceptions import ConvergenceWarning
 
-    refit = copy.deepcopy(model).set_params(warm_start=True, max_iter=200,
-                                            scheduler="synchronous")
+    refit = copy.deepcopy(model).set_params(warm_start=True, max_iter=200, verbose=0,
+                                            checkpoint=None, scheduler="synchronous")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return refit.fit(rows)

@@ -831,9 +831,10 @@ def calibrate(model_path, data, contamination, output, scheduler, workers, verbo
               help="--adapt: per record; the model remembers about 1/(1-f) records.")
 @click.option("--window", default=5000, show_default=True, type=click.IntRange(100),
               help="--adapt: the threshold is a quantile of the last WINDOW to 2 WINDOW scores.")
-@click.option("--drift/--no-drift", default=True, show_default=True,
+@click.option("--drift/--no-drift", default=None,
               help="stdin: a Page-Hinkley test on the scores writes a drift event record "
-                   '({"event": "drift", ...}) after the record where it fires.')
+                   '({"event": "drift", ...}) after the record where it fires '
+                   "[default: with --adapt].")
 @click.option("--snapshot", "snapshot", type=OutputPath(),
               help="--adapt: keep model, threshold and state in this file; a restart with the "
                    "same options resumes from it.")
@@ -904,6 +905,11 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, mic
                                "(streammix calibrate) or give --threshold")
     if snapshot and not adapt:
         raise click.UsageError("--snapshot keeps the state of --adapt: give --adapt too")
+    if adapt and threshold is not None:
+        raise click.UsageError("--adapt keeps flagging a fraction of the stream, which a fixed "
+                               "--threshold does not say: use a model calibrated with "
+                               "--contamination (fit or calibrate)")
+    drift = adapt if drift is None else drift
     if adapt or drift:
         # the fraction to keep flagging: given, or the one the threshold was calibrated at
         scorer.contamination = contamination or getattr(
@@ -935,8 +941,13 @@ def _json_line(out: dict) -> str:
 
 
 def _score_stdin(scorer, fmt, id_field, batch_size, max_latency_ms, limits):
+    import signal
+
     from .stream import read_lines, text_records
 
+    # SIGTERM (a supervisor stopping the scorer) ends it as Ctrl-C does: through the
+    # scorer's clean-up, which writes its last snapshot
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     counts = {"records": 0, "anomalies": 0, "errors": 0, "drift events": 0}
     names = (scorer.scorer if hasattr(scorer, "scorer") else scorer)._feature_names()
     records = text_records(read_lines(sys.stdin.buffer, limits["max_record_bytes"]), fmt,
@@ -958,8 +969,9 @@ def _score_stdin(scorer, fmt, id_field, batch_size, max_latency_ms, limits):
         # The reader went away (e.g. `| head`): stop quietly, as command-line tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return
+    drift = f", {counts['drift events']} drift events" if hasattr(scorer, "drift") else ""
     click.echo(f"{counts['records']} records, {counts['anomalies']} anomalies, "
-               f"{counts['errors']} errors, {counts['drift events']} drift events", err=True)
+               f"{counts['errors']} errors{drift}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

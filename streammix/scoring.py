@@ -20,6 +20,7 @@ from .exceptions import DataError
 from .io import ParquetSource
 from .io.output import PartitionedOutput, is_dataset_output
 from .io.parquet import WRITE_OPTIONS
+from .io.storage import is_url
 
 PROGRESS_FILE = ".streammix-watch.json"
 
@@ -70,9 +71,11 @@ def write_rows(model, data, output, fn, params, to_columns, *, id_field="id") ->
     turns one chunk's result into named columns; ``id_field`` is passed through
     first when the Parquet input has it. ``output`` is one file, written
     chunk by chunk by this process and appearing atomically; or a folder or
-    URL prefix (see :func:`~streammix.io.output.is_dataset_output`), where
-    the workers write one part per chunk, committed when all exist (see
-    :mod:`streammix.io.output`). Returns the counts: ``rows``, and
+    URL prefix (see :func:`~streammix.io.output.is_dataset_output`), one part
+    per chunk, committed when all exist (see :mod:`streammix.io.output`):
+    written by the workers for a URL or in-process, and by this process for a
+    local folder on a cluster (it may not be on the workers' disks). Returns
+    the counts: ``rows``, and
     ``anomalies`` when the output has an ``anomaly`` column.
     """
     source = model._source(data, fitted=True)
@@ -81,9 +84,15 @@ def write_rows(model, data, output, fn, params, to_columns, *, id_field="id") ->
     if is_dataset_output(output):
         target = PartitionedOutput(output, getattr(model, "storage_options", None))
         target.prepare()
+        writer = _PartWriter(target, columns)
         try:
             with model._engine() as engine:
-                parts = engine.map_to(fn, params, source, _PartWriter(target, columns))
+                if engine.distributed and not is_url(output):
+                    # a local folder may not be on the workers' disks: this process writes
+                    parts = [writer(source, chunk, result)
+                             for chunk, result in engine.iter_map(fn, params, source)]
+                else:
+                    parts = engine.map_to(fn, params, source, writer)
             counts = _total(parts)
             target.commit(parts, counts)
         except BaseException:

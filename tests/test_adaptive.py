@@ -60,6 +60,9 @@ def test_the_adaptive_scorer_recovers_from_a_shift_and_keeps_catching_anomalies(
                             .score_records(records(X)))
     adaptive = flagged(adaptive_outputs)
     assert len(static) == len(adaptive) == len(X)  # one output per record, in order
+    # each record carries the threshold it was judged by
+    assert all(o["anomaly"] == (not o["score"] >= o["threshold"])
+               for o in adaptive_outputs if "score" in o)
     assert static[half:].mean() > 0.9  # the fixed model flags most records after the shift
     # recovered within 2 windows: the flag rate is back within 2x the calibrated 2 %
     after = slice(half + 2 * WINDOW, len(X))
@@ -123,6 +126,8 @@ def test_drift_alarm_without_adaptation_and_what_cannot_adapt(scorer):
     outputs = list(watching.score_records(records(X)))
     assert any(o.get("event") == "drift" for o in outputs)
     assert watching.model.means_.tolist() == scorer.model.means_.tolist()  # unchanged
+    with pytest.raises(ValueError, match=r"keeps flagging the scorer's contamination"):
+        sm.AnomalyScorer(scorer.model, contamination=None, threshold=-5.0).adapt()
     kmeans = sm.KMeans(3, random_state=0).fit(X[:1000])
     with pytest.raises(TypeError, match=r"KMeans cannot"):
         sm.AnomalyScorer(kmeans, contamination=0.02).fit(X[:1000]).adapt()
@@ -235,3 +240,9 @@ def test_the_command_line_adapts_and_plots_the_scored_stream(tmp_path, scorer):
     refused = runner.invoke(main, ["score", str(tmp_path / "m.npz"), "-", "--snapshot",
                                    str(tmp_path / "s.npz")], input=text[:200])
     assert refused.exit_code == 2 and "give --adapt too" in refused.output
+    refused = runner.invoke(main, ["score", str(tmp_path / "m.npz"), "-", "--adapt",
+                                   "--threshold", "-5"], input=text[:200])
+    assert refused.exit_code == 2 and "fixed --threshold" in refused.output
+    static = runner.invoke(main, ["score", str(tmp_path / "m.npz"), "-"], input=text)
+    assert static.exit_code == 0 and '"event"' not in static.stdout  # as before: no alarm
+    assert "drift" not in static.stderr

@@ -10,13 +10,15 @@ small JSON documents and states, remove, and keep other processes out.
   single PUT is what makes an object appear whole or not at all. There is no
   ``flock`` either, so it keeps others out with a **lease**: a ``lock`` object
   naming its holder and an expiry, created with an exclusive PUT
-  (``If-None-Match``) where the store has one, renewed by a background thread
-  every quarter of :data:`LEASE_SECONDS`. A holder that dies stops renewing:
+  (``If-None-Match``) where the store has one, read back after
+  :data:`SETTLE_SECONDS` (so a store whose "create" is check-then-write cannot
+  give it to two fits), renewed by a background thread every quarter of
+  :data:`LEASE_SECONDS`. A holder that dies stops renewing:
   its lease can be taken once expired, or at once from the same host when its
   process is gone. A taker writes its own lease, waits :data:`SETTLE_SECONDS`
   and reads it back, so of two takers at once only one goes on; a holder that
-  finds its lease taken (it stalled longer than the lease) stops before
-  writing anything more.
+  finds its lease taken, or not renewed for three quarters of a lease (it
+  stalled, or the store refused the renewals), stops before its next write.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import socket
 import threading
@@ -125,6 +128,7 @@ class ObjectFolder:
         self._renewer = None
         self._stop = threading.Event()
         self._lost = None  # why the lease was lost, set by the renewing thread
+        self._renewed = time.time()
 
     def path(self, name: str) -> str:
         return f"{self.directory}/{name}"
@@ -168,9 +172,14 @@ class ObjectFolder:
             return None
         except (ValueError, UnicodeDecodeError, RecursionError):
             return None  # not a lease anyone can hold: taken over like an expired one
+        # every field checked: a lease that never expires, or a pid os.kill cannot take,
+        # is not a lease (taken over like an expired one)
         valid = isinstance(holder, dict) and isinstance(holder.get("owner"), str) \
             and isinstance(holder.get("host"), str) and isinstance(holder.get("pid"), int) \
-            and isinstance(holder.get("expires"), int | float)
+            and not isinstance(holder.get("pid"), bool) and 0 < holder["pid"] < 2**31 \
+            and isinstance(holder.get("expires"), int | float) \
+            and math.isfinite(holder["expires"]) \
+            and holder["expires"] < time.time() + 10 * LEASE_SECONDS
         return holder if valid else None
 
     def _alive(self, holder) -> bool:
@@ -203,11 +212,13 @@ class ObjectFolder:
                 if self._alive(holder):
                     raise self._in_use(holder) from None
                 fs.pipe_file(self.path("lock"), self._lease().encode())
-                time.sleep(SETTLE_SECONDS)
-                holder = self._holder()
-                if holder is None or holder["owner"] != self._me["owner"]:
-                    raise self._in_use(holder or {**self._me, "pid": 0, "host": "?",
-                                                  "expires": time.time()}) from None
+            # Read back after a moment, even after an exclusive create: some stores
+            # (and fsspec's fallback) create by checking first, which is not atomic.
+            time.sleep(SETTLE_SECONDS)
+            holder = self._holder()
+            if holder is None or holder["owner"] != self._me["owner"]:
+                raise self._in_use(holder or {**self._me, "pid": 0, "host": "?",
+                                              "expires": time.time()}) from None
         except CheckpointError:
             raise
         except OSError as exc:
@@ -230,14 +241,17 @@ class ObjectFolder:
                 return False
             self._storage.fs.pipe_file(self.path("lock"), self._lease().encode())
             self._renewed = time.time()
-        except OSError as exc:  # the store is away for a moment: try again
+        except Exception as exc:  # the store is away for a moment: try again
             if time.time() - self._renewed > LEASE_SECONDS:
                 self._lost = f"it could not be renewed ({type(exc).__name__})"
                 return False
         return True
 
     def check_held(self) -> None:
-        """Stop before writing once the lease is lost."""
+        """Stop before writing once the lease is lost, or may have run out: a writer that
+        stalled (or whose renewals fail) for most of a lease writes nothing more."""
+        if self._lost is None and time.time() - self._renewed > 0.75 * LEASE_SECONDS:
+            self._lost = "it was not renewed for most of its duration"
         if self._lost is not None:
             raise CheckpointInUseError(f"checkpoint {self.directory}: this fit lost its lease "
                                        f"({self._lost}); it stops without writing more")

@@ -358,6 +358,7 @@ degrees_of_freedom_prior_, covariance_prior_
         nk = blended.resp_sum * (kept + weight) + 10 * np.finfo(np.float64).eps
         posterior = vb.update(nk, xk, sk, priors, kind)
         self._set_posterior(posterior, priors, self.means_.dtype)
+        self.n_steps_ = getattr(self, "n_steps_", 0) + 1
         return self._estep(posterior)
 
     def _priors_fitted(self) -> vb.Priors:

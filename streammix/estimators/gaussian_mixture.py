@@ -174,9 +174,9 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
         Continue from the fitted parameters on the next ``fit`` (``n_init`` is then 1).
     learning_decay : float, default=0.7
         ``partial_fit``: kappa in (0.5, 1] of the step size gamma_t = (t +
-        learning_offset)^-kappa of stepwise online EM. Larger forgets faster at
-        first and slower later; (0.5, 1] is what makes the steps converge on a
-        stationary stream (Cappe & Moulines 2009).
+        learning_offset)^-kappa of stepwise online EM. Larger makes every step
+        smaller (the past weighs more); (0.5, 1] is what makes the steps converge
+        on a stationary stream (Cappe & Moulines 2009).
     learning_offset : float, default=10.0
         ``partial_fit``: t_0 >= 0 of the step size; larger damps the first steps.
     forgetting_factor : float in (0, 1), optional
@@ -457,19 +457,20 @@ class GaussianMixture(DensityMixin, StreammixEstimator):
                 if stats.n_rows <= 0:  # rows of weight 0 teach nothing
                     continue
                 params = self._online_update(params, stats)
-                self.n_steps_ = getattr(self, "n_steps_", 0) + 1
         return self
 
     def _online_update(self, params, stats):
-        """One stepwise-EM step (sets the fitted arrays); the new E-step parameters."""
-        gamma = online.step_size(getattr(self, "n_steps_", 0) + 1, decay=self.learning_decay,
-                                 offset=self.learning_offset,
+        """One stepwise-EM step (sets the fitted arrays, counts it in ``n_steps_``); the
+        new E-step parameters."""
+        step = getattr(self, "n_steps_", 0) + 1
+        gamma = online.step_size(step, decay=self.learning_decay, offset=self.learning_offset,
                                  forgetting_factor=self.forgetting_factor, weight=stats.n_rows)
         weights, means, covariances = online.step(params, stats, gamma, self.reg_covar)
         kind = self.covariance_type
         params = gm.GaussianParams(weights, means, gm.precision_cholesky(covariances, kind),
                                    kind, covariances)
         self._set_parameters(params, self.means_.dtype)
+        self.n_steps_ = step
         return params
 
     def _set_parameters(self, params, dtype):

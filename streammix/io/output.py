@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from ..exceptions import DataError
 from .parquet import WRITE_OPTIONS
-from .storage import Storage, in_parallel, is_url, with_retries
+from .storage import Storage, _reason, in_parallel, is_url, with_retries
 
 #: Written last by a commit: the names of the parts and what they hold.
 MANIFEST = "_SUCCESS"
@@ -103,8 +103,7 @@ class PartitionedOutput:
         except DataError:
             raise
         except (OSError, ValueError) as exc:
-            raise DataError(f"cannot be written ({type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())[:200]})", file=self.path) from None
+            raise DataError(f"cannot be written ({_reason(exc)})", file=self.path) from None
 
     def write_part(self, index: int, table: pa.Table) -> dict:
         """Write one part under the staging name, in one request; its row count."""
@@ -115,19 +114,25 @@ class PartitionedOutput:
         try:
             with_retries(lambda: self.storage.fs.pipe_file(target, data))
         except OSError as exc:
-            raise DataError(f"part {index} cannot be written ({type(exc).__name__}: "
-                            f"{' '.join(str(exc).split())[:200]})", file=self.path) from None
+            raise DataError(f"part {index} cannot be written ({_reason(exc)})",
+                            file=self.path) from None
         return {"index": index, "rows": table.num_rows}
 
     def commit(self, parts: list[dict], summary: dict) -> None:
         """Make the staged ``parts`` the output: previous parts go, ``_SUCCESS`` comes last."""
         fs = self.storage.fs
         fs.invalidate_cache(self.path)  # the workers wrote through their own instances
+        names = [self.part_name(part["index"]) for part in parts]
+        staged = {os.path.basename(p.rstrip("/")) for p in fs.ls(self.staging, detail=False)} \
+            if fs.exists(self.staging) else set()
+        missing = [name for name in names if name not in staged]
+        if missing:  # nothing visible has changed yet
+            raise DataError(f"{len(missing)} staged part(s) are missing ({missing[0]}...): "
+                            "not committed; the previous output is unchanged", file=self.path)
         manifest = self._join(MANIFEST)
         previous = {os.path.basename(p.rstrip("/")) for p in fs.ls(self.path, detail=False)}
         with contextlib.suppress(FileNotFoundError):
             fs.rm_file(manifest)
-        names = [self.part_name(part["index"]) for part in parts]
         in_parallel(lambda name: fs.mv(self._join(STAGING, self.job, name), self._join(name)),
                     names)
         stale = sorted(n for n in previous - set(names) if _PART.fullmatch(n))

@@ -62,3 +62,24 @@ def test_an_output_folder_holding_other_files_is_refused(tmp_path, dataset, blob
                                            r"\(a\.parquet, b\.parquet\)"):
         predict_to_parquet(model, str(dataset), str(dataset))
     assert _parts(dataset) == ["a.parquet", "b.parquet"]
+
+
+def test_a_commit_with_a_part_missing_changes_nothing(tmp_path):
+    import pyarrow as pa
+
+    from streammix.io.output import PartitionedOutput
+
+    out = tmp_path / "out"
+    first = PartitionedOutput(f"{out}/")
+    first.prepare()
+    parts = [first.write_part(i, pa.table({"x": [1.0, 2.0]})) for i in range(2)]
+    first.commit(parts, {"rows": 4})
+    before = {name: (out / name).read_bytes() for name in _parts(out)}
+    second = PartitionedOutput(f"{out}/")
+    second.prepare()
+    parts = [second.write_part(i, pa.table({"x": [3.0]})) for i in range(2)]
+    parts.append({"index": 2, "rows": 1})  # a part a worker never wrote
+    with pytest.raises(sm.DataError, match=r"1 staged part\(s\) are missing \(part-000002"):
+        second.commit(parts, {"rows": 3})
+    second.abort()
+    assert {name: (out / name).read_bytes() for name in _parts(out)} == before

@@ -152,6 +152,11 @@ def test_another_host_s_lease_is_waited_for_until_it_expires(s3, bucket, monkeyp
     _lease(s3, bucket, "elsewhere", time.time() - 1)  # expired: its holder stopped renewing
     with Checkpoint(url, spec, storage_options=s3.options):
         pass
+    for forever in (1e300, float("nan")):  # not a lease: taken over, never a crash
+        s3.filesystem().pipe_file(f"{bucket}/other/lock", json.dumps(
+            {"owner": "x", "pid": 1, "host": "elsewhere", "expires": forever}).encode())
+        with Checkpoint(url, spec, storage_options=s3.options):
+            pass
 
 
 def test_a_fit_that_lost_its_lease_writes_nothing_more(s3, bucket):
