@@ -21,6 +21,7 @@ import numpy as np
 
 from .core.bayesian import PRIOR_TYPES
 from .core.gaussian import COVARIANCE_TYPES
+from .describe import describe, feature_names
 from .estimators import (
     AnomalyScorer,
     BayesianGaussianMixture,
@@ -31,7 +32,6 @@ from .estimators import (
     select,
     select_kmeans,
 )
-from .estimators.bayesian_mixture import EFFECTIVE_WEIGHT
 from .exceptions import ConvergenceWarning, StreammixError
 from .io.storage import is_url
 
@@ -577,38 +577,11 @@ def sample(model_path, n_samples, output, seed, verbose, quiet):
     if seed is not None:
         model.random_state = seed
     X, y = model.sample(n_samples)
-    names = _feature_names(model)
+    names = feature_names(model)
     with atomic_write(output) as handle:
         pq.write_table(pa.table({**{n: X[:, j] for j, n in enumerate(names)}, "component": y}),
                        handle, **WRITE_OPTIONS)
     _say(f"{n_samples:,} rows; wrote {output}", quiet)
-
-
-def _feature_names(model):
-    names = getattr(model, "feature_names_in_", None)
-    return [str(n) for n in names] if names is not None else \
-        [f"x{j}" for j in range(model.n_features_in_)]
-
-
-def _describe(model) -> dict:
-    info = {"model": type(model).__name__, "params": {}, "n_features": model.n_features_in_,
-            "feature_names": _feature_names(model)}
-    for name, value in model.get_params().items():
-        info["params"][name] = value.tolist() if isinstance(value, np.ndarray) else value
-    if isinstance(model, GaussianMixture):
-        info.update(n_components=int(model.means_.shape[0]), weights=model.weights_.tolist(),
-                    means=model.means_.tolist(), converged=model.converged_,
-                    n_iter=model.n_iter_, lower_bound=model.lower_bound_)
-    else:
-        info.update(n_components=int(model.cluster_centers_.shape[0]),
-                    means=model.cluster_centers_.tolist(), inertia=model.inertia_,
-                    n_iter=model.n_iter_)
-    if isinstance(model, BayesianGaussianMixture):
-        info.update(effective_components=model.effective_components().tolist(),
-                    effective_weight=EFFECTIVE_WEIGHT)
-    info.update(anomaly_threshold=getattr(model, "anomaly_threshold_", None),
-                anomaly_contamination=getattr(model, "anomaly_contamination_", None))
-    return info
 
 
 @main.command()
@@ -622,7 +595,7 @@ def info(model_path, as_json):
     Example:
       streammix info model.npz --json
     """
-    info = _describe(load(model_path, _given_storage_options()))
+    info = describe(load(model_path, _given_storage_options()))
     if as_json:
         click.echo(json.dumps(info, default=str))
         return
@@ -719,6 +692,51 @@ def _read_scored(path) -> list[dict]:
                 raise click.ClickException(f"{path}, line {number}: not a JSON object")
             outputs.append(out)
     return outputs
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("--http", "address", default="127.0.0.1:8000", show_default=True,
+              help="HOST:PORT to listen on (127.0.0.1: this machine only).")
+@click.option("--token-file", type=click.Path(dir_okay=False, exists=True),
+              help="A bearer token every request must carry (needed to listen beyond "
+                   "127.0.0.1).")
+@click.option("--max-body-bytes", default=1 << 20, show_default=True, type=click.IntRange(1),
+              help="Larger request bodies get 413.")
+@click.option("--top-features", default=3, show_default=True, type=click.IntRange(0))
+def serve(model_path, address, token_file, max_body_bytes, top_features):
+    """Serve MODEL's anomaly scores over HTTP (Starlette on Uvicorn).
+
+    \b
+    POST /score   a JSON object, a JSON array, or NDJSON: one output per record
+    GET /healthz  GET /model (what info shows)  GET /metrics (Prometheus)
+    The model file is reloaded when it changes (requests in flight finish on
+    the old one).
+
+    \b
+    Example:
+      streammix serve model.npz --http 127.0.0.1:8000
+      curl -s localhost:8000/score -d '{"id": 1, "x0": 0.3, "x1": 2.0}'
+    """
+    import uvicorn
+
+    from .serve.http import create_app
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, got {address!r}", param_hint="--http")
+    token = None
+    if token_file:
+        with open(token_file, encoding="utf-8") as handle:
+            token = handle.read().strip()
+        if not token:
+            raise click.BadParameter(f"{token_file} is empty", param_hint="--token-file")
+    elif host not in ("127.0.0.1", "localhost", "::1"):
+        raise click.UsageError(f"listening on {host} needs --token-file: without a token "
+                               "anyone who reaches it can use it")
+    app = create_app(model_path, token=token, max_body_bytes=max_body_bytes,
+                     top_features=top_features)
+    uvicorn.run(app, host=host, port=int(port), log_level="warning")
 
 
 @main.command(name="make-data")

@@ -1,0 +1,37 @@
+"""What a fitted model is, as plain JSON-able data (``streammix info``, ``GET /model``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .estimators.bayesian_mixture import EFFECTIVE_WEIGHT, BayesianGaussianMixture
+from .estimators.gaussian_mixture import GaussianMixture
+
+
+def feature_names(model) -> list[str]:
+    """The model's feature names, or ``x0, x1, ...`` when it was fitted without names."""
+    names = getattr(model, "feature_names_in_", None)
+    return [str(n) for n in names] if names is not None else \
+        [f"x{j}" for j in range(model.n_features_in_)]
+
+
+def describe(model) -> dict:
+    """Type, parameters, features, components (weights, means), convergence, threshold."""
+    info = {"model": type(model).__name__, "params": {}, "n_features": model.n_features_in_,
+            "feature_names": feature_names(model)}
+    for name, value in model.get_params().items():
+        info["params"][name] = value.tolist() if isinstance(value, np.ndarray) else value
+    if isinstance(model, GaussianMixture):
+        info.update(n_components=int(model.means_.shape[0]), weights=model.weights_.tolist(),
+                    means=model.means_.tolist(), converged=model.converged_,
+                    n_iter=model.n_iter_, lower_bound=model.lower_bound_)
+    else:
+        info.update(n_components=int(model.cluster_centers_.shape[0]),
+                    means=model.cluster_centers_.tolist(), inertia=model.inertia_,
+                    n_iter=model.n_iter_)
+    if isinstance(model, BayesianGaussianMixture):
+        info.update(effective_components=model.effective_components().tolist(),
+                    effective_weight=EFFECTIVE_WEIGHT)
+    info.update(anomaly_threshold=getattr(model, "anomaly_threshold_", None),
+                anomaly_contamination=getattr(model, "anomaly_contamination_", None))
+    return info

@@ -1,0 +1,1 @@
+"""Serving scores: an HTTP endpoint (and, to come, a Redis Streams consumer)."""

@@ -1,0 +1,121 @@
+"""The HTTP service on a real Uvicorn server on 127.0.0.1 (started and stopped here)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+
+import streammix as sm
+
+pytest.importorskip("uvicorn")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A calibrated model file and a server serving it; yields (base URL, model path, X)."""
+    import uvicorn
+
+    from streammix.serve.http import create_app
+
+    X = np.random.default_rng(0).normal(size=(2000, 2))
+    scorer = sm.AnomalyScorer(sm.GaussianMixture(2, random_state=0).fit(X),
+                              contamination=0.02).fit(X)
+    path = tmp_path / "m.npz"
+    scorer.save(path)
+    (tmp_path / "token").write_text("s3cret-token\n")
+    app = create_app(path, token="s3cret-token", max_body_bytes=10_000)
+    port = _free_port()
+    running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+                                            log_level="warning"))
+    thread = threading.Thread(target=running.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not running.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", path, scorer
+    running.should_exit = True
+    thread.join(timeout=10)
+
+
+def call(url, body=None, *, content_type="application/json", token="s3cret-token"):
+    """(status, content type, body text) of a request."""
+    request = urllib.request.Request(url, data=body, method="POST" if body is not None
+                                     else "GET")
+    request.add_header("Content-Type", content_type)
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, answer.headers["content-type"], answer.read().decode()
+    except urllib.error.HTTPError as answer:
+        return answer.code, answer.headers["content-type"], answer.read().decode()
+
+
+def test_score_an_object_an_array_and_ndjson_like_the_stdin_scorer(server):
+    base, _, scorer = server
+    one = {"id": 1, "x0": 0.1, "x1": -0.2}
+    far = {"id": 2, "x0": 1e3, "x1": 1e3}
+    bad = {"id": 3, "x0": "n/a", "x1": 0}
+    status, _, text = call(f"{base}/score", json.dumps(one).encode())
+    assert status == 200
+    expected = next(iter(scorer.score_records([one])))
+    assert json.loads(text) == expected
+    status, _, text = call(f"{base}/score", json.dumps([one, far, bad]).encode())
+    outputs = json.loads(text)
+    assert status == 200 and [o["id"] for o in outputs] == [1, 2, 3]
+    assert outputs[1]["anomaly"] is True and "error" in outputs[2]
+    status, kind, text = call(f"{base}/score",
+                              ("\n".join(json.dumps(r) for r in (one, far, bad)) + "\n").encode(),
+                              content_type="application/x-ndjson")
+    assert status == 200 and kind.startswith("application/x-ndjson")
+    assert [json.loads(line) for line in text.splitlines()] == outputs
+
+
+def test_bad_requests_get_4xx_with_a_json_error_and_never_a_500(server):
+    base, _, _ = server
+    cases = [(b"{not json", 400), (b"42", 400), (b"\xff\xfe", 400),
+             (b"[" * 5000 + b"]" * 5000, 400), (b"x" * 20_000, 413)]
+    for body, expected in cases:
+        status, _, text = call(f"{base}/score", body)
+        assert status == expected, (body[:20], status, text)
+        assert "error" in json.loads(text)
+    assert call(f"{base}/score", b"{}", token=None)[0] == 401
+    assert call(f"{base}/score", b"{}", token="wrong")[0] == 401
+    assert call(f"{base}/nowhere")[0] == 404
+    assert call(f"{base}/healthz", token=None)[0] == 200  # health needs no token
+
+
+def test_model_metrics_and_an_atomic_reload(server):
+    base, path, _scorer = server
+    status, _, text = call(f"{base}/model")
+    assert status == 200 and json.loads(text)["model"] == "GaussianMixture"
+    call(f"{base}/score", json.dumps([{"id": i, "x0": 0, "x1": 0} for i in range(5)]).encode())
+    status, _, metrics = call(f"{base}/metrics")
+    assert status == 200 and "streammix_records_total 5.0" in metrics
+    assert "streammix_request_seconds_bucket" in metrics
+    # a new model file, written atomically: the next requests use it
+    X = np.random.default_rng(1).normal(5.0, 1.0, size=(2000, 2))
+    moved = sm.AnomalyScorer(sm.GaussianMixture(2, random_state=0).fit(X),
+                             contamination=0.02).fit(X)
+    moved.save(path)
+    time.sleep(1.1)  # the file is checked at most once a second
+    status, _, text = call(f"{base}/score", json.dumps({"id": 9, "x0": 5, "x1": 5}).encode())
+    assert json.loads(text) == next(iter(moved.score_records([{"id": 9, "x0": 5, "x1": 5}])))
+    assert json.loads(call(f"{base}/healthz")[2])["model_version"] == 2
+    path.write_bytes(b"half a file")  # a broken file: the running model stays
+    time.sleep(1.1)
+    assert call(f"{base}/score", json.dumps({"id": 9, "x0": 5, "x1": 5}).encode())[0] == 200
+    assert json.loads(call(f"{base}/healthz")[2])["reload_error"]
