@@ -696,15 +696,30 @@ def _read_scored(path) -> list[dict]:
 
 @main.command()
 @click.argument("model_path", metavar="MODEL")
-@click.option("--http", "address", default="127.0.0.1:8000", show_default=True,
-              help="HOST:PORT to listen on (127.0.0.1: this machine only).")
+@click.option("--http", "address", default=None,
+              help="HOST:PORT to listen on (127.0.0.1: this machine only) [default: "
+                   "127.0.0.1:8000 unless --redis].")
+@click.option("--redis", "redis_url", help="Consume a Redis stream instead: "
+                                             "redis://HOST:PORT/DB.")
+@click.option("--stream", "stream_name", help="--redis: the input stream.")
+@click.option("--group", default="streammix", show_default=True,
+              help="--redis: the consumer group (created if missing).")
+@click.option("--consumer", help="--redis: this consumer's name [default: host-pid].")
+@click.option("--output", "output_stream", help="--redis: the output stream.")
+@click.option("--batch", default=256, show_default=True, type=click.IntRange(1),
+              help="--redis: most entries scored at once.")
+@click.option("--claim-idle-ms", default=30_000, show_default=True, type=click.IntRange(1),
+              help="--redis: claim entries another consumer left pending this long.")
+@click.option("--adapt", is_flag=True, help="--redis: adaptive scoring (see score --adapt).")
+@click.option("--snapshot", type=OutputPath(), help="--redis --adapt: its snapshot file.")
 @click.option("--token-file", type=click.Path(dir_okay=False, exists=True),
               help="A bearer token every request must carry (needed to listen beyond "
                    "127.0.0.1).")
 @click.option("--max-body-bytes", default=1 << 20, show_default=True, type=click.IntRange(1),
               help="Larger request bodies get 413.")
 @click.option("--top-features", default=3, show_default=True, type=click.IntRange(0))
-def serve(model_path, address, token_file, max_body_bytes, top_features):
+def serve(model_path, address, redis_url, stream_name, group, consumer, output_stream, batch,
+          claim_idle_ms, adapt, snapshot, token_file, max_body_bytes, top_features):
     """Serve MODEL's anomaly scores over HTTP (Starlette on Uvicorn).
 
     \b
@@ -718,10 +733,15 @@ def serve(model_path, address, token_file, max_body_bytes, top_features):
       streammix serve model.npz --http 127.0.0.1:8000
       curl -s localhost:8000/score -d '{"id": 1, "x0": 0.3, "x1": 2.0}'
     """
+    if redis_url:
+        _serve_redis(model_path, redis_url, stream_name, group, consumer, output_stream,
+                     batch, claim_idle_ms, adapt, snapshot, top_features)
+        return
     import uvicorn
 
     from .serve.http import create_app
 
+    address = address or "127.0.0.1:8000"
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise click.BadParameter(f"expected HOST:PORT, got {address!r}", param_hint="--http")
@@ -737,6 +757,35 @@ def serve(model_path, address, token_file, max_body_bytes, top_features):
     app = create_app(model_path, token=token, max_body_bytes=max_body_bytes,
                      top_features=top_features)
     uvicorn.run(app, host=host, port=int(port), log_level="warning")
+
+
+def _serve_redis(model_path, url, stream, group, consumer, output, batch, claim_idle_ms,
+                 adapt, snapshot, top_features):
+    import socket
+
+    import redis
+
+    from .serve.redis_stream import StreamConsumer
+
+    if not (stream and output):
+        raise click.UsageError("--redis needs --stream IN and --output OUT")
+    if snapshot and not adapt:
+        raise click.UsageError("--snapshot keeps the state of --adapt: give --adapt too")
+    model = load(model_path)
+    scorer = AnomalyScorer(model, contamination=getattr(model, "anomaly_contamination_", None)
+                           or 0.01, top_features=top_features)
+    if not hasattr(scorer, "offset_"):
+        raise click.UsageError("the model has no threshold: calibrate it first")
+    scoring = scorer.adapt(snapshot=snapshot) if adapt else scorer
+    if adapt and snapshot:
+        scoring.snapshot_path = None  # written by the consumer, after acknowledgements
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=10)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--redis") from None
+    consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+    StreamConsumer(scoring, client, stream, group, consumer, output, batch=batch,
+                   claim_idle_ms=claim_idle_ms, snapshot=snapshot).run()
 
 
 @main.command(name="make-data")
