@@ -718,8 +718,14 @@ def _read_scored(path) -> list[dict]:
 @click.option("--max-body-bytes", default=1 << 20, show_default=True, type=click.IntRange(1),
               help="Larger request bodies get 413.")
 @click.option("--top-features", default=3, show_default=True, type=click.IntRange(0))
+@click.option("--explain/--no-explain", default=True, show_default=True,
+              help="Outputs carry the explanation (cluster, probability, distance, top "
+                   "features), or only score and anomaly.")
+@click.option("--max-record-bytes", default=1 << 20, show_default=True, type=click.IntRange(1),
+              help="--redis: a larger entry is an error entry.")
 def serve(model_path, address, redis_url, stream_name, group, consumer, output_stream, batch,
-          claim_idle_ms, adapt, snapshot, token_file, max_body_bytes, top_features):
+          claim_idle_ms, adapt, snapshot, token_file, max_body_bytes, top_features, explain,
+          max_record_bytes):
     """Serve MODEL's anomaly scores over HTTP (Starlette on Uvicorn).
 
     \b
@@ -735,7 +741,8 @@ def serve(model_path, address, redis_url, stream_name, group, consumer, output_s
     """
     if redis_url:
         _serve_redis(model_path, redis_url, stream_name, group, consumer, output_stream,
-                     batch, claim_idle_ms, adapt, snapshot, top_features)
+                     batch, claim_idle_ms, adapt, snapshot, top_features,
+                     {"explain": explain, "max_record_bytes": max_record_bytes})
         return
     import uvicorn
 
@@ -755,12 +762,12 @@ def serve(model_path, address, redis_url, stream_name, group, consumer, output_s
         raise click.UsageError(f"listening on {host} needs --token-file: without a token "
                                "anyone who reaches it can use it")
     app = create_app(model_path, token=token, max_body_bytes=max_body_bytes,
-                     top_features=top_features)
+                     top_features=top_features, explain=explain)
     uvicorn.run(app, host=host, port=int(port), log_level="warning")
 
 
 def _serve_redis(model_path, url, stream, group, consumer, output, batch, claim_idle_ms,
-                 adapt, snapshot, top_features):
+                 adapt, snapshot, top_features, options):
     import socket
 
     import redis
@@ -785,7 +792,7 @@ def _serve_redis(model_path, url, stream, group, consumer, output, batch, claim_
         raise click.BadParameter(str(exc), param_hint="--redis") from None
     consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
     StreamConsumer(scoring, client, stream, group, consumer, output, batch=batch,
-                   claim_idle_ms=claim_idle_ms, snapshot=snapshot).run()
+                   claim_idle_ms=claim_idle_ms, snapshot=snapshot, **options).run()
 
 
 @main.command(name="make-data")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -23,20 +24,11 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def server(tmp_path):
-    """A calibrated model file and a server serving it; yields (base URL, model path, X)."""
+@contextlib.contextmanager
+def serving(app):
+    """``app`` on a real Uvicorn server at a free port of 127.0.0.1; yields its base URL."""
     import uvicorn
 
-    from streammix.serve.http import create_app
-
-    X = np.random.default_rng(0).normal(size=(2000, 2))
-    scorer = sm.AnomalyScorer(sm.GaussianMixture(2, random_state=0).fit(X),
-                              contamination=0.02).fit(X)
-    path = tmp_path / "m.npz"
-    scorer.save(path)
-    (tmp_path / "token").write_text("s3cret-token\n")
-    app = create_app(path, token="s3cret-token", max_body_bytes=10_000)
     port = _free_port()
     running = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
                                             log_level="warning"))
@@ -45,9 +37,30 @@ def server(tmp_path):
     deadline = time.monotonic() + 20
     while not running.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", path, scorer
-    running.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        running.should_exit = True
+        thread.join(timeout=10)
+
+
+def calibrated(path):
+    X = np.random.default_rng(0).normal(size=(2000, 2))
+    scorer = sm.AnomalyScorer(sm.GaussianMixture(2, random_state=0).fit(X),
+                              contamination=0.02).fit(X)
+    scorer.save(path)
+    return scorer
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A calibrated model file and a server serving it; yields (base URL, model path, scorer)."""
+    from streammix.serve.http import create_app
+
+    path = tmp_path / "m.npz"
+    scorer = calibrated(path)
+    with serving(create_app(path, token="s3cret-token", max_body_bytes=10_000)) as base:
+        yield base, path, scorer
 
 
 def call(url, body=None, *, content_type="application/json", token="s3cret-token"):
@@ -119,3 +132,18 @@ def test_model_metrics_and_an_atomic_reload(server):
     time.sleep(1.1)
     assert call(f"{base}/score", json.dumps({"id": 9, "x0": 5, "x1": 5}).encode())[0] == 200
     assert json.loads(call(f"{base}/healthz")[2])["reload_error"]
+
+
+def test_outputs_without_explanations_and_the_anomaly_rate_metric(tmp_path):
+    from streammix.serve.http import create_app
+
+    scorer = calibrated(tmp_path / "m.npz")
+    records = [{"id": 1, "x0": 0.0, "x1": 0.0}, {"id": 2, "x0": 40.0, "x1": 40.0}]
+    short = list(scorer.score_records(records, explain=False))
+    full = list(scorer.score_records(records))
+    assert [set(o) for o in short] == [{"id", "score", "anomaly"}] * 2
+    assert [o["score"] for o in short] == [o["score"] for o in full]
+    with serving(create_app(tmp_path / "m.npz", explain=False)) as base:
+        status, _, text = call(f"{base}/score", json.dumps(records).encode(), token=None)
+        assert status == 200 and json.loads(text) == short
+        assert "streammix_anomaly_rate 0.5" in call(f"{base}/metrics", token=None)[2]

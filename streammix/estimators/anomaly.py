@@ -220,9 +220,16 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
         } for s, c, p, d, order in zip(scores, component, probability, distance, top,
                                        strict=True)]
 
+    def _scores_only(self, X) -> list[dict]:
+        """``score`` and ``anomaly`` of each row of ``X`` (no explanation)."""
+        score, params, _ = self._scoring()
+        offset = self._offset()
+        return [{"score": _finite(s), "anomaly": not s >= offset}
+                for s in score(params, X, 0)]
+
     def score_records(self, records, *, id_field="id", fields=None, batch_size=256,
                       max_latency_ms=10.0, max_record_bytes=MAX_RECORD_BYTES,
-                      max_depth=MAX_DEPTH):
+                      max_depth=MAX_DEPTH, explain=True):
         """Score an iterable of records in micro-batches; one output dict per record, in order.
 
         Records are dicts (``fields`` by name, default the model's feature
@@ -235,7 +242,8 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
         text record longer than ``max_record_bytes`` or nested deeper than
         ``max_depth`` is an error record. Scores and distances beyond the float
         range (a record far beyond the model) are written as the largest finite
-        floats, so every output is valid JSON.
+        floats, so every output is valid JSON. With ``explain=False`` an output
+        holds only the id, ``score`` and ``anomaly`` (faster).
 
         Examples
         --------
@@ -249,22 +257,23 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
         """
         for batch in self.score_batches(records, id_field=id_field, fields=fields,
                                         batch_size=batch_size, max_latency_ms=max_latency_ms,
-                                        max_record_bytes=max_record_bytes, max_depth=max_depth):
+                                        max_record_bytes=max_record_bytes, max_depth=max_depth,
+                                        explain=explain):
             yield from batch
 
     def score_batches(self, records, *, id_field="id", fields=None, batch_size=256,
                       max_latency_ms=10.0, max_record_bytes=MAX_RECORD_BYTES,
-                      max_depth=MAX_DEPTH):
+                      max_depth=MAX_DEPTH, explain=True):
         """As :meth:`score_records`, one list of outputs per micro-batch (to flush each)."""
         for outputs, _, _ in self._scored_batches(
                 records, id_field=id_field, fields=fields, batch_size=batch_size,
                 max_latency_ms=max_latency_ms, max_record_bytes=max_record_bytes,
-                max_depth=max_depth):
+                max_depth=max_depth, explain=explain):
             yield outputs
 
     def _scored_batches(self, records, *, id_field="id", fields=None, batch_size=256,
                         max_latency_ms=10.0, max_record_bytes=MAX_RECORD_BYTES,
-                        max_depth=MAX_DEPTH):
+                        max_depth=MAX_DEPTH, explain=True):
         """Per micro-batch: ``(outputs, rows, positions)``, the rows that were scored and
         their places among the outputs (the others are error records)."""
         fields = list(fields) if fields is not None else self._feature_names()
@@ -283,7 +292,8 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
                 except RecordError as exc:
                     parsed.append((exc.record_id, str(exc)))
             rows = np.array(good, dtype=np.float64).reshape(len(good), len(fields))
-            explained = iter(self.explain(rows) if good else [])
+            explained = iter((self.explain(rows) if explain else self._scores_only(rows))
+                             if good else [])
             outputs, positions = [], []
             for record_id, error in parsed:
                 out = {"id": record_id}

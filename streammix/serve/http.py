@@ -69,7 +69,8 @@ class _Model:
         return self.scorer
 
 
-def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_features=3):
+def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_features=3,
+               explain=True):
     """The ASGI application serving ``model_path`` (a model file with a threshold)."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
     from starlette.applications import Starlette
@@ -91,6 +92,9 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
                         registry=registry)
     version = Gauge("streammix_model_version", "Loads of the model file since start",
                     registry=registry)
+    rate = Gauge("streammix_anomaly_rate", "Share of the records scored that were flagged",
+                 registry=registry)
+    totals = {"records": 0, "anomalies": 0}
 
     def error(status, message, path):
         requests.labels(path, str(status)).inc()
@@ -128,7 +132,7 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
         scorer = served.current()
         if kind in ("application/x-ndjson", "application/jsonl", "text/plain"):
             lines = [line for line in text.splitlines() if line.strip()]
-            outputs = _score(scorer, lines)
+            outputs = _score(scorer, lines, explain)
             payload = "".join(json.dumps(out) + "\n" for out in outputs)
             response = Response(payload, media_type="application/x-ndjson")
         else:
@@ -137,10 +141,10 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
             except (ValueError, RecursionError) as exc:
                 return error(400, f"the body is not JSON ({str(exc)[:200]})", "/score")
             if isinstance(document, dict):
-                outputs = _score(scorer, [document])
+                outputs = _score(scorer, [document], explain)
                 response = JSONResponse(outputs[0])
             elif isinstance(document, list):
-                outputs = _score(scorer, document)
+                outputs = _score(scorer, document, explain)
                 response = JSONResponse(outputs)
             else:
                 return error(400, "send a JSON object, an array of objects, or NDJSON",
@@ -148,6 +152,9 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
         records.inc(len(outputs))
         errors.inc(sum("error" in out for out in outputs))
         anomalies.inc(sum(bool(out.get("anomaly")) for out in outputs))
+        totals["records"] += len(outputs)
+        totals["anomalies"] += sum(bool(out.get("anomaly")) for out in outputs)
+        rate.set(totals["anomalies"] / totals["records"] if totals["records"] else 0.0)
         latency.observe(time.perf_counter() - began)
         requests.labels("/score", "200").inc()
         return response
@@ -182,8 +189,8 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
                      exception_handlers={HTTPException: not_found})
 
 
-def _score(scorer, records) -> list[dict]:
+def _score(scorer, records, explain=True) -> list[dict]:
     """One output per record, in order (bad records become error records; scores and
     distances are finite floats, so every output is strict JSON)."""
-    return list(scorer.score_records(records, max_latency_ms=0.0,
+    return list(scorer.score_records(records, max_latency_ms=0.0, explain=explain,
                                      batch_size=max(1, len(records)), max_depth=MAX_DEPTH))

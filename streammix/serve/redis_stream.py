@@ -97,7 +97,7 @@ class StreamConsumer:
     def __init__(self, scoring, client, stream, group, consumer, output, *, batch=256,
                  block_ms=100, claim_idle_ms=30_000, claim_every=5.0,
                  max_record_bytes=1 << 20, id_field="id", snapshot=None,
-                 snapshot_every=10_000):
+                 snapshot_every=10_000, explain=True):
         self.scoring, self.client = scoring, client
         self.stream, self.group, self.consumer, self.output = stream, group, consumer, output
         self.batch, self.block_ms = batch, block_ms
@@ -107,6 +107,7 @@ class StreamConsumer:
         self._write_once = None
         self._claimed_at = 0.0
         self.snapshot, self.snapshot_every = snapshot, snapshot_every
+        self.explain = explain
         self._snapshot_at = 0
 
     # -- Redis ------------------------------------------------------------------
@@ -165,7 +166,8 @@ class StreamConsumer:
                 records.append(exc)
         outputs = [out for batch in self.scoring.score_batches(
             records, batch_size=max(1, len(records)), max_latency_ms=0.0,
-            id_field=self.id_field) for out in batch if "event" not in out]
+            id_field=self.id_field, explain=self.explain) for out in batch
+            if "event" not in out]
         return outputs
 
     def run(self, *, stop=None, max_entries=None, reconnect_seconds=30.0):
