@@ -710,6 +710,8 @@ def _read_scored(path) -> list[dict]:
               help="--redis: most entries scored at once.")
 @click.option("--claim-idle-ms", default=30_000, show_default=True, type=click.IntRange(1),
               help="--redis: claim entries another consumer left pending this long.")
+@click.option("--max-latency-ms", default=100, show_default=True, type=click.IntRange(1),
+              help="--redis: score a partial batch after waiting this long for more entries.")
 @click.option("--adapt", is_flag=True, help="--redis: adaptive scoring (see score --adapt).")
 @click.option("--snapshot", type=OutputPath(), help="--redis --adapt: its snapshot file.")
 @click.option("--token-file", type=click.Path(dir_okay=False, exists=True),
@@ -724,8 +726,8 @@ def _read_scored(path) -> list[dict]:
 @click.option("--max-record-bytes", default=1 << 20, show_default=True, type=click.IntRange(1),
               help="--redis: a larger entry is an error entry.")
 def serve(model_path, address, redis_url, stream_name, group, consumer, output_stream, batch,
-          claim_idle_ms, adapt, snapshot, token_file, max_body_bytes, top_features, explain,
-          max_record_bytes):
+          claim_idle_ms, max_latency_ms, adapt, snapshot, token_file, max_body_bytes,
+          top_features, explain, max_record_bytes):
     """Serve MODEL's anomaly scores over HTTP (Starlette on Uvicorn).
 
     \b
@@ -742,7 +744,8 @@ def serve(model_path, address, redis_url, stream_name, group, consumer, output_s
     if redis_url:
         _serve_redis(model_path, redis_url, stream_name, group, consumer, output_stream,
                      batch, claim_idle_ms, adapt, snapshot, top_features,
-                     {"explain": explain, "max_record_bytes": max_record_bytes})
+                     {"explain": explain, "max_record_bytes": max_record_bytes,
+                      "block_ms": max_latency_ms})
         return
     import uvicorn
 

@@ -136,11 +136,12 @@ def test_killed_consumers_and_a_restarted_redis_lose_and_duplicate_nothing(serve
         nonlocal total
         pipe = client.pipeline()
         for row in rng.normal(size=(n, 2)):
-            pipe.xadd("in", {"id": total, "x0": row[0], "x1": row[1]})
+            pipe.xadd("in", {"id": total, "x0": float(row[0]), "x1": float(row[1])})
             total += 1
         pipe.execute()
 
-    feed(3000)
+    feed(6000)
+    held = []
     for delay in (0.0, 0.03, 0.07):  # kill -9 at several moments of its work
         written = client.xlen("out") if client.exists("out") else 0
         child = _consumer(server, path, "c1")
@@ -151,8 +152,9 @@ def test_killed_consumers_and_a_restarted_redis_lose_and_duplicate_nothing(serve
         time.sleep(delay)
         child.send_signal(signal.SIGKILL)
         child.wait()
+        held.append(client.xpending("in", "g")["pending"])
         feed(500)
-    assert client.xpending("in", "g")["pending"] > 0  # it died holding entries
+    assert max(held) > 0  # it died holding entries
     consumers = [_consumer(server, path, "c1"), _consumer(server, path, "c2")]  # two share
     time.sleep(1.0)
     server.stop()  # Redis goes away mid-stream and comes back with its data
@@ -168,6 +170,32 @@ def test_killed_consumers_and_a_restarted_redis_lose_and_duplicate_nothing(serve
             child.wait(timeout=20)
     found = outputs_by_entry(client)
     inputs = [entry_id.decode() for entry_id, _ in client.xrange("in")]
-    assert len(inputs) == total == 5000
+    assert len(inputs) == total == 8000
+    assert not any("error" in outputs[0] for outputs in found.values())  # all scored
     assert sorted(found) == sorted(inputs)  # none lost
     assert all(len(outputs) == 1 for outputs in found.values())  # none duplicated
+
+
+def test_a_stream_that_does_not_exist_yet_and_adaptive_snapshots_after_acks(server, model_file,
+                                                                          tmp_path):
+    import threading
+
+    from streammix.serve.redis_stream import StreamConsumer
+
+    _, scorer = model_file
+    client = server.client()
+    scoring = scorer.adapt(window=200)
+    consumer = StreamConsumer(scoring, client, "later", "g", "c1", "out", batch=50,
+                              snapshot=tmp_path / "state.npz", snapshot_every=100)
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (consumer.run(max_entries=500), done.set()))
+    thread.start()  # waits on a stream nobody has written to yet
+    time.sleep(0.5)
+    assert not done.is_set()
+    rng = np.random.default_rng(3)
+    for i, row in enumerate(rng.normal(size=(500, 2))):
+        client.xadd("later", {"id": i, "x0": float(row[0]), "x1": float(row[1])})
+    thread.join(timeout=60)
+    assert done.is_set() and len(outputs_by_entry(client)) == 500
+    resumed = scorer.adapt(window=200, snapshot=tmp_path / "state.npz")
+    assert resumed.resumed and resumed.records == 500  # the last snapshot, after the last ack

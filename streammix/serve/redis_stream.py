@@ -196,4 +196,7 @@ class StreamConsumer:
                     raise
                 time.sleep(delay)
                 delay, backlog = min(2.0, delay * 2), True  # re-read what is pending
+        if self.snapshot and self.processed > self._snapshot_at:  # a clean stop: all acked
+            self.scoring.save_snapshot(self.snapshot)
+            self._snapshot_at = self.processed
         return self.processed
