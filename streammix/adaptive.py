@@ -212,6 +212,7 @@ class AdaptiveScoring:
         self.records = 0  # records scored
         self.applied = 0  # records that updated the model
         self._relearning = None  # rows gathered since a drift alarm
+        self.skipped_updates = 0  # updates the model maths refused (the model was kept)
         self.snapshot_path = None if snapshot is None else str(snapshot)
         self.snapshot_every, self.snapshot_seconds = snapshot_every, snapshot_seconds
         self.resumed = False
@@ -367,8 +368,8 @@ class AdaptiveScoring:
             elif self._relearning is not None:
                 self._relearning.append(rows)
                 if sum(len(r) for r in self._relearning) >= self.tracker.window:
-                    self._relearn(np.concatenate(self._relearning))
-                    self._relearning = None
+                    gathered, self._relearning = np.concatenate(self._relearning), None
+                    self._safely(self._relearn, gathered)
             else:
                 self._follow(rows, scores, [not outputs[p]["anomaly"] for p in positions])
         return events
@@ -379,10 +380,21 @@ class AdaptiveScoring:
         self.tracker.update(scores)
         normal = np.asarray(normal)
         if normal.any():
-            self._step(rows[normal])
+            self._safely(self._step, rows[normal])
         threshold = self.tracker.threshold()
         if threshold is not None:
             self.scorer.offset_ = threshold
+
+    def _safely(self, update, rows):
+        """A model update that cannot stop the stream: if the maths refuses these rows
+        (a component collapsing on degenerate data, say), the model stays as it was and
+        ``skipped_updates`` counts it; scoring goes on."""
+        from .exceptions import StreammixError
+
+        try:
+            update(rows)
+        except (StreammixError, ValueError, ArithmeticError, np.linalg.LinAlgError):
+            self.skipped_updates += 1
 
     def _relearn(self, rows):
         """After a drift alarm: the model refitted on the ``window`` records that followed

@@ -246,3 +246,20 @@ def test_the_command_line_adapts_and_plots_the_scored_stream(tmp_path, scorer):
     static = runner.invoke(main, ["score", str(tmp_path / "m.npz"), "-"], input=text)
     assert static.exit_code == 0 and '"event"' not in static.stdout  # as before: no alarm
     assert "drift" not in static.stderr
+
+
+def test_an_update_the_maths_refuses_keeps_the_model_and_the_stream_going(scorer, monkeypatch):
+    from streammix.exceptions import CollapsedComponentError
+
+    X = draw(np.random.default_rng(4), 3000)  # stationary: small steps only
+    adaptive = scorer.adapt(window=500)
+    means = adaptive.model.means_.copy()
+
+    def refuse(*args):
+        raise CollapsedComponentError("a component collapsed")
+
+    monkeypatch.setattr(type(adaptive.model), "_online_update", refuse)
+    outputs = [o for o in adaptive.score_records(records(X)) if "score" in o]
+    assert len(outputs) == len(X)  # every record scored
+    assert adaptive.skipped_updates > 0 and adaptive.applied == 0
+    np.testing.assert_array_equal(adaptive.model.means_, means)

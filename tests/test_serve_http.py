@@ -107,7 +107,11 @@ def test_bad_requests_get_4xx_with_a_json_error_and_never_a_500(server):
         assert "error" in json.loads(text)
     assert call(f"{base}/score", b"{}", token=None)[0] == 401
     assert call(f"{base}/score", b"{}", token="wrong")[0] == 401
-    assert call(f"{base}/nowhere")[0] == 404
+    for path in ("/nowhere", "/a", "/b"):
+        assert call(f"{base}{path}")[0] == 404
+    metrics = call(f"{base}/metrics")[2]
+    assert 'path="other",status="404"} 3.0' in metrics  # not one label per path
+    assert "nowhere" not in metrics
     assert call(f"{base}/healthz", token=None)[0] == 200  # health needs no token
 
 

@@ -74,6 +74,7 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
     """The ASGI application serving ``model_path`` (a model file with a threshold)."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
     from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
@@ -129,10 +130,12 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return error(400, "the body is not UTF-8", "/score")
-        scorer = served.current()
+        # scoring is CPU work (and a reload is file I/O): off the event loop, so that
+        # other requests (health checks, metrics) are answered meanwhile
+        scorer = await run_in_threadpool(served.current)
         if kind in ("application/x-ndjson", "application/jsonl", "text/plain"):
             lines = [line for line in text.splitlines() if line.strip()]
-            outputs = _score(scorer, lines, explain)
+            outputs = await run_in_threadpool(_score, scorer, lines, explain)
             payload = "".join(json.dumps(out) + "\n" for out in outputs)
             response = Response(payload, media_type="application/x-ndjson")
         else:
@@ -141,19 +144,20 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
             except (ValueError, RecursionError) as exc:
                 return error(400, f"the body is not JSON ({str(exc)[:200]})", "/score")
             if isinstance(document, dict):
-                outputs = _score(scorer, [document], explain)
+                outputs = await run_in_threadpool(_score, scorer, [document], explain)
                 response = JSONResponse(outputs[0])
             elif isinstance(document, list):
-                outputs = _score(scorer, document, explain)
+                outputs = await run_in_threadpool(_score, scorer, document, explain)
                 response = JSONResponse(outputs)
             else:
                 return error(400, "send a JSON object, an array of objects, or NDJSON",
                              "/score")
+        flagged = sum(bool(out.get("anomaly")) for out in outputs)
         records.inc(len(outputs))
         errors.inc(sum("error" in out for out in outputs))
-        anomalies.inc(sum(bool(out.get("anomaly")) for out in outputs))
+        anomalies.inc(flagged)
         totals["records"] += len(outputs)
-        totals["anomalies"] += sum(bool(out.get("anomaly")) for out in outputs)
+        totals["anomalies"] += flagged
         rate.set(totals["anomalies"] / totals["records"] if totals["records"] else 0.0)
         latency.observe(time.perf_counter() - began)
         requests.labels("/score", "200").inc()
@@ -167,9 +171,9 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
     async def model(request):
         if not authorised(request):
             return error(401, "a bearer token is needed", "/model")
+        scorer = await run_in_threadpool(served.current)
         requests.labels("/model", "200").inc()
-        return JSONResponse(json.loads(json.dumps(describe(served.current().model),
-                                                  default=str)))
+        return JSONResponse(json.loads(json.dumps(describe(scorer.model), default=str)))
 
     async def metrics(request):
         if not authorised(request):
@@ -179,7 +183,8 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     async def not_found(request, exc):
-        return error(exc.status_code, str(exc.detail), request.url.path[:100])
+        # one label for every other path: a client must not be able to grow the metrics
+        return error(exc.status_code, str(exc.detail), "other")
 
     from starlette.exceptions import HTTPException
 
