@@ -6,7 +6,6 @@
 """
 
 from .estimators import (
-    AnomalyScorer,
     BayesianGaussianMixture,
     GaussianMixture,
     KMeans,
@@ -28,6 +27,7 @@ from .exceptions import (
     StreammixError,
 )
 from .io import as_source, read_parquet, read_zarr
+from .scoring import AnomalyScorer
 
 __version__ = "0.1.0"
 

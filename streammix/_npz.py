@@ -26,14 +26,11 @@ import zipfile
 import numpy as np
 
 from ._atomic import atomic_write
+from .exceptions import NpzError
 from .io.storage import Storage, _reason, is_url
 
 #: Largest ``.npy`` header read (NumPy's own default limit).
 _MAX_HEADER = 10_000
-
-
-class NpzError(ValueError):
-    """An entry of an ``.npz`` file is missing, foreign, damaged or not as expected."""
 
 
 def write_npz(path, arrays: dict, storage_options=None) -> None:

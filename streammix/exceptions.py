@@ -80,6 +80,22 @@ class SnapshotError(StreammixError, ValueError):
     """An adaptive scorer's snapshot cannot be used (damaged, foreign, other options)."""
 
 
+class RecordError(ValueError):
+    """One streamed record cannot be scored; says why (and its id, when it has one).
+
+    Not a :class:`StreammixError`: a stream turns it into an error record in the
+    record's place and goes on; it never ends a command.
+    """
+
+    def __init__(self, message, record_id=None):
+        super().__init__(message)
+        self.record_id = record_id
+
+
+class NpzError(ValueError):
+    """An entry of an ``.npz`` file is missing, foreign, damaged or not as expected."""
+
+
 class ClusterError(StreammixError):
     """The Dask scheduler or client went away during a computation."""
 

@@ -111,6 +111,25 @@ def _full_covariances(model: GaussianMixture):
     return np.stack([np.eye(d) * c for c in cov])
 
 
+def plot_sample(model, data, path, *, features=None, sample_size=5000, seed=0):
+    """Write a PNG of a seeded sample of ``data`` (rows drawn in one pass, out-of-core)
+    coloured by ``model``'s clusters, with the model on top and, when it has a
+    threshold, its anomalies marked (see :func:`plot_model`)."""
+    from .engine import sample_rows
+    from .io import ArraySource
+    from .scoring import AnomalyScorer
+
+    source = model._source(data, fitted=True)
+    with model._engine() as engine:
+        rows = sample_rows(engine, source, sample_size, np.random.default_rng(seed))
+    sample = ArraySource(rows, dtype=source.dtype)  # the sample: rows of the fitted columns
+    sample.feature_names = source.feature_names
+    anomalies = None
+    if getattr(model, "anomaly_threshold_", None) is not None:
+        anomalies = AnomalyScorer(model).predict(sample) == -1
+    plot_model(model, rows, model.predict(sample), path, features=features, anomalies=anomalies)
+
+
 def plot_model(model, X, labels, path, *, features=None, anomalies=None, title=None):
     """Write a PNG of ``X`` (a sample) coloured by ``labels`` with the model on top."""
     plt = _pyplot()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import streammix as sm
-from streammix.adaptive import PageHinkley
+from streammix.scoring.adaptive import PageHinkley
 
 CENTRES = np.array([[0.0, 0.0, 0.0], [8.0, 0.0, 0.0], [0.0, 8.0, 0.0]])
 WINDOW = 2000

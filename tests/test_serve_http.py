@@ -55,7 +55,7 @@ def calibrated(path):
 @pytest.fixture
 def server(tmp_path):
     """A calibrated model file and a server serving it; yields (base URL, model path, scorer)."""
-    from streammix.serve.http import create_app
+    from streammix.scoring.http import create_app
 
     path = tmp_path / "m.npz"
     scorer = calibrated(path)
@@ -139,7 +139,7 @@ def test_model_metrics_and_an_atomic_reload(server):
 
 
 def test_outputs_without_explanations_and_the_anomaly_rate_metric(tmp_path):
-    from streammix.serve.http import create_app
+    from streammix.scoring.http import create_app
 
     scorer = calibrated(tmp_path / "m.npz")
     records = [{"id": 1, "x0": 0.0, "x1": 0.0}, {"id": 2, "x0": 40.0, "x1": 40.0}]

@@ -86,7 +86,7 @@ def outputs_by_entry(client, stream="out"):
 
 
 def test_flat_json_and_malformed_entries_get_one_output_each(server, model_file):
-    from streammix.serve.redis_stream import StreamConsumer
+    from streammix.scoring.redis import StreamConsumer
 
     _path, scorer = model_file
     client = server.client()
@@ -180,7 +180,7 @@ def test_a_stream_that_does_not_exist_yet_and_adaptive_snapshots_after_acks(serv
                                                                           tmp_path):
     import threading
 
-    from streammix.serve.redis_stream import StreamConsumer
+    from streammix.scoring.redis import StreamConsumer
 
     _, scorer = model_file
     client = server.client()

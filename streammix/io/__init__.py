@@ -118,3 +118,27 @@ def as_source(X, *, chunk_size=None, dtype=None, columns=None, storage_options=N
                         "passing in-memory data", file=source.name)
     return source
 
+
+
+def open_data(data, columns=None, *, exclude_columns=None, id_field=None, chunk_size=None,
+              dtype=None, weight_column=None, storage_options=None) -> Source:
+    """A named dataset (Parquet or Zarr path or URL) as a source, the way the command
+    line names one: Parquet features are ``columns``, or every column but
+    ``exclude_columns``, the weight column and ``id_field`` (when the first file's
+    footer has it); a Zarr store has no named columns to choose.
+    """
+    excluded = list(exclude_columns or [])
+    if _is_zarr_path(data):
+        if weight_column or excluded:
+            raise DataError("--weight-column and --exclude-columns name Parquet columns; "
+                            "Zarr data has none", file=data)
+        return as_source(data, chunk_size=chunk_size, dtype=dtype,
+                         storage_options=storage_options)
+    if id_field and not columns and id_field not in excluded:
+        from .parquet import expand_paths, storage_for
+
+        storage = storage_for(data, storage_options)
+        if id_field in ParquetSource.inspect(expand_paths(data, storage)[0], storage)[1].names:
+            excluded.append(id_field)
+    return read_parquet(data, columns, exclude_columns=excluded, chunk_size=chunk_size,
+                        dtype=dtype, weight_column=weight_column, storage_options=storage_options)

@@ -1,1 +1,1 @@
-"""Serving scores: an HTTP endpoint (and, to come, a Redis Streams consumer)."""
+"""Deprecated: the transports moved to :mod:`streammix.scoring` (``http``, ``redis``)."""

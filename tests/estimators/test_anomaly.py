@@ -10,8 +10,8 @@ import pytest
 
 import streammix as sm
 from streammix.core import quantile
-from streammix.estimators import anomaly
-from streammix.stream import micro_batches, text_records
+from streammix.scoring import scorer as anomaly
+from streammix.scoring.records import micro_batches, text_records
 from tests.conftest import make_blobs, write_table
 
 X = make_blobs(3000, seed=8)
@@ -188,7 +188,7 @@ def test_junk_before_json_never_turns_the_stream_into_csv():
 
 
 def test_record_limits_are_options():
-    from streammix.stream import RecordError, parse_record, read_lines
+    from streammix.scoring.records import RecordError, parse_record, read_lines
 
     nested = "[" * 40 + "1" + "]" * 40
     with pytest.raises(RecordError, match=r"nested deeper than 32"):

@@ -1,0 +1,267 @@
+"""``fit``, ``select`` and ``calibrate``: models from data."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+
+import click
+import numpy as np
+
+from ..core.bayesian import PRIOR_TYPES
+from ..estimators import (
+    BayesianGaussianMixture,
+    GaussianMixture,
+    KMeans,
+    MiniBatchKMeans,
+    select,
+    select_kmeans,
+)
+from ..scoring import AnomalyScorer
+from .app import main, quiet_cluster_logs
+from .options import (
+    CovarianceTypes,
+    FloatList,
+    IntegerList,
+    OutputPath,
+    cluster_options,
+    data_options,
+    given_storage_options,
+    load_model,
+    open_source,
+    say,
+    verbosity,
+    verbosity_options,
+    weight_option,
+)
+
+MODELS = {"gmm": GaussianMixture, "bayesian-gmm": BayesianGaussianMixture, "kmeans": KMeans,
+          "minibatch-kmeans": MiniBatchKMeans}
+MIXTURES = ("gmm", "bayesian-gmm")
+
+
+# -- fit -------------------------------------------------------------------------------
+@main.command()
+@click.argument("data")
+@click.option("-o", "--output", required=True, type=OutputPath(urls=True),
+              help="Model file to write (.npz; a path or an s3://, gs://, az:// URL).")
+@click.option("--model", "kind", default="gmm", show_default=True, type=click.Choice(MODELS))
+@click.option("-k", "--n-components", "k", default=8, show_default=True, type=click.IntRange(1),
+              help="Components (gmm) or clusters (k-means).")
+@click.option("--covariance-type", default="full", type=CovarianceTypes(single=True),
+              help="One of full, tied, diag, spherical (gmm).")
+@click.option("--init", help="gmm: kmeans, k-means++, random, random_from_data; "
+                             "k-means: auto, k-means++, k-means||, random.")
+@click.option("--n-init", type=click.IntRange(1), help="Initialisations (restarts).")
+@click.option("--max-iter", type=click.IntRange(1), help="Iterations (gmm, kmeans) or epochs.")
+@click.option("--tol", type=click.FloatRange(0), help="Convergence tolerance.")
+@click.option("--reg-covar", type=click.FloatRange(0), help="gmm: added to the variances.")
+@click.option("--batch-size", type=click.IntRange(1), help="minibatch-kmeans: rows per batch.")
+@click.option("--seed", type=int, help="Random seed (random_state).")
+@click.option("--checkpoint", type=OutputPath("dir", urls=True),
+              help="Checkpoint directory: resume a killed fit from its last iteration.")
+@click.option("--restart", is_flag=True, help="Discard what --checkpoint holds; start afresh.")
+@click.option("--contamination", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
+              help="Also calibrate the anomaly threshold: flag this fraction of DATA.")
+@click.option("--weight-prior-type", type=click.Choice(PRIOR_TYPES),
+              help="bayesian-gmm: the weights' prior [default: dirichlet_process].")
+@click.option("--weight-concentration-prior", type=click.FloatRange(0, min_open=True),
+              help="bayesian-gmm: its concentration; smaller leaves fewer components "
+                   "[default: 1/k].")
+@click.option("--mean-precision-prior", type=click.FloatRange(0, min_open=True),
+              help="bayesian-gmm: precision of the means' prior [default: 1].")
+@click.option("--mean-prior", type=FloatList(),
+              help="bayesian-gmm: the means' prior, one value per feature, comma-separated "
+                   "[default: the data's mean].")
+@click.option("--degrees-of-freedom-prior", type=float,
+              help="bayesian-gmm: of the precisions' Wishart prior, > features - 1 "
+                   "[default: the number of features].")
+@click.option("--covariance-prior", type=click.FloatRange(0, min_open=True),
+              help="bayesian-gmm: a variance v; the prior is v times the identity "
+                   "[default: the data's covariance].")
+@data_options
+@weight_option
+@cluster_options
+@verbosity_options
+def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg_covar,
+        batch_size, seed, checkpoint, restart, contamination, weight_prior_type,
+        weight_concentration_prior, mean_precision_prior, mean_prior, degrees_of_freedom_prior,
+        covariance_prior, columns, exclude_columns, id_field, chunk_size, dtype, weight_column,
+        scheduler, workers, verbose, quiet):
+    """Fit a model on DATA (Parquet file, folder or glob; Zarr store), out-of-core.
+
+    \b
+    Examples:
+      streammix fit data/ -k 5 --covariance-type diag -o model.npz
+      streammix fit data/ --model kmeans -k 20 -o kmeans.npz
+      streammix fit data/ -k 5 --checkpoint ckpt/ -o model.npz        # resumable
+      streammix fit data/ -k 5 --scheduler tcp://10.0.0.5:8786 -o model.npz
+      streammix fit data/ --model kmeans -k 8 --weight-column count -o kmeans.npz
+      streammix fit data/ --model bayesian-gmm -k 20 -o bgm.npz   # the data picks k
+    """
+    level = verbosity(verbose, quiet)
+    quiet_cluster_logs(scheduler)
+    choice = {"columns": columns, "chunk_size": chunk_size, "dtype": dtype,
+              "exclude_columns": exclude_columns, "id_field": id_field}
+    source = open_source(data, weight_column=weight_column, **choice)
+    params = {"random_state": seed, "checkpoint": checkpoint, "restart": restart,
+              "scheduler": scheduler, "n_workers": workers, "verbose": level, "dtype": dtype,
+              "storage_options": given_storage_options(),
+              "chunk_size": chunk_size}
+    optional = {"n_init": n_init, "max_iter": max_iter, "tol": tol}
+    priors = {"weight_concentration_prior_type": weight_prior_type,
+              "weight_concentration_prior": weight_concentration_prior,
+              "mean_precision_prior": mean_precision_prior,
+              "mean_prior": None if mean_prior is None else np.asarray(mean_prior),
+              "degrees_of_freedom_prior": degrees_of_freedom_prior,
+              "covariance_prior": _covariance_prior(covariance_prior, covariance_type,
+                                                    source.n_features)}
+    if kind != "bayesian-gmm" and any(v is not None for v in priors.values()):
+        raise click.UsageError("the prior options are for --model bayesian-gmm")
+    if kind in MIXTURES:
+        optional.update(init_params=init, reg_covar=reg_covar)
+        if kind == "bayesian-gmm":
+            optional.update(priors)
+        model = MODELS[kind](k, covariance_type=covariance_type, verbose_interval=1,
+                             **params, **{n: v for n, v in optional.items() if v is not None})
+    else:
+        optional.update(init=init, batch_size=batch_size if kind == "minibatch-kmeans" else None)
+        model = MODELS[kind](k, **params, **{n: v for n, v in optional.items() if v is not None})
+    began = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # the estimators' verbose lines: not data
+        model.fit(source)
+    summary = (f"lower bound {model.lower_bound_:.6f}, converged={model.converged_}"
+               if kind in MIXTURES else f"inertia {model.inertia_:.6g}")
+    if kind == "bayesian-gmm":
+        summary += f", {len(model.effective_components())} effective components"
+    if contamination is not None:  # a quantile of the rows, not of their weights
+        unweighted = source if weight_column is None else open_source(data, **choice)
+        scorer = AnomalyScorer(model, contamination=contamination).fit(unweighted)
+        scorer.save(output)
+        summary += f", anomaly threshold {scorer.offset_:.6g}"
+    else:
+        model.save(output)
+    say(f"fitted {type(model).__name__}(k={k}) on {source.n_rows:,} rows x "
+         f"{_features(source)} in {time.perf_counter() - began:.1f} s: "
+         f"{model.n_iter_} iterations, {summary}; wrote {output}", quiet)
+
+
+def _covariance_prior(variance, covariance_type, n_features):
+    """``--covariance-prior v`` in the prior's shape for the covariance type: v I."""
+    if variance is None:
+        return None
+    if covariance_type in ("full", "tied"):
+        return variance * np.eye(n_features)
+    return np.full(n_features, variance) if covariance_type == "diag" else variance
+
+
+def _features(source, shown=8) -> str:
+    """``3 features (a, b, c)``: which columns a fit used (the first few of many)."""
+    names = list(source.feature_names or [])
+    listed = ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)"
+                                         if len(names) > shown else "")
+    return f"{source.n_features} features" + (f" ({listed})" if names else "")
+
+
+
+# -- select ----------------------------------------------------------------------------
+@main.command(name="select")
+@click.argument("data")
+@click.option("-k", "--n-components", "ks", default="1..10", show_default=True,
+              type=IntegerList(), help="Candidates: 1..10 (both ends included), 2,4,8 or 3.")
+@click.option("--covariance-type", "kinds", default="full,tied,diag,spherical",
+              type=CovarianceTypes(), help="Comma-separated: full, tied, diag, spherical (gmm).")
+@click.option("--criterion", default="bic", type=click.Choice(["bic", "aic"]),
+              help="gmm: the criterion that picks the best candidate (lowest wins).")
+@click.option("--model", "kind", default="gmm", type=click.Choice(["gmm", "kmeans"]),
+              help="Gaussian mixtures (BIC/AIC) or k-means (inertia and silhouette).")
+@click.option("-o", "--output", required=True, type=OutputPath(urls=True),
+              help="Write the best model here (a path or a URL).")
+@click.option("--plot", "plot_path", type=OutputPath(), help="PNG of the criterion curves.")
+@click.option("--max-iter", type=click.IntRange(1),
+              help="Iterations per candidate (default: the estimator's, 100 gmm, 300 kmeans).")
+@click.option("--n-init", type=click.IntRange(1),
+              help="Initialisations per candidate (default: the estimator's).")
+@click.option("--sample-size", default=2000, type=click.IntRange(10),
+              help="kmeans: rows of the silhouette sample.")
+@click.option("--seed", type=int, help="Random seed (random_state): each candidate equals "
+                                       "'streammix fit' with the same seed.")
+@click.option("--checkpoint", type=OutputPath("dir", urls=True),
+              help="Checkpoint directory: resume a killed selection from its last iteration.")
+@click.option("--restart", is_flag=True, help="Discard what --checkpoint holds; start afresh.")
+@data_options
+@cluster_options
+@weight_option
+@verbosity_options
+def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter, n_init,
+                   sample_size, seed, checkpoint, restart, columns, exclude_columns, id_field,
+                   chunk_size, dtype, scheduler, workers, weight_column, verbose, quiet):
+    """Fit every candidate of a grid, sharing the data passes, and keep the best.
+
+    For Gaussian mixtures: BIC and AIC of every (k, covariance type); the
+    lowest --criterion wins. For k-means (--model kmeans): inertia (the elbow)
+    and the silhouette on a seeded sample; the highest silhouette wins.
+
+    \b
+    Examples:
+      streammix select data/ -k 1..10 --covariance-type full,diag -o best.npz --plot bic.png
+      streammix select data/ --model kmeans -k 2..12 -o best.npz --plot elbow.png
+    """
+    from .. import plotting  # matplotlib: only when needed
+
+    quiet_cluster_logs(scheduler)
+    source = open_source(data, columns, chunk_size, dtype, weight_column, exclude_columns, id_field)
+    params = {"random_state": seed, "checkpoint": checkpoint, "restart": restart,
+              "scheduler": scheduler, "n_workers": workers, "chunk_size": chunk_size,
+              "dtype": dtype, "verbose": verbosity(verbose, quiet),
+              "storage_options": given_storage_options()}
+    params.update({n: v for n, v in {"max_iter": max_iter, "n_init": n_init}.items()
+                   if v is not None})
+    if kind == "gmm":
+        result = select(source, n_components=ks,
+                        covariance_types=kinds,
+                        criterion=criterion, **params)
+        draw = plotting.plot_selection
+    else:
+        result = select_kmeans(source, n_clusters=ks, sample_size=sample_size,
+                               **params)
+        draw = plotting.plot_kmeans_selection
+    click.echo(str(result))
+    best_k = getattr(result.best_, "n_components", getattr(result.best_, "n_clusters", None))
+    edge = plotting.edge_warning(sorted(set(ks)), best_k)
+    if edge:
+        click.echo(f"Warning: {edge}", err=True)
+    result.best_.save(output)
+    if plot_path:
+        draw(result, plot_path)
+    say(f"best: {result.best_!r}; wrote {output}" + (f" and {plot_path}" if plot_path else ""),
+         quiet)
+
+
+
+# -- anomaly scoring --------------------------------------------------------------------------
+@main.command()
+@click.argument("model_path", metavar="MODEL")
+@click.argument("data")
+@click.option("--contamination", default=0.01, show_default=True,
+              type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
+              help="Fraction of DATA to put below the threshold.")
+@click.option("-o", "--output", type=OutputPath(urls=True),
+              help="Write the calibrated model here (default: MODEL).")
+@cluster_options
+@verbosity_options
+def calibrate(model_path, data, contamination, output, scheduler, workers, verbose, quiet):
+    """Calibrate MODEL's anomaly threshold on DATA and save it with the model.
+
+    \b
+    Example:
+      streammix calibrate model.npz data/ --contamination 0.01
+    """
+    model = load_model(model_path, scheduler, workers, verbosity(verbose, quiet))
+    scorer = AnomalyScorer(model, contamination=contamination).fit(data)
+    scorer.save(output or model_path)
+    say(f"threshold {scorer.offset_:.6g} (flags {contamination:.2%} of {data}); wrote "
+         f"{output or model_path}", quiet)
+
+

@@ -1,0 +1,106 @@
+"""``info`` and ``plot``: what a model holds, in words and pictures."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..describe import describe
+from ..estimators import load
+from .app import main
+from .options import (
+    OutputPath,
+    cluster_options,
+    given_storage_options,
+    load_model,
+    say,
+    split_names,
+    storage_option,
+    verbosity,
+    verbosity_options,
+)
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@storage_option
+def info(model_path, as_json):
+    """Describe a saved model: type, parameters, features, k, weights, convergence, threshold.
+
+    \b
+    Example:
+      streammix info model.npz --json
+    """
+    info = describe(load(model_path, given_storage_options()))
+    if as_json:
+        click.echo(json.dumps(info, default=str))
+        return
+    kind = info["params"].get("covariance_type")
+    click.echo(f"{info['model']}: {info['n_components']} "
+               f"{'components (' + kind + ')' if kind else 'clusters'}, "
+               f"{info['n_features']} features")
+    click.echo(f"features: {', '.join(info['feature_names'])}")
+    if "lower_bound" in info:
+        click.echo(f"converged: {info['converged']} after {info['n_iter']} iterations, "
+                   f"lower bound {info['lower_bound']:.6f}")
+    else:
+        click.echo(f"{info['n_iter']} iterations, inertia {info['inertia']:.6g}")
+    effective = info.get("effective_components")
+    if effective is not None:
+        click.echo(f"effective components: {len(effective)} of {info['n_components']} "
+                   f"(weight above {info['effective_weight']:.0%}): "
+                   f"{', '.join(map(str, effective)) or 'none'}")
+    if info["anomaly_threshold"] is not None:
+        how = info["anomaly_contamination"]
+        click.echo(f"anomaly threshold: {info['anomaly_threshold']:.6g}"
+                   + (f" (flags {how:.2%} of the training data)" if how else ""))
+    weights = info.get("weights") or [None] * info["n_components"]
+    for k, (w, mean) in enumerate(zip(weights, info["means"], strict=True)):
+        weight = f"weight {w:.4f}, " if w is not None else ""
+        click.echo(f"  {k}: {weight}mean [{', '.join(f'{m:.3g}' for m in mean)}]")
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", required=False)
+@click.argument("data", required=False)
+@click.option("-o", "--output", required=True, type=OutputPath(), help="PNG file to write.")
+@click.option("--stream", "stream_path", type=click.Path(dir_okay=False, exists=True),
+              help="Instead: the JSON lines `streammix score MODEL -` wrote: scores, "
+                   "threshold and drift alarms over the stream (no MODEL or DATA).")
+@click.option("--features", help="Two features to plot (default: first two principal axes).")
+@click.option("--sample", "sample_size", default=5000, show_default=True,
+              type=click.IntRange(10), help="Rows drawn from DATA to show.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@cluster_options
+@verbosity_options
+def plot(model_path, data, output, stream_path, features, sample_size, seed, scheduler, workers,
+         verbose, quiet):
+    """Draw a sample of DATA coloured by cluster, with the model on top; or a scored stream.
+
+    Gaussian mixtures get 1-3 sigma covariance ellipses and density contours;
+    anomalies are marked when the model has a threshold.
+
+    \b
+    Examples:
+      streammix plot model.npz data/ -o clusters.png --features x0,x3
+      streammix score model.npz - --adapt < events.jsonl > scored.jsonl
+      streammix plot --stream scored.jsonl -o stream.png
+    """
+    from .. import plotting  # matplotlib: only when needed
+    from ..scoring.stdin import read_scored
+
+    if stream_path:
+        if model_path or data:
+            raise click.UsageError("--stream plots a scored stream on its own: give no MODEL "
+                                   "or DATA")
+        plotting.plot_stream(read_scored(stream_path), output)
+        say(f"wrote {output}", quiet)
+        return
+    if not (model_path and data):
+        raise click.UsageError("give MODEL and DATA (or --stream SCORED.jsonl)")
+    model = load_model(model_path, scheduler, workers, verbosity(verbose, quiet))
+    plotting.plot_sample(model, data, output, features=split_names(features),
+                         sample_size=sample_size, seed=seed)
+    say(f"wrote {output}", quiet)

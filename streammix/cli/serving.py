@@ -1,0 +1,101 @@
+"""``serve``: a model's scores over HTTP, or from one Redis stream into another."""
+
+from __future__ import annotations
+
+import click
+
+from ..estimators import load
+from ..scoring.configure import scoring_for
+from ..scoring.http import MAX_BODY_BYTES
+from ..scoring.records import MAX_RECORD_BYTES
+from ..scoring.redis import BLOCK_MS, consume
+from .app import main
+from .options import OutputPath, say
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL")
+@click.option("--http", "address", default=None,
+              help="HOST:PORT to listen on (127.0.0.1: this machine only) [default: "
+                   "127.0.0.1:8000 unless --redis].")
+@click.option("--redis", "redis_url", help="Consume a Redis stream instead: "
+                                             "redis://HOST:PORT/DB.")
+@click.option("--stream", "stream_name", help="--redis: the input stream.")
+@click.option("--group", default="streammix", show_default=True,
+              help="--redis: the consumer group (created if missing).")
+@click.option("--consumer", help="--redis: this consumer's name [default: host-pid].")
+@click.option("--output", "output_stream", help="--redis: the output stream.")
+@click.option("--batch", default=256, show_default=True, type=click.IntRange(1),
+              help="--redis: most entries scored at once.")
+@click.option("--claim-idle-ms", default=30_000, show_default=True, type=click.IntRange(1),
+              help="--redis: claim entries another consumer left pending this long.")
+@click.option("--read-block-ms", default=BLOCK_MS, show_default=True,
+              type=click.IntRange(1),
+              help="--redis: how long one read waits for new entries (XREADGROUP BLOCK); "
+                   "a partial batch is scored when it returns.")
+@click.option("--max-latency-ms", "read_block_ms_old", type=click.IntRange(1), hidden=True,
+              help="The old name of --read-block-ms.")
+@click.option("--adapt", is_flag=True, help="--redis: adaptive scoring (see score --adapt).")
+@click.option("--snapshot", type=OutputPath(), help="--redis --adapt: its snapshot file.")
+@click.option("--token-file", type=click.Path(dir_okay=False, exists=True),
+              help="A bearer token every request must carry (needed to listen beyond "
+                   "127.0.0.1).")
+@click.option("--max-body-bytes", default=MAX_BODY_BYTES, show_default=True,
+              type=click.IntRange(1),
+              help="Larger request bodies get 413.")
+@click.option("--top-features", default=3, show_default=True, type=click.IntRange(0))
+@click.option("--explain/--no-explain", default=True, show_default=True,
+              help="Outputs carry the explanation (cluster, probability, distance, top "
+                   "features), or only score and anomaly.")
+@click.option("--max-record-bytes", default=MAX_RECORD_BYTES, show_default=True,
+              type=click.IntRange(1),
+              help="--redis: a larger entry is an error entry.")
+def serve(model_path, address, redis_url, stream_name, group, consumer, output_stream, batch,
+          claim_idle_ms, read_block_ms, read_block_ms_old, adapt, snapshot, token_file,
+          max_body_bytes, top_features, explain, max_record_bytes):
+    """Serve MODEL's anomaly scores over HTTP (Starlette on Uvicorn).
+
+    \b
+    POST /score   a JSON object, a JSON array, or NDJSON: one output per record
+    GET /healthz  GET /model (what info shows)  GET /metrics (Prometheus)
+    The model file is reloaded when it changes (requests in flight finish on
+    the old one).
+
+    \b
+    Example:
+      streammix serve model.npz --http 127.0.0.1:8000
+      curl -s localhost:8000/score -d '{"id": 1, "x0": 0.3, "x1": 2.0}'
+    """
+    if read_block_ms_old is not None:
+        read_block_ms = read_block_ms_old
+    if redis_url:
+        if not (stream_name and output_stream):
+            raise click.UsageError("--redis needs --stream IN and --output OUT")
+        scoring = scoring_for(load(model_path), top_features=top_features, adapt=adapt,
+                              snapshot=snapshot)
+        say(f"scoring {stream_name} into {output_stream} with {model_path} (group {group})")
+        consume(scoring, redis_url, stream_name, group, output_stream, consumer=consumer,
+                batch=batch, claim_idle_ms=claim_idle_ms, block_ms=read_block_ms,
+                snapshot=snapshot, explain=explain, max_record_bytes=max_record_bytes)
+        return
+    import uvicorn
+
+    from ..scoring.http import create_app
+
+    address = address or "127.0.0.1:8000"
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter(f"expected HOST:PORT, got {address!r}", param_hint="--http")
+    token = None
+    if token_file:
+        with open(token_file, encoding="utf-8") as handle:
+            token = handle.read().strip()
+        if not token:
+            raise click.BadParameter(f"{token_file} is empty", param_hint="--token-file")
+    elif host not in ("127.0.0.1", "localhost", "::1"):
+        raise click.UsageError(f"listening on {host} needs --token-file: without a token "
+                               "anyone who reaches it can use it")
+    app = create_app(model_path, token=token, max_body_bytes=max_body_bytes,
+                     top_features=top_features, explain=explain)
+    say(f"serving {model_path} on http://{address} (POST /score, GET /healthz /model /metrics)")
+    uvicorn.run(app, host=host, port=int(port), log_level="warning")

@@ -1,0 +1,187 @@
+"""The one path from records to outputs: parse, score, flag, explain, encode.
+
+Every transport (stdin, HTTP, Redis, a Python iterable) goes through
+:func:`score_batch`: the records of one micro-batch are parsed (a bad one
+becomes an error output in its place), the good rows are scored together in
+NumPy, flagged by the one threshold rule, explained, and merged back in input
+order. The model-specific part (which score, which explanation) comes from a
+:class:`Kernel`; everything here is model-agnostic.
+
+A transport holds a :class:`Scoring`: an :class:`~streammix.AnomalyScorer` or
+its adaptive form, :class:`~streammix.scoring.adaptive.AdaptiveScoring`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ..exceptions import NotFittedError, RecordError
+from .records import MAX_DEPTH, MAX_RECORD_BYTES, parse_record
+
+__all__ = ["NO_THRESHOLD", "Kernel", "RecordOptions", "ScoredBatch", "Scoring", "flag",
+           "json_line", "output_fields", "require_threshold", "score_batch"]
+
+#: The one message for a scorer without a threshold, whatever the transport.
+NO_THRESHOLD = ("the model has no threshold yet: calibrate it on training data "
+                "(AnomalyScorer.fit; streammix calibrate, or fit --contamination), or give a "
+                "threshold (threshold=; --threshold)")
+
+_LARGEST = np.finfo(np.float64).max
+
+
+def require_threshold(scorer) -> float:
+    """The scorer's threshold (``offset_``), or :class:`~streammix.NotFittedError` saying
+    how to get one: the one threshold rule of every command and transport."""
+    try:
+        return float(scorer.offset_)
+    except AttributeError:
+        raise NotFittedError(NO_THRESHOLD) from None
+
+
+def flag(scores, offset):
+    """Which scores are anomalies. Fails closed: anything not clearly at or above the
+    threshold (NaN included) is one. Works on NumPy and Dask arrays alike."""
+    return ~(scores >= offset)
+
+
+def finite(values: np.ndarray) -> np.ndarray:
+    """``values`` for JSON: infinities become the largest finite floats (a score of -inf,
+    a row far beyond the model, is the lowest score a JSON number can hold)."""
+    return np.clip(values, -_LARGEST, _LARGEST)
+
+
+@dataclasses.dataclass(frozen=True)
+class Kernel:
+    """The model-specific part of scoring, as module-level functions (they may run on
+    Dask workers): ``score(params, X, start)``, ``labels(params, X, start)`` and
+    ``explain(params, X) -> (component, probability, distance, contributions)``."""
+
+    score: Callable
+    labels: Callable
+    explain: Callable
+    params: object
+
+    def scores(self, X: np.ndarray) -> np.ndarray:
+        return self.score(self.params, X, 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordOptions:
+    """How records are read and answered: which field is the id, which are the features
+    (default the model's), the size and nesting limits of a text record, and whether
+    outputs carry the explanation."""
+
+    id_field: str = "id"
+    fields: tuple | None = None
+    max_record_bytes: int = MAX_RECORD_BYTES
+    max_depth: int = MAX_DEPTH
+    explain: bool = True
+
+    @classmethod
+    def of(cls, options: dict) -> RecordOptions:
+        """From keyword options (``fields`` any sequence)."""
+        if options.get("fields") is not None:
+            options = {**options, "fields": tuple(options["fields"])}
+        return cls(**options)
+
+
+@dataclasses.dataclass
+class ScoredBatch:
+    """One micro-batch: an output per record in order, the rows that were scored, and
+    their places among the outputs (the other outputs are error records)."""
+
+    outputs: list[dict]
+    rows: np.ndarray
+    positions: list[int]
+
+
+def explained(kernel: Kernel, X: np.ndarray, offset: float, names: Sequence[str],
+              top_features: int, explain: bool = True) -> list[dict]:
+    """The output of each row of ``X``: ``score`` and ``anomaly``, and with ``explain``
+    its ``cluster``, ``probability``, ``distance`` and ``top_features`` (the names of
+    the features that take it furthest from its cluster), built column-wise."""
+    scores = kernel.scores(X)
+    columns = {"score": finite(scores).tolist(), "anomaly": flag(scores, offset).tolist()}
+    if explain:
+        component, probability, distance, contributions = kernel.explain(kernel.params, X)
+        top = np.argsort(-contributions, axis=1, kind="stable")[:, :top_features]
+        columns["cluster"] = component.astype(np.int64).tolist()
+        columns["probability"] = [None if p != p else p for p in probability.tolist()]
+        columns["distance"] = finite(distance).tolist()
+        columns["top_features"] = np.asarray(names, dtype=object)[top].tolist()
+    keys = list(columns)
+    return [dict(zip(keys, values, strict=True))
+            for values in zip(*columns.values(), strict=True)]
+
+
+def score_batch(kernel: Kernel, offset: float, records: Sequence, names: Sequence[str],
+                top_features: int, options: RecordOptions) -> ScoredBatch:
+    """Score one micro-batch of records, in this thread: see the module."""
+    fields = list(options.fields) if options.fields is not None else list(names)
+    parsed, good = [], []
+    for record in records:
+        try:
+            if isinstance(record, RecordError):
+                raise record
+            record_id, row = parse_record(record, fields, options.id_field,
+                                          max_bytes=options.max_record_bytes,
+                                          max_depth=options.max_depth)
+            parsed.append((record_id, None))
+            good.append(row)
+        except RecordError as exc:
+            parsed.append((exc.record_id, str(exc)))
+    rows = np.array(good, dtype=np.float64).reshape(len(good), len(fields))
+    scored = iter(explained(kernel, rows, offset, names, top_features, options.explain)
+                  if good else [])
+    outputs, positions = [], []
+    for record_id, error in parsed:
+        if error is None:
+            positions.append(len(outputs))
+            outputs.append({"id": record_id, **next(scored)})
+        else:
+            outputs.append({"id": record_id, "error": error})
+    return ScoredBatch(outputs, rows, positions)
+
+
+@runtime_checkable
+class Scoring(Protocol):
+    """What every transport scores with: :class:`~streammix.AnomalyScorer` (static) and
+    :class:`~streammix.scoring.adaptive.AdaptiveScoring` implement it."""
+
+    def feature_names(self) -> list[str]:
+        """The fields a dict record needs, in the model's order."""
+
+    def score_batch(self, records: Sequence, **options) -> list[dict]:
+        """One output per record of an in-memory micro-batch, in order (in this thread;
+        adaptive scoring adds its drift events after the record where each fired)."""
+
+    def score_batches(self, records: Iterable, *, batch_size: int = 256,
+                      max_latency_ms: float = 10.0, **options) -> Iterator[list[dict]]:
+        """:meth:`score_batch` over the micro-batches of a stream that may block."""
+
+    def close(self) -> None:
+        """A clean stop (end of input, SIGTERM, SIGINT): write what must survive it."""
+
+
+def json_line(out: dict) -> str:
+    """One output as strict JSON (no NaN or Infinity): the encoding of every transport
+    that writes JSON; an error record if the output cannot be one."""
+    try:
+        return json.dumps(out, allow_nan=False)
+    except (ValueError, TypeError) as exc:
+        return json.dumps({"id": None, "error": f"output not representable as JSON ({exc})"})
+
+
+def output_fields(out: dict) -> list[str]:
+    """One output as flat stream fields (Redis): strings as they are, every other value
+    (numbers, flags, lists, null) as its JSON text."""
+    try:
+        return [text for key, value in out.items() for text in (
+            key, value if isinstance(value, str) else json.dumps(value, allow_nan=False))]
+    except (ValueError, TypeError) as exc:
+        return ["id", "null", "error", f"output not representable as JSON ({exc})"]

@@ -1,0 +1,262 @@
+"""Records arriving one by one: decoding, parsing with per-record errors, micro-batching.
+
+The edge of every transport (stdin, HTTP, Redis): a stream gives one output
+per input record, in order. A record that cannot be used (not UTF-8, not
+JSON, too long or too deep, a missing field, a non-numeric value, NaN, an id
+JSON cannot carry back) becomes a :class:`~streammix.exceptions.RecordError`
+in its place, and the stream goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import queue
+import re
+import threading
+import time
+from collections.abc import Iterable, Iterator
+
+import numpy as np
+
+from ..exceptions import RecordError
+
+__all__ = ["MAX_DEPTH", "MAX_RECORD_BYTES", "RecordError", "decode_json", "micro_batches",
+           "parse_record", "read_lines", "split_ndjson", "text_records"]
+
+_END = object()
+
+
+#: Default limits of one record: its size in bytes, and how deeply its JSON may nest.
+MAX_RECORD_BYTES = 1 << 20
+MAX_DEPTH = 32
+
+# A JSON string (skipped) or a bracket: enough to measure nesting at C speed.
+_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _depth(text: str) -> int:
+    """How deeply the JSON ``text`` nests (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for token in _TOKENS.finditer(text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in "]}":
+            depth -= 1
+    return deepest
+
+
+def _decode(record, max_bytes: int) -> str:
+    if len(record) > max_bytes:
+        raise RecordError(f"record of {len(record)} bytes is longer than the limit of "
+                          f"{max_bytes} (--max-record-bytes)")
+    if isinstance(record, bytes):
+        try:
+            return record.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise RecordError(f"not UTF-8 text (byte {exc.start})") from None
+    return record
+
+
+def decode_json(text: str, max_depth: int = MAX_DEPTH):
+    """The JSON value of ``text``; a RecordError if it is not JSON or nests deeper than
+    ``max_depth`` (every transport decodes records and bodies through this)."""
+    # Counting brackets first is cheap; the exact (slower) depth only when it may matter.
+    if text.count("[") + text.count("{") > max_depth and _depth(text) > max_depth:
+        raise RecordError(f"JSON nested deeper than {max_depth} levels (--max-depth)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    except (ValueError, RecursionError) as exc:  # e.g. an integer of over 4300 digits
+        raise RecordError(f"not usable JSON ({str(exc)[:100]})") from None
+
+
+def _record_id(record: dict, id_field):
+    """The record's id, when it is one every output can carry back: a string of
+    Unicode text (no lone surrogate: UTF-8 cannot hold it), a bool, a 64-bit
+    integer or a finite float."""
+    value = record.get(id_field)
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        if value.isascii() or _encodable(value):
+            return value
+        raise RecordError(f"field {id_field!r} holds a lone surrogate (not Unicode text)")
+    if isinstance(value, int):
+        if -(1 << 63) <= value < 1 << 63:
+            return value
+        raise RecordError(f"field {id_field!r} is an integer beyond 64 bits")
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    raise RecordError(f"field {id_field!r} must be a string or a finite number")
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def parse_record(record, fields, id_field, *, max_bytes=MAX_RECORD_BYTES, max_depth=MAX_DEPTH):
+    """``(id, row)`` from a dict, a sequence, or a JSON text; raises RecordError.
+
+    A dict needs every name of ``fields``; a sequence needs ``len(fields)``
+    values in that order. Values must be finite numbers (numeric strings are
+    accepted, as CSV gives them). A text record longer than ``max_bytes`` or
+    nested deeper than ``max_depth`` is an error, whatever its content.
+    """
+    if isinstance(record, bytes | str):
+        record = decode_json(_decode(record, max_bytes), max_depth)
+    if isinstance(record, dict):
+        record_id = _record_id(record, id_field)
+        missing = [f for f in fields if f not in record]
+        if missing:
+            raise RecordError(f"missing field {missing[0]!r}", record_id)
+        values = [record[f] for f in fields]
+    elif isinstance(record, list | tuple | np.ndarray):
+        record_id = None
+        if len(record) != len(fields):
+            raise RecordError(f"expected {len(fields)} values, got {len(record)}")
+        values = list(record)
+    else:
+        raise RecordError(f"a record must be an object or an array, got {type(record).__name__}")
+    row = np.empty(len(fields))
+    for j, (name, value) in enumerate(zip(fields, values, strict=True)):
+        try:
+            if isinstance(value, bool) or value is None:
+                raise TypeError
+            row[j] = float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise RecordError(f"field {name!r} is not numeric: {_brief(value)}",
+                              record_id) from None
+        if not math.isfinite(row[j]):
+            raise RecordError(f"field {name!r} is not finite: {_brief(value)}", record_id)
+    return record_id, row
+
+
+def _brief(value) -> str:
+    """A value for a message: at most 60 characters (it may be a 400-digit integer)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def split_ndjson(text: str) -> list[str]:
+    """The non-blank lines of an NDJSON text, split on ``\\n`` only: U+2028, U+2029 and
+    U+0085 are legal inside JSON strings, and ``str.splitlines`` would split there."""
+    return [line for line in text.split("\n") if line.strip()]
+
+
+def read_lines(stream, max_bytes: int = MAX_RECORD_BYTES) -> Iterator:
+    """Lines of a binary stream as bytes, never holding more than ``max_bytes`` of one line.
+
+    A longer line yields a :class:`RecordError` in its place (the rest of it is
+    read and dropped), so one huge line costs no memory and loses no neighbour.
+    """
+    while line := stream.readline(max_bytes + 1):
+        if len(line) <= max_bytes or line.endswith(b"\n"):
+            yield line
+            continue
+        size = len(line)
+        while (rest := stream.readline(1 << 16)) and not rest.endswith(b"\n"):
+            size += len(rest)
+        yield RecordError(f"record of over {max_bytes} bytes is longer than the limit "
+                          f"(--max-record-bytes); {size + len(rest)} bytes dropped")
+
+
+def text_records(lines: Iterable, fmt: str = "auto", fields=None) -> Iterator:
+    """Records from lines (str or bytes) of JSON, or CSV with a header row.
+
+    Blank lines are skipped; every other line is one record (or the CSV
+    header), so every record gets one output. ``fmt="auto"`` decides line by
+    line: a line starting with ``{`` or ``[`` is JSON; any other line is the
+    CSV header if none was seen yet (one naming every name of ``fields``, when
+    given) and a CSV row after it. A line that is neither (junk before any
+    header) becomes an error record: it never changes how later lines are read.
+    """
+    header = None
+    for line in lines:
+        if isinstance(line, RecordError):
+            yield line
+            continue
+        try:
+            text = _decode(line, float("inf"))
+        except RecordError as exc:
+            yield exc
+            continue
+        if not text.strip():
+            continue
+        if fmt == "jsonl" or (fmt == "auto" and text.lstrip()[:1] in ("{", "[")):
+            yield text
+            continue
+        try:
+            values = next(csv.reader([text]))
+        except csv.Error as exc:
+            yield RecordError(f"not a CSV line ({exc})")
+            continue
+        if header is None:
+            if fmt == "csv" or fields is None or set(fields) <= set(values):
+                header = values
+            else:
+                yield RecordError("neither a JSON record nor a CSV header naming the fields "
+                                  f"{list(fields)}")
+            continue
+        if len(values) != len(header):
+            yield RecordError(f"expected {len(header)} CSV values, got {len(values)}")
+            continue
+        yield dict(zip(header, values, strict=True))
+
+
+def micro_batches(items: Iterable, batch_size: int, max_latency: float) -> Iterator[list]:
+    """Group ``items`` into lists of at most ``batch_size``.
+
+    A batch is handed on as soon as it is full or ``max_latency`` seconds after
+    its first item arrived, so a slow trickle is processed as it comes. A
+    reader thread pulls from ``items``, which may block (stdin).
+    """
+    pending: queue.Queue = queue.Queue(maxsize=4 * batch_size)
+
+    def reader():
+        try:
+            for item in items:
+                pending.put(item)
+        except BaseException as exc:  # handed to the consumer, raised there
+            pending.put(_Failure(exc))
+        pending.put(_END)
+
+    threading.Thread(target=reader, daemon=True, name="streammix-reader").start()
+    while True:
+        item = pending.get()
+        if item is _END:
+            return
+        batch, deadline = [item], time.monotonic() + max_latency
+        while len(batch) < batch_size:
+            wait = deadline - time.monotonic()
+            try:
+                item = pending.get(timeout=max(wait, 0)) if wait > 0 else pending.get_nowait()
+            except queue.Empty:
+                break
+            if item is _END:
+                yield _checked(batch)
+                return
+            batch.append(item)
+        yield _checked(batch)
+
+
+class _Failure:
+    def __init__(self, exc):
+        self.exc = exc
+
+
+def _checked(batch):
+    for item in batch:
+        if isinstance(item, _Failure):
+            raise item.exc
+    return batch

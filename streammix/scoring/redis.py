@@ -1,0 +1,242 @@
+"""A Redis Streams consumer that scores every entry once and loses none.
+
+Entries are read with a consumer group (created, with the stream, if missing;
+from the start of the stream). An entry is a record either as flat fields
+(``XADD in * id 7 x0 0.1 x1 2``) or as one field ``data`` holding the record
+as JSON. Each micro-batch (at most ``batch`` entries, or what arrived within
+``block_ms``) is scored; then one output entry per input entry is added to the
+output stream (the scores, or an error entry for a bad record), carrying the
+input entry's id in ``entry``; then the input entries are acknowledged.
+
+**At-least-once delivery, no duplicates visible.** A consumer that dies
+leaves its entries pending: on restart it reads its own pending entries
+first, and every ``claim_every`` seconds any consumer claims entries another
+one left idle for ``claim_idle_ms`` (``XAUTOCLAIM``). An entry may thus be
+scored twice, but its output is written once: each output is added by a Lua
+script (atomic in Redis) only if a marker key for that input entry does not
+exist yet, and the script sets the marker with the output. Redis going away
+and coming back is waited out with backoff; nothing is acknowledged before
+its output exists.
+
+With adaptive scoring, a drift event is an entry of the output stream too
+(``event drift after_id ... entry ...``), written with the output of the
+input entry after which it fired, by the same script call.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ..exceptions import RecordError
+from .pipeline import Scoring, output_fields
+
+#: Writes an input entry's outputs unless they were written already.
+#: KEYS: output stream, marker key. ARGV: marker lifetime (s), then for each output
+#: entry its number of fields followed by the fields (field, value, ...).
+_WRITE_ONCE = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
+  return false
+end
+local i, first = 2, false
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + n))
+  first = first or id
+  i = i + n + 1
+end
+return first
+"""
+
+#: How long the markers that make writes idempotent live (seconds).
+MARKER_SECONDS = 7 * 24 * 3600
+#: Defaults: entries scored at once, how long a read waits for new ones (ms), and how
+#: long an entry stays pending at another consumer before it is claimed (ms).
+BATCH, BLOCK_MS, CLAIM_IDLE_MS = 256, 100, 30_000
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def entry_record(fields: dict, max_bytes: int):
+    """An entry's record: the JSON text of its ``data`` field, or its flat fields (values
+    that read as numbers become numbers); an entry over ``max_bytes`` is refused."""
+    size = sum(len(k) + len(v) for k, v in fields.items())
+    if size > max_bytes:
+        raise RecordError(f"entry of {size} bytes is longer than the limit of {max_bytes}")
+    fields = {_text(k): _text(v) for k, v in fields.items()}
+    if set(fields) == {"data"}:
+        return fields["data"]
+    record = {}
+    for key, value in fields.items():
+        try:
+            record[key] = float(value) if key != "id" else value
+        except ValueError:
+            record[key] = value  # not a number: the scorer names it
+    return record
+
+
+def _script_args(outputs: list[dict], entry_id: str) -> list:
+    """An input entry's outputs (its record's, then its drift events) as the write
+    script's arguments: each output entry's field count, then its fields."""
+    args = []
+    for out in outputs:
+        fields = ["entry", entry_id, *output_fields(out)]
+        args += [len(fields), *fields]
+    return args
+
+
+class StreamConsumer:
+    """Score the entries of a Redis stream into another (see the module).
+
+    Parameters
+    ----------
+    scoring : Scoring
+        What scores a micro-batch: an AnomalyScorer or AdaptiveScoring.
+    client : redis.Redis
+    stream, group, consumer, output : str
+        Input stream, consumer group, this consumer's name, output stream.
+    batch : int
+        Most entries read and scored at once.
+    block_ms : int
+        How long a read waits for entries.
+    claim_idle_ms, claim_every : int, float
+        Claim entries pending this long at another consumer, every this many seconds.
+    max_record_bytes : int
+        A larger entry is an error entry.
+    snapshot, snapshot_every : str, int
+        With adaptive scoring: write its snapshot here after every ``snapshot_every``
+        entries, right after their acknowledgement (so it matches an acknowledged
+        position: a restart re-reads only entries the snapshot has not learnt).
+    """
+
+    def __init__(self, scoring: Scoring, client, stream, group, consumer, output, *,
+                 batch=BATCH, block_ms=BLOCK_MS, claim_idle_ms=CLAIM_IDLE_MS, claim_every=5.0,
+                 max_record_bytes=1 << 20, id_field="id", snapshot=None,
+                 snapshot_every=10_000, explain=True):
+        self.scoring, self.client = scoring, client
+        self.stream, self.group, self.consumer, self.output = stream, group, consumer, output
+        self.batch, self.block_ms = batch, block_ms
+        self.claim_idle_ms, self.claim_every = claim_idle_ms, claim_every
+        self.max_record_bytes, self.id_field = max_record_bytes, id_field
+        self.processed = 0
+        self._write_once = None
+        self._claimed_at = 0.0
+        self.snapshot, self.snapshot_every = snapshot, snapshot_every
+        if snapshot is not None and getattr(scoring, "snapshot_path", None) is not None:
+            scoring.snapshot_path = None  # written here, after the acknowledgements
+        self.explain = explain
+        self._snapshot_at = 0
+
+    # -- Redis ------------------------------------------------------------------
+    def _ensure_group(self):
+        import redis
+
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _next_entries(self, backlog: bool):
+        """Entries to score: this consumer's own pending ones first (after a restart),
+        then claimed idle ones of other consumers, then new ones."""
+        if backlog:
+            read = self.client.xreadgroup(self.group, self.consumer, {self.stream: "0"},
+                                          count=self.batch)
+            entries = read[0][1] if read else []
+            if entries:
+                return entries, True
+        if time.monotonic() - self._claimed_at >= self.claim_every:
+            self._claimed_at = time.monotonic()
+            claimed = self.client.xautoclaim(self.stream, self.group, self.consumer,
+                                             self.claim_idle_ms, "0-0", count=self.batch)
+            entries = [e for e in claimed[1] if e[1] is not None]
+            if entries:
+                return entries, False
+        read = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"},
+                                      count=self.batch, block=self.block_ms)
+        return (read[0][1] if read else []), False
+
+    def _write(self, entries, outputs):
+        """Each input entry's outputs once (a marker per input entry), then acknowledge
+        the inputs. ``outputs``: one list per input entry."""
+        if self._write_once is None:
+            self._write_once = self.client.register_script(_WRITE_ONCE)
+        pipe = self.client.pipeline(transaction=False)
+        for (entry_id, _), written in zip(entries, outputs, strict=True):
+            entry = _text(entry_id)
+            marker = f"streammix:{self.output}:{self.stream}:{self.group}:{entry}"
+            self._write_once(keys=[self.output, marker],
+                             args=[MARKER_SECONDS, *_script_args(written, entry)], client=pipe)
+        pipe.execute()
+        self.client.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
+
+    # -- the loop ---------------------------------------------------------------
+    def _score(self, entries) -> list[list[dict]]:
+        """Per input entry: its output, then the drift events that fired at it."""
+        records = []
+        for entry_id, fields in entries:
+            try:
+                records.append(entry_record(fields, self.max_record_bytes))
+            except RecordError as exc:
+                exc.record_id = _text(fields.get(b"id", fields.get("id", entry_id)))
+                records.append(exc)
+        per_entry = []
+        for out in self.scoring.score_batch(records, id_field=self.id_field,
+                                            explain=self.explain):
+            if "event" in out:
+                per_entry[-1].append(out)
+            else:
+                per_entry.append([out])
+        return per_entry
+
+    def run(self, *, stop=None, max_entries=None, reconnect_seconds=30.0):
+        """Consume until ``stop()`` is true or ``max_entries`` were handled; Redis going
+        away is waited out (backoff up to 2 s a try, ``reconnect_seconds`` in all)."""
+        import redis
+
+        backlog, delay, down_since = True, 0.1, None
+        while not (stop and stop()) and (max_entries is None or self.processed < max_entries):
+            try:
+                if backlog or down_since is not None:
+                    self._ensure_group()
+                entries, backlog = self._next_entries(backlog)
+                down_since, delay = None, 0.1
+                if not entries:
+                    continue
+                self._write(entries, self._score(entries))
+                self.processed += len(entries)
+                if self.snapshot and self.processed - self._snapshot_at >= self.snapshot_every:
+                    self.scoring.save_snapshot(self.snapshot)  # after the acknowledgement
+                    self._snapshot_at = self.processed
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                now = time.monotonic()
+                down_since = down_since or now
+                if now - down_since > reconnect_seconds:
+                    raise
+                time.sleep(delay)
+                delay, backlog = min(2.0, delay * 2), True  # re-read what is pending
+        if self.snapshot and self.processed > self._snapshot_at:  # a clean stop: all acked
+            self.scoring.save_snapshot(self.snapshot)
+            self._snapshot_at = self.processed
+        return self.processed
+
+
+def consume(scoring: Scoring, url, stream, group, output, *, consumer=None, **options):
+    """Run a :class:`StreamConsumer` on the Redis server at ``url`` until stopped.
+
+    ``consumer`` defaults to ``HOST-PID``; ``options`` are the consumer's. Returns
+    the number of entries handled.
+    """
+    import os
+    import socket
+
+    import redis
+
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=10)
+    except ValueError as exc:
+        raise ValueError(f"--redis {url!r}: {exc}") from None
+    consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+    return StreamConsumer(scoring, client, stream, group, consumer, output, **options).run()

@@ -1,0 +1,82 @@
+"""Scoring a text stream (stdin): JSON lines or CSV in, one JSON line out per record.
+
+Lines are read with a bound on their length, turned into records (JSON, or
+CSV after a header), gathered into micro-batches by a reader thread (stdin
+may block) and scored through the :class:`~streammix.scoring.pipeline.Scoring`
+it is given; each micro-batch's outputs are written and flushed at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+
+from ..exceptions import DataError
+from .pipeline import Scoring, json_line
+from .records import MAX_RECORD_BYTES, read_lines, text_records
+
+
+def score_lines(scoring: Scoring, stdin=None, stdout=None, *, fmt="auto", batch_size=256,
+                max_latency_ms=10.0, max_record_bytes=MAX_RECORD_BYTES, **options) -> dict:
+    """Score the lines of ``stdin`` (binary; default ``sys.stdin.buffer``) into ``stdout``
+    (text; default ``sys.stdout``), one JSON line per record in order, and drift events
+    where adaptive scoring raises them.
+
+    ``fmt`` is ``"auto"``, ``"jsonl"`` or ``"csv"`` (see
+    :func:`~streammix.scoring.records.text_records`); ``options`` are the record
+    options (``id_field``, ``max_depth``, ``explain``...). SIGTERM ends the stream
+    as Ctrl-C does, through the scoring's clean stop (its last snapshot). A reader
+    that goes away (``| head``) ends it quietly (and returns None). Returns the
+    counts: ``records``, ``anomalies``, ``errors`` and ``drift events``.
+    """
+    stdin = sys.stdin.buffer if stdin is None else stdin
+    stdout = sys.stdout if stdout is None else stdout
+    if threading.current_thread() is threading.main_thread():
+        # a supervisor's SIGTERM goes through the clean-up, as Ctrl-C does
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    counts = {"records": 0, "anomalies": 0, "errors": 0, "drift events": 0}
+    records = text_records(read_lines(stdin, max_record_bytes), fmt,
+                           fields=scoring.feature_names())
+    batches = scoring.score_batches(records, batch_size=batch_size,
+                                    max_latency_ms=max_latency_ms,
+                                    max_record_bytes=max_record_bytes, **options)
+    try:
+        for batch in batches:
+            for out in batch:
+                if "event" in out:
+                    counts["drift events"] += 1
+                else:
+                    counts["records"] += 1
+                    counts["errors"] += "error" in out
+                    counts["anomalies"] += bool(out.get("anomaly"))
+            stdout.write("".join(json_line(out) + "\n" for out in batch))
+            stdout.flush()  # each micro-batch leaves at once
+    except BrokenPipeError:
+        # the reader went away: stop quietly, as command-line tools do
+        if stdout is sys.stdout:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return None
+    finally:
+        batches.close()  # the scoring's clean stop, whatever ended the stream
+    return counts
+
+
+def read_scored(path) -> list[dict]:
+    """The outputs of a scored stream (the JSON lines :func:`score_lines` wrote); a line
+    that is not a JSON object is a DataError naming it."""
+    outputs = []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                out = json.loads(line)
+            except (ValueError, RecursionError) as exc:
+                raise DataError(f"not JSON ({exc})", file=path, row=number) from None
+            if not isinstance(out, dict):
+                raise DataError("not a JSON object", file=path, row=number)
+            outputs.append(out)
+    return outputs
