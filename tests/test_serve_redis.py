@@ -199,3 +199,31 @@ def test_a_stream_that_does_not_exist_yet_and_adaptive_snapshots_after_acks(serv
     assert done.is_set() and len(outputs_by_entry(client)) == 500
     resumed = scorer.adapt(window=200, snapshot=tmp_path / "state.npz")
     assert resumed.resumed and resumed.records == 500  # the last snapshot, after the last ack
+
+
+def test_adaptive_drift_events_are_output_entries(server, model_file):
+    """A drift alarm is written with the output of the entry it fired at (docs/serving.md:
+    --adapt works on Redis as on stdin): the same events stdin gets, in the same places."""
+    from streammix.scoring.adaptive import PageHinkley
+    from streammix.scoring.redis import StreamConsumer
+
+    _path, scorer = model_file
+    rng = np.random.default_rng(3)
+    rows = np.concatenate([rng.normal(size=(300, 2)), rng.normal(6.0, 1.0, size=(200, 2))])
+    records = [{"id": i, "x0": float(x), "x1": float(y)} for i, (x, y) in enumerate(rows)]
+
+    def adaptive():
+        return scorer.adapt(window=1000, drift=PageHinkley(warmup=100, threshold=20.0))
+
+    expected = [o for o in adaptive().score_batch(records) if "event" in o]
+    assert expected, "the shift must raise an alarm"
+    client = server.client()
+    ids = [client.xadd("in", {"data": json.dumps(r)}).decode() for r in records]
+    consumer = StreamConsumer(adaptive(), client, "in", "g", "c1", "out", batch=500)
+    assert consumer.run(max_entries=len(records)) == len(records)
+    found = outputs_by_entry(client)
+    events = [(entry, fields) for entry, written in found.items() for fields in written
+              if "event" in fields]
+    assert [json.loads(f["after_id"]) for _, f in events] == [e["after_id"] for e in expected]
+    assert all(entry == ids[json.loads(f["after_id"])] for entry, f in events)
+    assert sum(len(w) for w in found.values()) == len(records) + len(expected)

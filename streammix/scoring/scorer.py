@@ -17,6 +17,7 @@ from ..estimators.gaussian_mixture import _labels as gmm_labels
 from ..estimators.kmeans import CentersModel
 from ..estimators.kmeans import _labels as center_labels
 from . import pipeline
+from .adaptive import AdaptiveScoring
 from .records import micro_batches
 
 #: Scores kept in the first calibration pass; brackets the quantile tightly.
@@ -284,8 +285,6 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
         >>> len([o for o in outputs if "score" in o])
         2000
         """
-        from .adaptive import AdaptiveScoring  # it builds on this module
-
         return AdaptiveScoring(self, **options)
 
     # -- files ----------------------------------------------------------------
