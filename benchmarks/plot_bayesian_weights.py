@@ -1,6 +1,6 @@
 """The picture of docs/user-guide.md: the weights of 10-component fits on 3-cluster data.
 
-Run:  .venv/bin/python scripts/plot_bayesian_weights.py [docs/images/bayesian-weights.png]
+Run:  .venv/bin/python benchmarks/plot_bayesian_weights.py [docs/images/bayesian-weights.png]
 
 Three fits of 10 components on the same 30,000 rows drawn from 3 Gaussians:
 GaussianMixture (every component gets a share); BayesianGaussianMixture

@@ -1,6 +1,6 @@
 """Where a pass spends its time: cProfile of EM and Lloyd passes, one thread.
 
-Run:  .venv/bin/python scripts/profile_passes.py [--rows 1000000]
+Run:  .venv/bin/python benchmarks/profile_passes.py [--rows 1000000]
 
 Each model is fitted once to warm up (compiled kernels), then profiled over a
 few iterations with the synchronous scheduler, so that every call, the

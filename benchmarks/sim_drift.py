@@ -1,6 +1,6 @@
 """Simulated drifts for the adaptive scorer: recovery, anomalies caught, slow poisoning.
 
-Run:  .venv/bin/python scripts/sim_drift.py [docs/images/adaptive-stream.png]
+Run:  .venv/bin/python benchmarks/sim_drift.py [docs/images/adaptive-stream.png]
 
 The streams of tests/test_adaptive.py (3 Gaussian components in 3-D, a model
 fitted and calibrated at contamination 2 % on 6,000 rows before the stream):

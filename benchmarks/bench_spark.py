@@ -1,7 +1,7 @@
 """Benchmark: streammix against Spark MLlib (local[2]) per iteration, on the same data.
 
-Run:  .venv/bin/python scripts/bench_spark.py --install   (first time: makes .bench-spark/)
-      .venv/bin/python scripts/bench_spark.py
+Run:  .venv/bin/python benchmarks/bench_spark.py --install   (first time: makes .bench-spark/)
+      .venv/bin/python benchmarks/bench_spark.py
 
 Spark runs in its own virtual environment (pyspark is not a dependency of
 streammix), in a child process, on the same Parquet file, with its own

@@ -1,6 +1,6 @@
 """Benchmark: GaussianMixture EM against scikit-learn, and peak memory out-of-core.
 
-Run:  .venv/bin/python scripts/bench_gmm.py [--rows 1000000] [--ooc-rows 20000000]
+Run:  .venv/bin/python benchmarks/bench_gmm.py [--rows 1000000] [--ooc-rows 20000000]
 
 Prints markdown tables (they go into docs/performance.md):
 

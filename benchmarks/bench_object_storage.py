@@ -1,6 +1,6 @@
 """Benchmark: Parquet over a local S3 server (moto, 127.0.0.1) next to the local disk.
 
-Run:  .venv/bin/python scripts/bench_object_storage.py [--rows 1000000] [--objects 200]
+Run:  .venv/bin/python benchmarks/bench_object_storage.py [--rows 1000000] [--objects 200]
 
 Prints, from one process run, side by side:
 * planning (footers only) of ``--objects`` small objects, one at a time and

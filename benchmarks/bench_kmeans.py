@@ -1,6 +1,6 @@
 """Benchmark: k-means per Lloyd iteration against scikit-learn and dask-ml, and seeding cost.
 
-Run:  .venv/bin/python scripts/bench_kmeans.py [--rows 1000000]
+Run:  .venv/bin/python benchmarks/bench_kmeans.py [--rows 1000000]
 (dask-ml is optional: ``.venv/bin/pip install dask-ml``.)
 
 Per-iteration times are (time of a 12-iteration fit - time of a 2-iteration

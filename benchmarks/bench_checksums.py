@@ -1,6 +1,6 @@
 """Cost of page-checksum verification on streammix's Parquet reads (interleaved trials).
 
-Run: .venv/bin/python scripts/bench_checksums.py (2M rows x 16 float64, page cache warm).
+Run: .venv/bin/python benchmarks/bench_checksums.py (2M rows x 16 float64, page cache warm).
 """
 import statistics
 import time

@@ -1,6 +1,6 @@
 """Benchmark: the cost of sample weights, and k-means on sparse input, against scikit-learn.
 
-Run:  .venv/bin/python scripts/bench_weights_sparse.py [--rows 1000000]
+Run:  .venv/bin/python benchmarks/bench_weights_sparse.py [--rows 1000000]
 
 Per-iteration times are (time of a 12-iteration fit - time of a 2-iteration
 fit) / 10 (sparse: 7 and 2) from the same start, best of 3 (see ``_benchlib.per_iteration``);

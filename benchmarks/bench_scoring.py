@@ -1,6 +1,6 @@
 """Benchmark: anomaly scoring throughput and per-record latency.
 
-Run:  .venv/bin/python scripts/bench_scoring.py
+Run:  .venv/bin/python benchmarks/bench_scoring.py
 
 1. In-memory ``score_samples`` throughput (rows/s), d=16, K=16, full
    covariance, streammix and scikit-learn on the same model in this run.

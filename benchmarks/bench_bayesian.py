@@ -1,6 +1,6 @@
 """Benchmark: BayesianGaussianMixture's variational iteration against scikit-learn's.
 
-Run:  .venv/bin/python scripts/bench_bayesian.py [--rows 1000000] [--repeats 3]
+Run:  .venv/bin/python benchmarks/bench_bayesian.py [--rows 1000000] [--repeats 3]
 
 Prints a markdown table (it goes into docs/performance.md): seconds per
 variational iteration in memory (rows x 16 features, K=16), streammix and

@@ -1,6 +1,6 @@
 """Benchmark: the scoring service over HTTP and Redis Streams, on 127.0.0.1.
 
-Run:  .venv/bin/python scripts/bench_serving.py [--records 50000]
+Run:  .venv/bin/python benchmarks/bench_serving.py [--records 50000]
 
 A GaussianMixture (K=16, 16 features, calibrated) served by the real
 components, each in its own process, with and without explanations:
