@@ -23,7 +23,8 @@ import threading
 import time
 
 from ..estimators.persistence import load
-from .pipeline import json_line, require_threshold
+from .configure import scoring_for
+from .pipeline import json_line
 from .records import MAX_DEPTH, RecordError, decode_json, split_ndjson
 from .scorer import AnomalyScorer
 
@@ -48,8 +49,7 @@ class _Model:
 
     def _load(self):
         stamp = self._stamp_now()
-        scorer = AnomalyScorer(load(self.path), top_features=self.top_features)
-        require_threshold(scorer)
+        scorer = scoring_for(load(self.path), top_features=self.top_features)
         self.version += 1
         return scorer, stamp
 
