@@ -42,8 +42,8 @@ import zipfile
 import numpy as np
 
 from .. import _serial
-from .._npz import NpzError, NpzReader, json_bytes, write_npz
 from ..exceptions import CheckpointError
+from ..io.npz import NpzError, NpzReader, json_bytes, write_npz
 from ..io.storage import is_url
 from .folders import LocalFolder, ObjectFolder
 

@@ -34,8 +34,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from .._atomic import atomic_write
 from ..exceptions import CheckpointError, CheckpointInUseError
+from ..io.atomic import atomic_write
 from ..io.storage import Storage
 
 #: Seconds a lease on an object-store checkpoint lasts without renewal.

@@ -10,7 +10,7 @@ has them, so that no file can make streammix connect anywhere.
 
 Loading trusts nothing in the file before checking it: the class comes from a
 fixed registry; only the entries the format defines are read (see
-:mod:`streammix._npz`: no zip bomb, shapes checked before data is read); every
+:mod:`streammix.io.npz`: no zip bomb, shapes checked before data is read); every
 parameter is validated as ``fit`` validates it; every attribute has its type,
 shape and value checked (finite numbers, weights on the simplex, positive
 definite precisions) by the estimator's ``_check_model``. Any failure is one
@@ -27,8 +27,8 @@ import zipfile
 
 import numpy as np
 
-from .._npz import NpzError, NpzReader, json_bytes, write_npz
 from ..exceptions import ModelFileError, ModelFileWarning
+from ..io.npz import NpzError, NpzReader, json_bytes, write_npz
 
 FORMAT = "streammix-model"
 FORMAT_VERSION = 1

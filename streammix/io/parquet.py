@@ -433,7 +433,7 @@ class ParquetSource(Source):
 
 def write_table(path, table: pa.Table) -> None:
     """``table`` as one local Parquet file that appears whole or not at all."""
-    from .._atomic import atomic_write
+    from .atomic import atomic_write
 
     with atomic_write(path) as handle:
         pq.write_table(table, handle, **WRITE_OPTIONS)

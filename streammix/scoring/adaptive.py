@@ -280,8 +280,8 @@ class AdaptiveScoring:
 
     def save_snapshot(self, path):
         """Write the model, threshold and adaptation state to ``path`` atomically."""
-        from .._npz import write_npz
         from ..estimators.persistence import model_file_arrays
+        from ..io.npz import write_npz
 
         model = self.model
         model.anomaly_threshold_ = self.scorer._offset()
@@ -307,9 +307,9 @@ class AdaptiveScoring:
 
     def _restore(self, path):
         """The state of a snapshot, every field checked (a SnapshotError otherwise)."""
-        from .._npz import NpzError, NpzReader, json_bytes
         from ..estimators.persistence import load
         from ..exceptions import ModelFileError, SnapshotError
+        from ..io.npz import NpzError, NpzReader, json_bytes
 
         try:
             with NpzReader(path) as npz:

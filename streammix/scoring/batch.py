@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .._atomic import atomic_write
 from ..estimators import gaussian_mixture as gmm
 from ..estimators import kmeans
 from ..io import ParquetSource
+from ..io.atomic import atomic_write
 from ..io.output import PartitionedOutput, is_dataset_output
 from ..io.parquet import WRITE_OPTIONS
 from ..io.storage import is_url

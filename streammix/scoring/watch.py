@@ -6,8 +6,8 @@ import json
 import os
 import time
 
-from .._atomic import atomic_write
 from ..exceptions import DataError, StreammixError
+from ..io.atomic import atomic_write
 from .batch import score_to_parquet
 from .scorer import AnomalyScorer
 

@@ -25,9 +25,9 @@ import zipfile
 
 import numpy as np
 
-from ._atomic import atomic_write
-from .exceptions import NpzError
-from .io.storage import Storage, _reason, is_url
+from ..exceptions import NpzError
+from .atomic import atomic_write
+from .storage import Storage, _reason, is_url
 
 #: Largest ``.npy`` header read (NumPy's own default limit).
 _MAX_HEADER = 10_000
