@@ -24,7 +24,7 @@ import time
 
 from ..estimators.persistence import load
 from .configure import scoring_for
-from .pipeline import json_line
+from .pipeline import json_array, json_bytes, json_lines
 from .records import MAX_DEPTH, RecordError, decode_json, split_ndjson
 from .scorer import AnomalyScorer
 
@@ -135,8 +135,7 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
         if kind in ("application/x-ndjson", "application/jsonl", "text/plain"):
             outputs = await run_in_threadpool(scorer.score_batch, split_ndjson(text),
                                               explain=explain)
-            payload = "".join(json_line(out) + "\n" for out in outputs)
-            response = Response(payload, media_type="application/x-ndjson")
+            response = Response(json_lines(outputs), media_type="application/x-ndjson")
         else:
             try:
                 document = decode_json(text, MAX_DEPTH)
@@ -145,11 +144,11 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
             if isinstance(document, dict):
                 outputs = await run_in_threadpool(scorer.score_batch, [document],
                                                   explain=explain)
-                response = _json_response(json_line(outputs[0]))
+                response = _json_response(json_bytes(outputs[0]))
             elif isinstance(document, list):
                 outputs = await run_in_threadpool(scorer.score_batch, document,
                                                   explain=explain)
-                response = _json_response("[" + ",".join(map(json_line, outputs)) + "]")
+                response = _json_response(json_array(outputs))
             else:
                 return error(400, "send a JSON object, an array of objects, or NDJSON",
                              "/score")
@@ -196,7 +195,7 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
                      exception_handlers={HTTPException: not_found})
 
 
-def _json_response(text: str):
+def _json_response(text: str | bytes):
     from starlette.responses import Response
 
     return Response(text, media_type="application/json")

@@ -14,17 +14,18 @@ its adaptive form, :class:`~streammix.scoring.adaptive.AdaptiveScoring`.
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+import orjson
 
-from ..exceptions import NotFittedError, RecordError
-from .records import MAX_DEPTH, MAX_RECORD_BYTES, parse_record
+from ..exceptions import NotFittedError
+from .records import MAX_DEPTH, MAX_RECORD_BYTES, parse_batch
 
 __all__ = ["NO_THRESHOLD", "Kernel", "RecordOptions", "ScoredBatch", "Scoring", "flag",
-           "json_line", "output_fields", "require_threshold", "score_batch"]
+           "json_array", "json_bytes", "json_line", "json_lines", "output_fields",
+           "require_threshold", "score_batch"]
 
 #: The one message for a scorer without a threshold, whatever the transport.
 NO_THRESHOLD = ("the model has no threshold yet: calibrate it on training data "
@@ -101,12 +102,14 @@ class ScoredBatch:
 
 
 def explained(kernel: Kernel, X: np.ndarray, offset: float, names: Sequence[str],
-              top_features: int, explain: bool = True) -> list[dict]:
-    """The output of each row of ``X``: ``score`` and ``anomaly``, and with ``explain``
-    its ``cluster``, ``probability``, ``distance`` and ``top_features`` (the names of
-    the features that take it furthest from its cluster), built column-wise."""
+              top_features: int, explain: bool = True, ids=None) -> list[dict]:
+    """The output of each row of ``X``: its ``id`` (with ``ids``), ``score`` and
+    ``anomaly``, and with ``explain`` its ``cluster``, ``probability``, ``distance``
+    and ``top_features`` (the names of the features that take it furthest from its
+    cluster), built column-wise."""
     scores = kernel.scores(X)
-    columns = {"score": finite(scores).tolist(), "anomaly": flag(scores, offset).tolist()}
+    columns = {} if ids is None else {"id": ids}
+    columns.update(score=finite(scores).tolist(), anomaly=flag(scores, offset).tolist())
     if explain:
         component, probability, distance, contributions = kernel.explain(kernel.params, X)
         top = np.argsort(-contributions, axis=1, kind="stable")[:, :top_features]
@@ -123,28 +126,17 @@ def score_batch(kernel: Kernel, offset: float, records: Sequence, names: Sequenc
                 top_features: int, options: RecordOptions) -> ScoredBatch:
     """Score one micro-batch of records, in this thread: see the module."""
     fields = list(options.fields) if options.fields is not None else list(names)
-    parsed, good = [], []
-    for record in records:
-        try:
-            if isinstance(record, RecordError):
-                raise record
-            record_id, row = parse_record(record, fields, options.id_field,
-                                          max_bytes=options.max_record_bytes,
-                                          max_depth=options.max_depth)
-            parsed.append((record_id, None))
-            good.append(row)
-        except RecordError as exc:
-            parsed.append((exc.record_id, str(exc)))
-    rows = np.array(good, dtype=np.float64).reshape(len(good), len(fields))
-    scored = iter(explained(kernel, rows, offset, names, top_features, options.explain)
-                  if good else [])
-    outputs, positions = [], []
-    for record_id, error in parsed:
-        if error is None:
-            positions.append(len(outputs))
-            outputs.append({"id": record_id, **next(scored)})
-        else:
-            outputs.append({"id": record_id, "error": error})
+    ids, rows, positions, errors = parse_batch(records, fields, options.id_field,
+                                               max_bytes=options.max_record_bytes,
+                                               max_depth=options.max_depth)
+    outputs: list = [None] * len(records)
+    for position, message in errors.items():
+        outputs[position] = {"id": ids[position], "error": message}
+    if positions:
+        scored = explained(kernel, rows, offset, names, top_features, options.explain,
+                           ids=[ids[p] for p in positions])
+        for position, out in zip(positions, scored, strict=True):
+            outputs[position] = out
     return ScoredBatch(outputs, rows, positions)
 
 
@@ -168,13 +160,31 @@ class Scoring(Protocol):
         """A clean stop (end of input, SIGTERM, SIGINT): write what must survive it."""
 
 
-def json_line(out: dict) -> str:
-    """One output as strict JSON (no NaN or Infinity): the encoding of every transport
-    that writes JSON; an error record if the output cannot be one."""
+def json_bytes(out: dict) -> bytes:
+    """One output as strict JSON (orjson: no NaN or Infinity, UTF-8): the encoding of
+    every transport that writes JSON; an error record if the output cannot be one."""
     try:
-        return json.dumps(out, allow_nan=False)
-    except (ValueError, TypeError) as exc:
-        return json.dumps({"id": None, "error": f"output not representable as JSON ({exc})"})
+        return orjson.dumps(out)
+    except TypeError as exc:
+        return orjson.dumps({"id": None, "error": f"output not representable as JSON ({exc})"})
+
+
+def json_lines(outputs: list[dict]) -> bytes:
+    """Outputs as NDJSON, one line each."""
+    return b"".join([json_bytes(out) + b"\n" for out in outputs])
+
+
+def json_array(outputs: list[dict]) -> bytes:
+    """Outputs as one JSON array (encoded in one call when every output can be)."""
+    try:
+        return orjson.dumps(outputs)
+    except TypeError:
+        return b"[" + b",".join(map(json_bytes, outputs)) + b"]"
+
+
+def json_line(out: dict) -> str:
+    """:func:`json_bytes` as text."""
+    return json_bytes(out).decode("utf-8")
 
 
 def output_fields(out: dict) -> list[str]:
@@ -182,6 +192,6 @@ def output_fields(out: dict) -> list[str]:
     (numbers, flags, lists, null) as its JSON text."""
     try:
         return [text for key, value in out.items() for text in (
-            key, value if isinstance(value, str) else json.dumps(value, allow_nan=False))]
-    except (ValueError, TypeError) as exc:
+            key, value if isinstance(value, str) else orjson.dumps(value))]
+    except TypeError as exc:
         return ["id", "null", "error", f"output not representable as JSON ({exc})"]

@@ -10,20 +10,21 @@ in its place, and the stream goes on.
 from __future__ import annotations
 
 import csv
-import json
+import itertools
 import math
 import queue
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
+import orjson
 
 from ..exceptions import RecordError
 
 __all__ = ["MAX_DEPTH", "MAX_RECORD_BYTES", "RecordError", "decode_json", "micro_batches",
-           "parse_record", "read_lines", "split_ndjson", "text_records"]
+           "parse_batch", "parse_record", "read_lines", "split_ndjson", "text_records"]
 
 _END = object()
 
@@ -68,17 +69,15 @@ def decode_json(text: str, max_depth: int = MAX_DEPTH):
     if text.count("[") + text.count("{") > max_depth and _depth(text) > max_depth:
         raise RecordError(f"JSON nested deeper than {max_depth} levels (--max-depth)")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:  # also lone surrogates, numbers beyond the range
         raise RecordError(f"not JSON ({exc.msg} at column {exc.colno})") from None
-    except (ValueError, RecursionError) as exc:  # e.g. an integer of over 4300 digits
-        raise RecordError(f"not usable JSON ({str(exc)[:100]})") from None
 
 
 def _record_id(record: dict, id_field):
     """The record's id, when it is one every output can carry back: a string of
-    Unicode text (no lone surrogate: UTF-8 cannot hold it), a bool, a 64-bit
-    integer or a finite float."""
+    Unicode text (no lone surrogate: UTF-8 cannot hold it), a bool, an integer
+    of 64 bits (signed or unsigned, what JSON libraries carry) or a finite float."""
     value = record.get(id_field)
     if value is None or isinstance(value, bool):
         return value
@@ -87,7 +86,7 @@ def _record_id(record: dict, id_field):
             return value
         raise RecordError(f"field {id_field!r} holds a lone surrogate (not Unicode text)")
     if isinstance(value, int):
-        if -(1 << 63) <= value < 1 << 63:
+        if -(1 << 63) <= value < 1 << 64:
             return value
         raise RecordError(f"field {id_field!r} is an integer beyond 64 bits")
     if isinstance(value, float) and math.isfinite(value):
@@ -111,21 +110,82 @@ def parse_record(record, fields, id_field, *, max_bytes=MAX_RECORD_BYTES, max_de
     accepted, as CSV gives them). A text record longer than ``max_bytes`` or
     nested deeper than ``max_depth`` is an error, whatever its content.
     """
+    record_id, values = _values(record, fields, id_field, max_bytes, max_depth)
+    return record_id, _row(record_id, values, fields)
+
+
+def parse_batch(records: Sequence, fields, id_field, *, max_bytes=MAX_RECORD_BYTES,
+                max_depth=MAX_DEPTH):
+    """:func:`parse_record` of a whole micro-batch, the values converted column-wise.
+
+    Returns ``(ids, rows, positions, errors)``: every record's id (None when it
+    has none), the rows of the good records in order, their positions in
+    ``records``, and ``{position: message}`` for the others. A record that is
+    already a :class:`RecordError` (a transport's) stays one.
+    """
+    ids, raw, positions, errors = [None] * len(records), [], [], {}
+    for position, record in enumerate(records):
+        try:
+            if isinstance(record, RecordError):
+                raise record
+            ids[position], values = _values(record, fields, id_field, max_bytes, max_depth)
+        except RecordError as exc:
+            ids[position], errors[position] = exc.record_id, str(exc)
+            continue
+        positions.append(position)
+        raw.append(values)
+    rows = _plain_rows(raw, len(fields))
+    if rows is None:  # some value is not a plain finite number: one by one, to say which
+        converted, kept = [], []
+        for position, values in zip(positions, raw, strict=True):
+            try:
+                converted.append(_row(ids[position], values, fields))
+                kept.append(position)
+            except RecordError as exc:
+                errors[position] = str(exc)
+        rows = np.array(converted, dtype=np.float64).reshape(len(kept), len(fields))
+        positions = kept
+    return ids, rows, positions, errors
+
+
+#: Value types converted in bulk (bool, a subclass of int, is not one: it is refused).
+_PLAIN = frozenset({float, int, np.float64})
+
+
+def _plain_rows(raw: list, n_fields: int) -> np.ndarray | None:
+    """The values as rows in one conversion when every one is a plain finite number,
+    else None."""
+    if not raw:
+        return np.empty((0, n_fields))
+    if not set(map(type, itertools.chain.from_iterable(raw))) <= _PLAIN:
+        return None
+    try:
+        rows = np.array(raw, dtype=np.float64)
+    except OverflowError:  # an integer beyond the float range
+        return None
+    return rows if np.isfinite(rows).all() else None
+
+
+def _values(record, fields, id_field, max_bytes, max_depth):
+    """``(id, values)`` of one record, the values as given (not yet numbers)."""
     if isinstance(record, bytes | str):
         record = decode_json(_decode(record, max_bytes), max_depth)
     if isinstance(record, dict):
         record_id = _record_id(record, id_field)
-        missing = [f for f in fields if f not in record]
-        if missing:
-            raise RecordError(f"missing field {missing[0]!r}", record_id)
-        values = [record[f] for f in fields]
-    elif isinstance(record, list | tuple | np.ndarray):
-        record_id = None
+        try:
+            return record_id, [record[f] for f in fields]
+        except KeyError:
+            missing = next(f for f in fields if f not in record)
+            raise RecordError(f"missing field {missing!r}", record_id) from None
+    if isinstance(record, list | tuple | np.ndarray):
         if len(record) != len(fields):
             raise RecordError(f"expected {len(fields)} values, got {len(record)}")
-        values = list(record)
-    else:
-        raise RecordError(f"a record must be an object or an array, got {type(record).__name__}")
+        return None, list(record)
+    raise RecordError(f"a record must be an object or an array, got {type(record).__name__}")
+
+
+def _row(record_id, values, fields) -> np.ndarray:
+    """The values as finite floats; a RecordError naming the first that is not one."""
     row = np.empty(len(fields))
     for j, (name, value) in enumerate(zip(fields, values, strict=True)):
         try:
@@ -137,7 +197,7 @@ def parse_record(record, fields, id_field, *, max_bytes=MAX_RECORD_BYTES, max_de
                               record_id) from None
         if not math.isfinite(row[j]):
             raise RecordError(f"field {name!r} is not finite: {_brief(value)}", record_id)
-    return record_id, row
+    return row
 
 
 def _brief(value) -> str:

@@ -15,15 +15,15 @@ import sys
 import threading
 
 from ..exceptions import DataError
-from .pipeline import Scoring, json_line
+from .pipeline import Scoring, json_lines
 from .records import MAX_RECORD_BYTES, read_lines, text_records
 
 
 def score_lines(scoring: Scoring, stdin=None, stdout=None, *, fmt="auto", batch_size=256,
                 max_latency_ms=10.0, max_record_bytes=MAX_RECORD_BYTES, **options) -> dict:
     """Score the lines of ``stdin`` (binary; default ``sys.stdin.buffer``) into ``stdout``
-    (text; default ``sys.stdout``), one JSON line per record in order, and drift events
-    where adaptive scoring raises them.
+    (binary; default ``sys.stdout.buffer``), one JSON line per record in order, and drift
+    events where adaptive scoring raises them.
 
     ``fmt`` is ``"auto"``, ``"jsonl"`` or ``"csv"`` (see
     :func:`~streammix.scoring.records.text_records`); ``options`` are the record
@@ -33,7 +33,7 @@ def score_lines(scoring: Scoring, stdin=None, stdout=None, *, fmt="auto", batch_
     counts: ``records``, ``anomalies``, ``errors`` and ``drift events``.
     """
     stdin = sys.stdin.buffer if stdin is None else stdin
-    stdout = sys.stdout if stdout is None else stdout
+    stdout = sys.stdout.buffer if stdout is None else stdout
     if threading.current_thread() is threading.main_thread():
         # a supervisor's SIGTERM goes through the clean-up, as Ctrl-C does
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -52,11 +52,11 @@ def score_lines(scoring: Scoring, stdin=None, stdout=None, *, fmt="auto", batch_
                     counts["records"] += 1
                     counts["errors"] += "error" in out
                     counts["anomalies"] += bool(out.get("anomaly"))
-            stdout.write("".join(json_line(out) + "\n" for out in batch))
+            stdout.write(json_lines(batch))
             stdout.flush()  # each micro-batch leaves at once
     except BrokenPipeError:
         # the reader went away: stop quietly, as command-line tools do
-        if stdout is sys.stdout:
+        if stdout is sys.stdout.buffer:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return None
     finally:

@@ -21,11 +21,13 @@ def scorer():
     return sm.AnomalyScorer(sm.GaussianMixture(1, random_state=0).fit(X), threshold=-6.0)
 
 
-@pytest.mark.parametrize("bad_id", ['"\\ud800"', "1" + "0" * 400, str(1 << 63),
-                                    str(-(1 << 63) - 1)])
+@pytest.mark.parametrize("bad_id", ['"\\ud800"', "1" + "0" * 400, "\ud800", 1 << 64,
+                                    -(1 << 63) - 1, 10 ** 400])
 def test_an_id_no_output_can_carry_is_an_error_record_in_place(scorer, bad_id):
-    records = ['{"id": 1, "x0": 0.1, "x1": 0.2}', f'{{"id": {bad_id}, "x0": 0, "x1": 0}}',
-               '{"id": 3, "x0": 0.3, "x1": 0.1}']
+    # JSON texts (the first two) and records given as Python objects (the others)
+    bad = f'{{"id": {bad_id}, "x0": 0, "x1": 0}}' if isinstance(bad_id, str) and \
+        bad_id.isascii() else {"id": bad_id, "x0": 0, "x1": 0}
+    records = ['{"id": 1, "x0": 0.1, "x1": 0.2}', bad, '{"id": 3, "x0": 0.3, "x1": 0.1}']
     outputs = scorer.score_batch(records)
     assert [out["id"] for out in outputs] == [1, None, 3]
     assert "error" in outputs[1] and "score" in outputs[0] and "score" in outputs[2]
@@ -33,7 +35,7 @@ def test_an_id_no_output_can_carry_is_an_error_record_in_place(scorer, bad_id):
 
 
 def test_64_bit_ids_and_unicode_text_ids_are_carried_back(scorer):
-    ids = [(1 << 63) - 1, -(1 << 63), "caf\u00e9 \U0001f600", 2.5, True]
+    ids = [(1 << 64) - 1, -(1 << 63), "caf\u00e9 \U0001f600", 2.5, True]
     outputs = scorer.score_batch([{"id": i, "x0": 0.0, "x1": 0.0} for i in ids])
     assert [out["id"] for out in outputs] == ids and not any("error" in o for o in outputs)
 
