@@ -227,3 +227,50 @@ def test_adaptive_drift_events_are_output_entries(server, model_file):
     assert [json.loads(f["after_id"]) for _, f in events] == [e["after_id"] for e in expected]
     assert all(entry == ids[json.loads(f["after_id"])] for entry, f in events)
     assert sum(len(w) for w in found.values()) == len(records) + len(expected)
+
+
+def test_an_entry_answered_by_another_consumer_writes_nothing_and_redis_holds_only_streams(
+        server, model_file):
+    """Exactly once with no per-entry state: a consumer that read entries, stalled, and
+    lost them to a claimant writes nothing for them when it comes back; Redis holds the
+    two streams only, so an eviction policy has nothing else to evict."""
+    from streammix.scoring.redis import StreamConsumer
+
+    _, scorer = model_file
+    client = server.client()
+    client.config_set("maxmemory", 64 << 20)
+    client.config_set("maxmemory-policy", "allkeys-lru")
+    for i, row in enumerate(np.random.default_rng(4).normal(size=(300, 2))):
+        client.xadd("in", {"id": i, "x0": float(row[0]), "x1": float(row[1])})
+    slow = StreamConsumer(scorer, client, "in", "g", "slow", "out", batch=100)
+    slow._ensure_group()
+    held, _ = slow._next_entries(backlog=False)  # read, then stalled before writing
+    assert len(held) == 100
+    fast = StreamConsumer(scorer, client, "in", "g", "fast", "out", batch=100,
+                          claim_idle_ms=1, claim_every=0.0)
+    time.sleep(0.01)
+    assert fast.run(max_entries=300) == 300  # claims the stalled entries, answers all
+    assert slow._write(held, slow._score(held)) == 0  # too late: nothing written
+    found = outputs_by_entry(client)
+    assert len(found) == 300 and all(len(v) == 1 for v in found.values())
+    assert client.xpending("in", "g")["pending"] == 0
+    assert sorted(k.decode() for k in client.keys("*")) == ["in", "out"]
+
+
+def test_an_output_key_of_another_type_acknowledges_nothing(server, model_file):
+    from streammix.scoring.redis import OutputStreamError, StreamConsumer
+
+    _, scorer = model_file
+    client = server.client()
+    client.set("out", "x")
+    ids = [client.xadd("in", {"id": i, "x0": 0.1 * i, "x1": 0.0}) for i in range(50)]
+    consumer = StreamConsumer(scorer, client, "in", "g", "c1", "out", batch=20)
+    with pytest.raises(OutputStreamError, match="'out' holds a string"):
+        consumer.run(max_entries=50)
+    assert client.xpending("in", "g")["pending"] == 20  # read, none acknowledged
+    client.delete("out")
+    again = StreamConsumer(scorer, client, "in", "g", "c1", "out", batch=20)
+    assert again.run(max_entries=50) == 50
+    found = outputs_by_entry(client)
+    assert sorted(found) == sorted(i.decode() for i in ids)
+    assert all(len(v) == 1 for v in found.values())

@@ -8,18 +8,26 @@ as JSON. Each micro-batch (at most ``batch`` entries, or what arrived within
 output stream (the scores, or an error entry for a bad record), carrying the
 input entry's id in ``entry``; then the input entries are acknowledged.
 
-**At-least-once delivery, no duplicates visible.** A consumer that dies
-leaves its entries pending: on restart it reads its own pending entries
-first, and every ``claim_every`` seconds any consumer claims entries another
-one left idle for ``claim_idle_ms`` (``XAUTOCLAIM``). An entry may thus be
-scored twice, but its output is written once: each output is added by a Lua
-script (atomic in Redis) only if a marker key for that input entry does not
-exist yet, and the script sets the marker with the output. Redis going away
-and coming back is waited out with backoff; nothing is acknowledged before
-its output exists.
+**Every entry's outputs exactly once, with no state but the streams.** A
+consumer that dies leaves its entries pending: on restart it reads its own
+pending entries first, and every ``claim_every`` seconds any consumer claims
+entries another one left idle for ``claim_idle_ms`` (``XAUTOCLAIM``). An entry
+may thus be scored twice, but its outputs are written once: one Lua script
+per micro-batch (atomic in Redis) acknowledges each entry and adds its
+outputs only when ``XACK`` returns 1 — only the first acknowledgement of a
+pending entry does — so an entry another consumer has already answered
+writes nothing, and no entry is acknowledged without its outputs. Redis
+holds nothing but the two streams: no marker per entry to grow or to be
+evicted. The script checks the output key first (a key of another type is
+an error before anything is acknowledged) and declares itself a writing
+script, so a Redis out of memory refuses it whole rather than midway.
+Redis going away and coming back is waited out with backoff.
+
+On Redis Cluster a script's keys must share one hash slot: name both
+streams with the same hash tag (``{scores}:in`` and ``{scores}:out``).
 
 With adaptive scoring, a drift event is an entry of the output stream too
-(``event drift after_id ... entry ...``), written with the output of the
+(``event drift after_id ... entry ...``), written with the outputs of the
 input entry after which it fired, by the same script call.
 """
 
@@ -27,28 +35,43 @@ from __future__ import annotations
 
 import time
 
-from ..exceptions import RecordError
+from ..exceptions import RecordError, StreammixError
 from .pipeline import Scoring, output_fields
 
-#: Writes an input entry's outputs unless they were written already.
-#: KEYS: output stream, marker key. ARGV: marker lifetime (s), then for each output
-#: entry its number of fields followed by the fields (field, value, ...).
-_WRITE_ONCE = """
-if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[1]) then
-  return false
+#: Acknowledges a micro-batch's entries and writes each one's outputs when its
+#: acknowledgement is the first. KEYS: input stream, output stream. ARGV: the group,
+#: then per entry its id, its number of outputs, and per output its number of
+#: fields followed by the fields. Returns how many entries it answered.
+_ACK_AND_WRITE = """#!lua
+local kind = redis.call('TYPE', KEYS[2])['ok']
+if kind ~= 'stream' and kind ~= 'none' then
+  return redis.error_reply('WRONGTYPE ' .. kind)
 end
-local i, first = 2, false
+local i, answered = 2, 0
 while i <= #ARGV do
-  local n = tonumber(ARGV[i])
-  local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + n))
-  first = first or id
-  i = i + n + 1
+  local first = redis.call('XACK', KEYS[1], ARGV[1], ARGV[i]) == 1
+  local outputs = tonumber(ARGV[i + 1])
+  i = i + 2
+  for _ = 1, outputs do
+    local n = tonumber(ARGV[i])
+    if first then
+      redis.call('XADD', KEYS[2], '*', unpack(ARGV, i + 1, i + n))
+    end
+    i = i + n + 1
+  end
+  if first then
+    answered = answered + 1
+  end
 end
-return first
+return answered
 """
 
-#: How long the markers that make writes idempotent live (seconds).
-MARKER_SECONDS = 7 * 24 * 3600
+
+class OutputStreamError(StreammixError):
+    """The output stream cannot be written (a key of another type): nothing was
+    acknowledged, and the consumer stops."""
+
+
 #: Defaults: entries scored at once, how long a read waits for new ones (ms), and how
 #: long an entry stays pending at another consumer before it is claimed (ms).
 BATCH, BLOCK_MS, CLAIM_IDLE_MS = 256, 100, 30_000
@@ -76,10 +99,10 @@ def entry_record(fields: dict, max_bytes: int):
     return record
 
 
-def _script_args(outputs: list[dict], entry_id: str) -> list:
-    """An input entry's outputs (its record's, then its drift events) as the write
-    script's arguments: each output entry's field count, then its fields."""
-    args = []
+def _script_args(entry_id: str, outputs: list[dict]) -> list:
+    """An input entry and its outputs (its record's, then its drift events) as the
+    write script's arguments."""
+    args = [entry_id, len(outputs)]
     for out in outputs:
         fields = ["entry", entry_id, *output_fields(out)]
         args += [len(fields), *fields]
@@ -120,7 +143,7 @@ class StreamConsumer:
         self.claim_idle_ms, self.claim_every = claim_idle_ms, claim_every
         self.max_record_bytes, self.id_field = max_record_bytes, id_field
         self.processed = 0
-        self._write_once = None
+        self._ack_and_write = None
         self._claimed_at = 0.0
         self.snapshot, self.snapshot_every = snapshot, snapshot_every
         if snapshot is not None and getattr(scoring, "snapshot_path", None) is not None:
@@ -158,19 +181,25 @@ class StreamConsumer:
                                       count=self.batch, block=self.block_ms)
         return (read[0][1] if read else []), False
 
-    def _write(self, entries, outputs):
-        """Each input entry's outputs once (a marker per input entry), then acknowledge
-        the inputs. ``outputs``: one list per input entry."""
-        if self._write_once is None:
-            self._write_once = self.client.register_script(_WRITE_ONCE)
-        pipe = self.client.pipeline(transaction=False)
+    def _write(self, entries, outputs) -> int:
+        """Acknowledge the entries and write the outputs of those this acknowledgement
+        answers first, in one script call. ``outputs``: one list per entry."""
+        import redis
+
+        if self._ack_and_write is None:
+            self._ack_and_write = self.client.register_script(_ACK_AND_WRITE)
+        args = [self.group]
         for (entry_id, _), written in zip(entries, outputs, strict=True):
-            entry = _text(entry_id)
-            marker = f"streammix:{self.output}:{self.stream}:{self.group}:{entry}"
-            self._write_once(keys=[self.output, marker],
-                             args=[MARKER_SECONDS, *_script_args(written, entry)], client=pipe)
-        pipe.execute()
-        self.client.xack(self.stream, self.group, *[entry_id for entry_id, _ in entries])
+            args += _script_args(_text(entry_id), written)
+        try:
+            return self._ack_and_write(keys=[self.stream, self.output], args=args)
+        except redis.ResponseError as exc:
+            if "WRONGTYPE" in str(exc):
+                kind = str(exc).split("WRONGTYPE")[-1].strip()
+                raise OutputStreamError(f"the output key {self.output!r} holds a {kind}, not a "
+                                        "stream: nothing was acknowledged; remove it or name "
+                                        "another output") from None
+            raise
 
     # -- the loop ---------------------------------------------------------------
     def _score(self, entries) -> list[list[dict]]:
