@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -151,3 +152,94 @@ def test_outputs_without_explanations_and_the_anomaly_rate_metric(tmp_path):
         status, _, text = call(f"{base}/score", json.dumps(records).encode(), token=None)
         assert status == 200 and json.loads(text) == short
         assert "streammix_anomaly_rate 0.5" in call(f"{base}/metrics", token=None)[2]
+
+
+def _other_threshold(path, scorer, threshold, same_size=True):
+    """The model file again with another threshold (of the same length: the same size),
+    its timestamp kept."""
+    from streammix.scoring.scorer import AnomalyScorer
+
+    other = AnomalyScorer(scorer.model, threshold=threshold)
+    size, stamp = path.stat().st_size, path.stat().st_mtime_ns
+    replacement = path.with_name("next.npz")
+    other.save(replacement)
+    assert replacement.stat().st_size == size or not same_size
+    os.replace(replacement, path)
+    os.utime(path, ns=(stamp, stamp))  # as `cp -p` or `rsync -t` leave it
+
+
+def test_reload_by_content_in_the_background_and_never_from_a_special_file(tmp_path):
+    from streammix.scoring.http import create_app
+
+    path = tmp_path / "m.npz"
+    scorer = calibrated(path)
+    far = {"id": 1, "x0": 3.5, "x1": 3.5}
+    low = next(iter(scorer.score_records([far])))["score"]
+    assert low < -5.0
+    first = f"{-abs(low) - 1:.3f}"  # far is normal under this threshold...
+    second = f"{-abs(low) + 1:.3f}"  # ...and anomalous under this one, of the same length
+    assert len(first) == len(second)
+    _other_threshold(path, scorer, float(first), same_size=False)
+    with serving(create_app(path, reload_seconds=0.2)) as base:
+        assert json.loads(call(f"{base}/score", json.dumps(far).encode())[2])["anomaly"] is False
+        _other_threshold(path, scorer, float(second))
+        time.sleep(1.0)  # no request meanwhile: /healthz is current by itself
+        assert json.loads(call(f"{base}/healthz", token=None)[2])["model_version"] == 2
+        assert json.loads(call(f"{base}/score", json.dumps(far).encode())[2])["anomaly"] is True
+        path.unlink()
+        os.mkfifo(path)  # reading a FIFO would block: it is never opened
+        time.sleep(0.6)
+        began = time.monotonic()
+        assert call(f"{base}/score", json.dumps(far).encode())[0] == 200
+        assert time.monotonic() - began < 2.0
+        health = json.loads(call(f"{base}/healthz", token=None)[2])
+        assert health["model_version"] == 2 and "not a regular file" in health["reload_error"]
+
+
+def test_records_in_flight_are_capped_with_429(tmp_path):
+    from streammix.scoring.http import create_app
+
+    calibrated(tmp_path / "m.npz")
+    app = create_app(tmp_path / "m.npz", max_records_in_flight=500)  # a body: ~390
+    served, entered, release = app.state.served, threading.Event(), threading.Event()
+    real = served.scoring
+
+    class Held:  # the first request holds its records until released
+        model = real.model
+
+        def score_batch(self, records, **options):
+            entered.set()
+            release.wait(20)
+            return real.score_batch(records, **options)
+
+    served.scoring = Held()
+    body = json.dumps([{"id": i, "x0": 0.0, "x1": 0.0} for i in range(100)]).encode()
+    with serving(app) as base:
+        first = {}
+        worker = threading.Thread(target=lambda: first.update(answer=call(
+            f"{base}/score", body, token=None)))
+        worker.start()
+        assert entered.wait(20)
+        status, _, text = call(f"{base}/score", body, token=None)
+        assert status == 429 and "in flight" in json.loads(text)["error"]
+        release.set()
+        worker.join(20)
+        assert first["answer"][0] == 200 and len(json.loads(first["answer"][2])) == 100
+        assert call(f"{base}/score", body, token=None)[0] == 200  # released: admitted again
+
+
+def test_a_client_that_goes_away_mid_body_is_dropped_quietly(tmp_path, caplog):
+    from streammix.scoring.http import create_app
+
+    calibrated(tmp_path / "m.npz")
+    with serving(create_app(tmp_path / "m.npz")) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with caplog.at_level("DEBUG"):
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", port)) as client:
+                    client.sendall(b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                                   b"application/json\r\nContent-Length: 5000\r\n\r\n[{\"x0\"")
+                time.sleep(0.2)
+            assert call(f"{base}/healthz", token=None)[0] == 200
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], \
+        [r.getMessage() for r in caplog.records]

@@ -1,85 +1,120 @@
 """The HTTP scoring service: Starlette on Uvicorn, Prometheus metrics.
 
 ``POST /score`` takes a JSON object (one output object back), a JSON array
-(an array back) or NDJSON (``application/x-ndjson``: NDJSON back), one output
-per input record in order, each as ``streammix score MODEL -`` writes it (a
-bad record is an error record in its place). ``GET /healthz``, ``GET /model``
-(what ``streammix info`` shows) and ``GET /metrics`` (Prometheus text).
+(an array back) or NDJSON (``application/x-ndjson``: NDJSON back, split on
+``\\n`` only), one output per input record in order, each as ``streammix
+score MODEL -`` writes it (a bad record is an error record in its place).
+``GET /healthz``, ``GET /model`` (what ``streammix info`` shows) and ``GET
+/metrics`` (Prometheus text).
 
 Nothing a client sends makes a 500: a body that is not JSON is a 400 with a
-JSON error, a body over the limit a 413 (read no further). With a token, every
-request needs ``Authorization: Bearer TOKEN`` (compared in constant time), else
-401. The model file is watched: when it changes on disk it is loaded again,
-checked, and swapped in at once; requests in flight finish on the model they
-started with. A file that fails to load leaves the running model in place.
+JSON error, a body over the limit a 413 (read no further), more records in
+flight than ``max_records_in_flight`` a 429 (try again later). With a token,
+every request needs ``Authorization: Bearer TOKEN`` (compared in constant
+time), else 401. A client that goes away mid-request is dropped quietly.
+
+The model file is watched by a background task, once a second, never on a
+request's path: when its content changes (a SHA-256 digest, so a copy with
+the old size and timestamp is seen too) it is loaded from the bytes that were
+digested, checked, and swapped in at once; requests in flight finish on the
+model they started with. Only a regular file is read (a FIFO or a device
+would block): anything else, or a file that fails to load, leaves the running
+model in place and shows in ``/healthz``'s ``reload_error``.
+
+Scoring and decoding run in Starlette's thread pool, off the event loop. One
+process serves on one core's worth of Python: to use more cores, run one
+process per core behind a proxy (docs/serving.md says why not ``--workers``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import hmac
+import io
 import json
 import os
+import stat
 import threading
 import time
 
 from ..estimators.persistence import load
 from .configure import scoring_for
-from .pipeline import json_array, json_bytes, json_lines
+from .pipeline import Scoring, json_array, json_bytes, json_lines
 from .records import MAX_DEPTH, RecordError, decode_json, split_ndjson
-from .scorer import AnomalyScorer
 
 #: Largest request body, by default.
 MAX_BODY_BYTES = 1 << 20
+#: Records being decoded or scored at once, by default: at about 2 KB of Python objects
+#: a record at the peak (100k tiny records in a 1 MiB body), 1M records is 2 GB.
+MAX_RECORDS_IN_FLIGHT = 1_000_000
+#: The fewest bytes a record takes in a body (``{"a":1},``): before decoding, a body of
+#: n bytes is counted as n / MIN_RECORD_BYTES records.
+MIN_RECORD_BYTES = 8
+#: How often the model file is checked (seconds).
+RELOAD_SECONDS = 1.0
 
 
-class _Model:
-    """The served scorer, reloaded when its file changes (checked at most once a second)."""
+class ServedModel:
+    """The scoring being served, reloaded by :meth:`check` when the file's content changes.
+
+    ``check`` runs in the background (see :func:`create_app`); :attr:`scoring` is
+    what a request uses, swapped in one assignment.
+    """
 
     def __init__(self, path, top_features=3):
         self.path, self.top_features = str(path), top_features
         self.version = 0
-        self._lock = threading.Lock()
-        self._checked = 0.0
-        self.scorer, self._stamp = self._load()
         self.reload_error = None
+        self._lock = threading.Lock()
+        content = self._read()
+        self.scoring, self._digest = self._load(content), hashlib.sha256(content).digest()
 
-    def _stamp_now(self):
-        stat = os.stat(self.path)
-        return stat.st_mtime_ns, stat.st_size
+    def _read(self) -> bytes:
+        """The file's bytes, opened without blocking and only if it is a regular file."""
+        descriptor = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                raise OSError(f"{self.path} is not a regular file: not read")
+            with os.fdopen(descriptor, "rb", closefd=False) as handle:
+                return handle.read()
+        finally:
+            os.close(descriptor)
 
-    def _load(self):
-        stamp = self._stamp_now()
-        scorer = scoring_for(load(self.path), top_features=self.top_features)
+    def _load(self, content: bytes) -> Scoring:
+        scoring = scoring_for(load(io.BytesIO(content)), top_features=self.top_features)
         self.version += 1
-        return scorer, stamp
+        return scoring
 
-    def current(self) -> AnomalyScorer:
-        """The scorer to use for a request (reloaded first if the file changed)."""
-        now = time.monotonic()
-        if now - self._checked >= 1.0:
-            with self._lock:
-                self._checked = now
-                try:
-                    if self._stamp_now() != self._stamp:
-                        self.scorer, self._stamp = self._load()
-                        self.reload_error = None
-                except Exception as exc:  # a half-written or bad file: keep serving
-                    self.reload_error = f"{type(exc).__name__}: {str(exc)[:300]}"
-        return self.scorer
+    def check(self) -> None:
+        """Load the file again if its content changed; a failure keeps the running model."""
+        with self._lock:
+            try:
+                content = self._read()
+                digest = hashlib.sha256(content).digest()
+                if digest != self._digest:
+                    self.scoring, self._digest = self._load(content), digest
+                self.reload_error = None
+            except Exception as exc:  # a half-written, bad or special file: keep serving
+                self.reload_error = f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
 def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_features=3,
-               explain=True):
+               explain=True, max_records_in_flight=MAX_RECORDS_IN_FLIGHT,
+               reload_seconds=RELOAD_SECONDS):
     """The ASGI application serving ``model_path`` (a model file with a threshold)."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     from ..describe import describe
 
-    served = _Model(model_path, top_features)
+    served = ServedModel(model_path, top_features)
     registry = CollectorRegistry()
     requests = Counter("streammix_requests", "HTTP requests", ["path", "status"],
                        registry=registry)
@@ -95,10 +130,11 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
     rate = Gauge("streammix_anomaly_rate", "Share of the records scored that were flagged",
                  registry=registry)
     totals = {"records": 0, "anomalies": 0}
+    in_flight = {"records": 0}  # changed on the event loop only
 
-    def error(status, message, path):
+    def error(status, message, path, headers=None):
         requests.labels(path, str(status)).inc()
-        return JSONResponse({"error": message}, status_code=status)
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
 
     def authorised(request) -> bool:
         if token is None:
@@ -117,42 +153,55 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
                 return None
         return bytes(body)
 
+    def decode_and_score(scoring, body: bytes, ndjson: bool):
+        """(outputs, encoded response body, media type), or a 400's message."""
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return "the body is not UTF-8"
+        if ndjson:
+            outputs = scoring.score_batch(split_ndjson(text), explain=explain)
+            return outputs, json_lines(outputs), "application/x-ndjson"
+        try:
+            document = decode_json(text, MAX_DEPTH)
+        except RecordError as exc:
+            return f"the body is {str(exc)[:200]}"
+        if isinstance(document, dict):
+            outputs = scoring.score_batch([document], explain=explain)
+            return outputs, json_bytes(outputs[0]), "application/json"
+        if isinstance(document, list):
+            outputs = scoring.score_batch(document, explain=explain)
+            return outputs, json_array(outputs), "application/json"
+        return "send a JSON object, an array of objects, or NDJSON"
+
     async def score(request):
         began = time.perf_counter()
         if not authorised(request):
             return error(401, "a bearer token is needed", "/score")
-        body = await body_of(request)
+        try:
+            body = await body_of(request)
+        except ClientDisconnect:  # nobody to answer
+            requests.labels("/score", "disconnected").inc()
+            return Response(status_code=400)
         if body is None:
             return error(413, f"the body is larger than {max_body_bytes} bytes", "/score")
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        # at most one record per MIN_RECORD_BYTES of body: reserved before decoding
+        reserved = max(1, len(body) // MIN_RECORD_BYTES)
+        if in_flight["records"] + reserved > max_records_in_flight and in_flight["records"]:
+            return error(429, "too many records in flight; try again shortly", "/score",
+                         headers={"Retry-After": "1"})
+        in_flight["records"] += reserved
         try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            return error(400, "the body is not UTF-8", "/score")
-        # scoring is CPU work (and a reload is file I/O): off the event loop, so that
-        # other requests (health checks, metrics) are answered meanwhile
-        scorer = await run_in_threadpool(served.current)
-        if kind in ("application/x-ndjson", "application/jsonl", "text/plain"):
-            outputs = await run_in_threadpool(scorer.score_batch, split_ndjson(text),
-                                              explain=explain)
-            response = Response(json_lines(outputs), media_type="application/x-ndjson")
-        else:
-            try:
-                document = decode_json(text, MAX_DEPTH)
-            except RecordError as exc:
-                return error(400, f"the body is {str(exc)[:200]}", "/score")
-            if isinstance(document, dict):
-                outputs = await run_in_threadpool(scorer.score_batch, [document],
-                                                  explain=explain)
-                response = _json_response(json_bytes(outputs[0]))
-            elif isinstance(document, list):
-                outputs = await run_in_threadpool(scorer.score_batch, document,
-                                                  explain=explain)
-                response = _json_response(json_array(outputs))
-            else:
-                return error(400, "send a JSON object, an array of objects, or NDJSON",
-                             "/score")
-        flagged = sum(bool(out.get("anomaly")) for out in outputs)
+            kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            ndjson = kind in ("application/x-ndjson", "application/jsonl", "text/plain")
+            # decoding and scoring are CPU work: off the event loop
+            result = await run_in_threadpool(decode_and_score, served.scoring, body, ndjson)
+        finally:
+            in_flight["records"] -= reserved
+        if isinstance(result, str):
+            return error(400, result, "/score")
+        outputs, payload, media_type = result
+        flagged = sum(out.get("anomaly") is True for out in outputs)
         records.inc(len(outputs))
         errors.inc(sum("error" in out for out in outputs))
         anomalies.inc(flagged)
@@ -161,7 +210,7 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
         rate.set(totals["anomalies"] / totals["records"] if totals["records"] else 0.0)
         latency.observe(time.perf_counter() - began)
         requests.labels("/score", "200").inc()
-        return response
+        return Response(payload, media_type=media_type)
 
     async def healthz(request):
         requests.labels("/healthz", "200").inc()
@@ -171,10 +220,10 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
     async def model(request):
         if not authorised(request):
             return error(401, "a bearer token is needed", "/model")
-        scorer = await run_in_threadpool(served.current)
         requests.labels("/model", "200").inc()
         # ASCII JSON: a feature name a file gave may not even be Unicode text
-        return _json_response(json.dumps(describe(scorer.model), default=str))
+        return Response(json.dumps(describe(served.scoring.model), default=str),
+                        media_type="application/json")
 
     async def metrics(request):
         if not authorised(request):
@@ -187,15 +236,24 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
         # one label for every other path: a client must not be able to grow the metrics
         return error(exc.status_code, str(exc.detail), "other")
 
-    from starlette.exceptions import HTTPException
+    async def watch_model():
+        while True:
+            await asyncio.sleep(reload_seconds)
+            await run_in_threadpool(served.check)
 
-    return Starlette(routes=[Route("/score", score, methods=["POST"]),
-                             Route("/healthz", healthz), Route("/model", model),
-                             Route("/metrics", metrics)],
-                     exception_handlers={HTTPException: not_found})
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        watcher = asyncio.create_task(watch_model())
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
-
-def _json_response(text: str | bytes):
-    from starlette.responses import Response
-
-    return Response(text, media_type="application/json")
+    app = Starlette(routes=[Route("/score", score, methods=["POST"]),
+                            Route("/healthz", healthz), Route("/model", model),
+                            Route("/metrics", metrics)],
+                    exception_handlers={HTTPException: not_found}, lifespan=lifespan)
+    app.state.served = served
+    return app
