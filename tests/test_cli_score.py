@@ -142,6 +142,8 @@ def test_every_bad_record_gets_its_own_error_and_the_stream_goes_on(model_file):
         b'{"id": "nan", "x0": NaN, "x1": 0, "x2": 0}',
         json.dumps({"id": [1, 2], "x0": 0, "x1": 0, "x2": 0}).encode(),
         b'\xc3\x28{"x0": 1}',                                          # invalid UTF-8
+        b'{"id": 1' + b"0" * 400 + b', "x0": 0, "x1": 0, "x2": 0}',  # an id beyond 64 bits
+        b'{"id": "\\ud800", "x0": 0, "x1": 0, "x2": 0}',             # a lone surrogate
     ]
     far = json.dumps({"id": "far", "x0": 1e300, "x1": -1e300, "x2": 0}).encode()
     lines = []

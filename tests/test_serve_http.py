@@ -98,6 +98,29 @@ def test_score_an_object_an_array_and_ndjson_like_the_stdin_scorer(server):
     assert [json.loads(line) for line in text.splitlines()] == outputs
 
 
+def test_records_no_output_can_carry_are_error_records_in_place(server):
+    """The red team's poison records: one error output each, in place, never a 500."""
+    base, _, _ = server
+    good = b'{"id": 1, "x0": 0.1, "x1": 0.2}'
+    poison = [b'{"id": "\\ud800", "x0": 0, "x1": 0}', b'{"id": 1' + b"0" * 400 + b', "x0": 0}']
+    for bad in poison:
+        for body, kind in ((b"[" + good + b"," + bad + b"," + good + b"]", "application/json"),
+                           (good + b"\n" + bad + b"\n" + good + b"\n", "application/x-ndjson")):
+            status, _, text = call(f"{base}/score", body, content_type=kind)
+            assert status == 200, (bad, kind, text)
+            outputs = json.loads(text) if kind == "application/json" else \
+                [json.loads(line) for line in text.split("\n") if line]
+            assert [o["id"] for o in outputs] == [1, None, 1] and "error" in outputs[1]
+        status, _, text = call(f"{base}/score", bad)  # a poison object alone
+        assert status == 200 and "error" in json.loads(text)
+    # U+2028, U+2029 and U+0085 are legal raw in JSON strings: not line breaks of NDJSON
+    lines = ['{"id": "a\u2028b", "x0": 0, "x1": 0}', '{"id": "c\u2029d\u0085", "x0": 0, "x1": 0}']
+    status, _, text = call(f"{base}/score", "\n".join(lines).encode(),
+                           content_type="application/x-ndjson")
+    outputs = [json.loads(line) for line in text.split("\n") if line]  # NDJSON: \n only
+    assert status == 200 and [o["id"] for o in outputs] == ["a\u2028b", "c\u2029d\u0085"]
+
+
 def test_bad_requests_get_4xx_with_a_json_error_and_never_a_500(server):
     base, _, _ = server
     cases = [(b"{not json", 400), (b"42", 400), (b"\xff\xfe", 400),

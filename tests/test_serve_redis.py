@@ -107,6 +107,27 @@ def test_flat_json_and_malformed_entries_get_one_output_each(server, model_file)
     assert client.xpending("in", "g")["pending"] == 0  # all acknowledged
 
 
+def test_poison_entries_are_error_outputs_and_stop_nothing(server, model_file):
+    """The red team's poison pills (a lone surrogate id, ids beyond 64 bits) crashed the
+    consumer at every start; each is now one error output, and the stream goes on."""
+    from streammix.scoring.redis import StreamConsumer
+
+    _path, scorer = model_file
+    client = server.client()
+    poison = ['{"id": "\\ud800", "x0": 0, "x1": 0}', '{"id": 1' + "0" * 400 + ', "x0": 0}',
+              '["\\udfff", 1]']
+    ids = []
+    for i, text in enumerate(poison):
+        ids.append((client.xadd("in", {"data": text}), "error"))
+        ids.append((client.xadd("in", {"id": i, "x0": 0.1, "x1": 0.2}), "score"))
+    consumer = StreamConsumer(scorer, client, "in", "g", "c1", "out", batch=3)
+    assert consumer.run(max_entries=len(ids)) == len(ids)
+    found = outputs_by_entry(client)
+    assert all(len(found[entry.decode()]) == 1 and kind in found[entry.decode()][0]
+               for entry, kind in ids)
+    assert client.xpending("in", "g")["pending"] == 0
+
+
 def _consumer(server, path, name):
     return subprocess.Popen(
         [os.path.join(os.path.dirname(sys.executable), "streammix"), "serve", str(path),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 import math
 import queue
 import re
@@ -70,8 +71,15 @@ def decode_json(text: str, max_depth: int = MAX_DEPTH):
         raise RecordError(f"JSON nested deeper than {max_depth} levels (--max-depth)")
     try:
         return orjson.loads(text)
-    except orjson.JSONDecodeError as exc:  # also lone surrogates, numbers beyond the range
-        raise RecordError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    except orjson.JSONDecodeError as exc:
+        strict = exc
+    # orjson refuses valid JSON that holds a lone surrogate or a number beyond the float
+    # range; Python's decoder takes it, so a body with one such record among many is
+    # decoded, and that record alone is an error record (its id or value is checked)
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        raise RecordError(f"not JSON ({strict.msg} at column {strict.colno})") from None
 
 
 def _record_id(record: dict, id_field):
