@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import orjson
 
+from ..engine import one_blas_thread
 from ..exceptions import NotFittedError
 from .records import MAX_DEPTH, MAX_RECORD_BYTES, parse_batch
 
@@ -107,6 +108,11 @@ def explained(kernel: Kernel, X: np.ndarray, offset: float, names: Sequence[str]
     ``anomaly``, and with ``explain`` its ``cluster``, ``probability``, ``distance``
     and ``top_features`` (the names of the features that take it furthest from its
     cluster), built column-wise."""
+    with one_blas_thread:
+        return _explained(kernel, X, offset, names, top_features, explain, ids)
+
+
+def _explained(kernel, X, offset, names, top_features, explain, ids) -> list[dict]:
     scores = kernel.scores(X)
     columns = {} if ids is None else {"id": ids}
     columns.update(score=finite(scores).tolist(), anomaly=flag(scores, offset).tolist())
