@@ -81,21 +81,38 @@ def _text(value) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
+#: Field names seen, decoded once (entries repeat the same few names).
+_NAMES: dict = {}
+
+
+def _name(key) -> str:
+    name = _NAMES.get(key)
+    if name is None:
+        name = _text(key)
+        if len(_NAMES) < 10_000:
+            _NAMES[key] = name
+    return name
+
+
 def entry_record(fields: dict, max_bytes: int):
-    """An entry's record: the JSON text of its ``data`` field, or its flat fields (values
-    that read as numbers become numbers); an entry over ``max_bytes`` is refused."""
-    size = sum(len(k) + len(v) for k, v in fields.items())
+    """An entry's record: the JSON text of its ``data`` field (as bytes: the record
+    path decodes and checks them), or its flat fields, values that read as numbers
+    becoming numbers; an entry over ``max_bytes`` is refused."""
+    size = sum(map(len, fields)) + sum(map(len, fields.values()))
     if size > max_bytes:
         raise RecordError(f"entry of {size} bytes is longer than the limit of {max_bytes}")
-    fields = {_text(k): _text(v) for k, v in fields.items()}
-    if set(fields) == {"data"}:
-        return fields["data"]
+    if len(fields) == 1:
+        ((key, value),) = fields.items()
+        if _name(key) == "data":
+            return value
     record = {}
     for key, value in fields.items():
+        name = _name(key)
         try:
-            record[key] = float(value) if key != "id" else value
+            # float() reads the bytes' digits itself; the id stays text
+            record[name] = float(value) if name != "id" else _text(value)
         except ValueError:
-            record[key] = value  # not a number: the scorer names it
+            record[name] = _text(value)  # not a number: the scorer names it
     return record
 
 
