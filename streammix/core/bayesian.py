@@ -85,6 +85,13 @@ def moments(full: bool, block: np.ndarray, weights=None) -> Moments:
     return Moments(count, mean, scatter)
 
 
+def covariance_prior_shape(n_features: int, covariance_type: str) -> tuple:
+    """Shape of the covariance prior: a matrix (full, tied), a variance per feature
+    (diag), or one number (spherical)."""
+    return {"full": (n_features, n_features), "tied": (n_features, n_features),
+            "diag": (n_features,), "spherical": ()}[covariance_type]
+
+
 @serializable
 @dataclass
 class Priors:

@@ -132,8 +132,6 @@ class GaussianStats:
             self.second + other.second,
         )
 
-    __add__ = merge
-
     @classmethod
     def zero(cls, n_components: int, n_features: int, covariance_type: str) -> GaussianStats:
         return cls(
