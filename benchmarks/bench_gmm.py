@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 import warnings
+from operator import add
 
 import numpy as np
 from _benchlib import best_time as per_iteration
@@ -225,7 +226,7 @@ def out_of_core_iteration(rows, workdir):
 
     def read_pass(engine, path):
         began = time.perf_counter()
-        engine.map_reduce(_noop, None, sm.read_parquet(path))
+        engine.map_reduce(_noop, None, sm.read_parquet(path), add)
         return time.perf_counter() - began
 
     compute = per_iteration(X, "auto")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .estimators.bayesian_mixture import EFFECTIVE_WEIGHT, BayesianGaussianMixture
-from .estimators.gaussian_mixture import GaussianMixture
+from .estimators.mixture import BaseMixture
 
 
 def feature_names(model) -> list[str]:
@@ -21,7 +21,7 @@ def describe(model) -> dict:
             "feature_names": feature_names(model)}
     for name, value in model.get_params().items():
         info["params"][name] = value.tolist() if isinstance(value, np.ndarray) else value
-    if isinstance(model, GaussianMixture):
+    if isinstance(model, BaseMixture):
         info.update(n_components=int(model.means_.shape[0]), weights=model.weights_.tolist(),
                     means=model.means_.tolist(), converged=model.converged_,
                     n_iter=model.n_iter_, lower_bound=model.lower_bound_)

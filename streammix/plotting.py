@@ -15,7 +15,7 @@ import numpy as np
 
 from .core import gaussian as gm
 from .estimators.bayesian_mixture import EFFECTIVE_WEIGHT as EMPTY_WEIGHT
-from .estimators.gaussian_mixture import GaussianMixture
+from .estimators.mixture import BaseMixture
 
 
 def _pyplot():
@@ -78,7 +78,7 @@ def discriminant_axes(model, X) -> np.ndarray:
     """
     from scipy import linalg
 
-    if isinstance(model, GaussianMixture):
+    if isinstance(model, BaseMixture):
         means, weights = model.means_.astype(np.float64), model.weights_.astype(np.float64)
         within = np.einsum("k,kij->ij", weights, _full_covariances(model))
     else:
@@ -100,7 +100,7 @@ def discriminant_axes(model, X) -> np.ndarray:
     return np.stack([first, second / np.linalg.norm(second)])
 
 
-def _full_covariances(model: GaussianMixture):
+def _full_covariances(model: BaseMixture):
     kind, cov, d = model.covariance_type, model.covariances_, model.means_.shape[1]
     if kind == "full":
         return cov
@@ -141,7 +141,7 @@ def plot_model(model, X, labels, path, *, features=None, anomalies=None, title=N
     cmap = _cluster_colours(plt, int(labels.max()) + 1)
     ax.scatter(points[:, 0], points[:, 1], c=labels % cmap.N, cmap=cmap, s=4, alpha=0.45,
                linewidths=0, vmin=0, vmax=cmap.N - 1)
-    if isinstance(model, GaussianMixture):
+    if isinstance(model, BaseMixture):
         from matplotlib.lines import Line2D
 
         means = (model.means_ - centre) @ matrix.T

@@ -135,9 +135,9 @@ def test_later_passes_run_where_their_chunk_is(cluster, tmp_path):
     source = sm.read_parquet(tmp_path / "x.parquet", chunk_size=1000)
     with Engine(cluster, cache=True) as engine:
         params = km.LloydParams(X[:3])
-        first = engine.map_reduce(km.lloyd_stats, params, source, km.LloydStats.merge)
+        first = engine.map_reduce(km.lloyd_stats, params, source)
         for _ in range(20):
-            again = engine.map_reduce(km.lloyd_stats, params, source, km.LloydStats.merge)
+            again = engine.map_reduce(km.lloyd_stats, params, source)
         futures = engine._worker_caches[id(source)][1]
         holders = engine.client.who_has(list(futures.values()))
     assert len(futures) == len(source.plan())

@@ -64,11 +64,16 @@ class Moments:
         if self.count <= 1:
             raise ValueError("the data's covariance, the default covariance_prior, needs at "
                              "least 2 rows; give covariance_prior")
-        scatter = self.scatter / (self.count - 1)
-        if covariance_type in ("full", "tied"):
-            return np.atleast_2d(scatter)
-        diagonal = np.diagonal(scatter) if scatter.ndim == 2 else scatter
-        return diagonal if covariance_type == "diag" else float(diagonal.mean())
+        return _PRIOR_OF_COVARIANCE[covariance_type](self.scatter / (self.count - 1))
+
+
+def _variances(covariance):
+    return np.diagonal(covariance) if covariance.ndim == 2 else covariance
+
+
+#: The covariance prior from the data's covariance (or only its diagonal).
+_PRIOR_OF_COVARIANCE = {"full": np.atleast_2d, "tied": np.atleast_2d, "diag": _variances,
+                        "spherical": lambda covariance: float(_variances(covariance).mean())}
 
 
 def moments(full: bool, block: np.ndarray, weights=None) -> Moments:
@@ -83,6 +88,13 @@ def moments(full: bool, block: np.ndarray, weights=None) -> Moments:
     centred = X - mean
     scatter = (centred * w[:, None]).T @ centred if full else w @ (centred * centred)
     return Moments(count, mean, scatter)
+
+
+def covariance_prior_shape(n_features: int, covariance_type: str) -> tuple:
+    """Shape of the covariance prior: a matrix (full, tied), a variance per feature
+    (diag), or one number (spherical)."""
+    return {"full": (n_features, n_features), "tied": (n_features, n_features),
+            "diag": (n_features,), "spherical": ()}[covariance_type]
 
 
 @serializable
@@ -116,37 +128,53 @@ class Posterior:
     precisions_cholesky: np.ndarray
 
 
+# The posterior's degrees of freedom and (normalised) Wishart scale of each covariance
+# type, from N_k, the covariances s_k, the means' distances to the prior mean (diff)
+# and the means' posterior precisions beta_k.
+def _full_wishart(nk, sk, diff, beta, priors):
+    beta0, nu0, psi0 = priors.mean_precision, priors.degrees_of_freedom, priors.covariance
+    dof = nu0 + nk
+    spread = (beta0 * nk / beta)[:, None, None] * diff[:, :, None] * diff[:, None, :]
+    return dof, (psi0 + nk[:, None, None] * sk + spread) / dof[:, None, None]
+
+
+def _tied_wishart(nk, sk, diff, beta, priors):  # one Wishart, its dof repeated per component
+    beta0, nu0, psi0 = priors.mean_precision, priors.degrees_of_freedom, priors.covariance
+    k = len(nk)
+    dof = np.full(k, nu0 + nk.sum() / k)
+    spread = beta0 / k * ((nk / beta) * diff.T) @ diff
+    return dof, (psi0 + sk * nk.sum() / k + spread) / dof[0]
+
+
+def _diag_wishart(nk, sk, diff, beta, priors):
+    beta0, nu0, psi0 = priors.mean_precision, priors.degrees_of_freedom, priors.covariance
+    dof = nu0 + nk
+    return dof, (psi0 + nk[:, None] * (sk + (beta0 / beta)[:, None] * diff**2)) / dof[:, None]
+
+
+def _spherical_wishart(nk, sk, diff, beta, priors):
+    beta0, nu0, psi0 = priors.mean_precision, priors.degrees_of_freedom, priors.covariance
+    dof = nu0 + nk
+    return dof, (psi0 + nk * (sk + beta0 / beta * np.mean(diff**2, axis=1))) / dof
+
+
+_WISHART = {"full": _full_wishart, "tied": _tied_wishart, "diag": _diag_wishart,
+            "spherical": _spherical_wishart}
+
+
 def update(nk, xk, sk, priors: Priors, covariance_type: str) -> Posterior:
     """The variational M-step from the responsibilities' N_k (with scikit-learn's
     10 eps added), means ``xk`` and covariances ``sk`` (``reg_covar`` included):
     what :func:`streammix.core.gaussian.estimate_parameters` gives."""
-    k = len(nk)
     if priors.prior_type == "dirichlet_process":
         tail = np.hstack((np.cumsum(nk[::-1])[-2::-1], 0))
         concentration = np.vstack([1.0 + nk, priors.weight_concentration + tail])
     else:
         concentration = priors.weight_concentration + nk
-    beta0, m0, nu0, psi0 = (priors.mean_precision, priors.mean, priors.degrees_of_freedom,
-                            priors.covariance)
+    beta0, m0 = priors.mean_precision, priors.mean
     mean_precision = beta0 + nk
     means = (beta0 * m0 + nk[:, None] * xk) / mean_precision[:, None]
-    diff = xk - m0
-    if covariance_type == "full":
-        dof = nu0 + nk
-        spread = (beta0 * nk / mean_precision)[:, None, None] * diff[:, :, None] * diff[:, None, :]
-        covariances = (psi0 + nk[:, None, None] * sk + spread) / dof[:, None, None]
-    elif covariance_type == "tied":
-        dof = np.full(k, nu0 + nk.sum() / k)
-        spread = beta0 / k * ((nk / mean_precision) * diff.T) @ diff
-        covariances = (psi0 + sk * nk.sum() / k + spread) / dof[0]
-    elif covariance_type == "diag":
-        dof = nu0 + nk
-        covariances = (psi0 + nk[:, None] * (sk + (beta0 / mean_precision)[:, None] * diff**2)
-                       ) / dof[:, None]
-    else:
-        dof = nu0 + nk
-        covariances = (psi0 + nk * (sk + beta0 / mean_precision * np.mean(diff**2, axis=1))
-                       ) / dof
+    dof, covariances = _WISHART[covariance_type](nk, sk, xk - m0, mean_precision, priors)
     return Posterior(concentration, mean_precision, means, dof, covariances,
                      gm.precision_cholesky(covariances, covariance_type))
 
@@ -183,6 +211,41 @@ def estep_params(posterior: Posterior, prior_type: str, covariance_type: str
                              posterior.covariances, log_weights=log_weights)
 
 
+# sum_i r_ik (x_i - m_k)' Lambda_k (x_i - m_k) of each covariance type, from the
+# statistics about the shift, the means relative to it (delta) and the precision factors.
+def _full_mahalanobis(stats, delta, factors):
+    nk, first, second = stats.resp_sum, stats.first, stats.second
+    precisions = np.matmul(factors, factors.transpose(0, 2, 1))
+    spread = np.einsum("kde,kde->k", precisions, second)
+    cross = np.einsum("kd,kde,ke->k", delta, precisions, first)
+    centre = np.einsum("kd,kde,ke->k", delta, precisions, delta)
+    return spread - 2 * cross + nk * centre
+
+
+def _tied_mahalanobis(stats, delta, factor):
+    nk, first, second = stats.resp_sum, stats.first, stats.second
+    precision = factor @ factor.T
+    mahalanobis = np.zeros(len(nk))
+    mahalanobis[0] = np.sum(precision * second)  # the components share it
+    mahalanobis += -2 * np.einsum("kd,de,ke->k", delta, precision, first) + \
+        nk * np.einsum("kd,de,ke->k", delta, precision, delta)
+    return mahalanobis
+
+
+def _diagonal_mahalanobis(stats, delta, precisions):
+    nk, first, second = stats.resp_sum, stats.first, stats.second
+    return (precisions * (second - 2 * delta * first + nk[:, None] * delta**2)).sum(axis=1)
+
+
+_MAHALANOBIS = {
+    "full": _full_mahalanobis,
+    "tied": _tied_mahalanobis,
+    "diag": lambda stats, delta, factors: _diagonal_mahalanobis(stats, delta, factors**2),
+    "spherical": lambda stats, delta, factors: _diagonal_mahalanobis(
+        stats, delta, np.repeat((factors**2)[:, None], delta.shape[1], 1)),
+}
+
+
 def entropy(stats: gm.GaussianStats, params: gm.GaussianParams) -> float:
     """-sum_ik r_ik log r_ik of the pass that computed ``stats`` with ``params``.
 
@@ -192,29 +255,11 @@ def entropy(stats: gm.GaussianStats, params: gm.GaussianParams) -> float:
     pass's shift: sum_i r_ik (x_i - m_k)' Lambda_k (x_i - m_k) =
     tr(Lambda_k S_k) - 2 delta_k' Lambda_k F_k + N_k delta_k' Lambda_k delta_k.
     """
-    kind = params.covariance_type
     n_features = params.means.shape[1]
-    nk, first, second = stats.resp_sum, stats.first, stats.second
-    delta = params.means - params.shift()
-    chol = params.precisions_cholesky
-    if kind == "full":
-        precisions = np.matmul(chol, chol.transpose(0, 2, 1))
-        spread = np.einsum("kde,kde->k", precisions, second)
-        cross = np.einsum("kd,kde,ke->k", delta, precisions, first)
-        centre = np.einsum("kd,kde,ke->k", delta, precisions, delta)
-        mahalanobis = spread - 2 * cross + nk * centre
-    elif kind == "tied":
-        precision = chol @ chol.T
-        mahalanobis = np.zeros(len(nk))
-        mahalanobis[0] = np.sum(precision * second)  # the components share it
-        mahalanobis += -2 * np.einsum("kd,de,ke->k", delta, precision, first) + \
-            nk * np.einsum("kd,de,ke->k", delta, precision, delta)
-    else:
-        precisions = chol**2 if kind == "diag" else np.repeat((chol**2)[:, None], n_features, 1)
-        mahalanobis = (precisions * (second - 2 * delta * first + nk[:, None] * delta**2)
-                       ).sum(axis=1)
-    expected = nk @ (-0.5 * n_features * gm._LOG_2PI + params.log_det +
-                     params.weight_terms()) - 0.5 * mahalanobis.sum()
+    mahalanobis = _MAHALANOBIS[params.covariance_type](
+        stats, params.means - params.shift(), params.precisions_cholesky)
+    expected = stats.resp_sum @ (-0.5 * n_features * gm._LOG_2PI + params.log_det +
+                                 params.weight_terms()) - 0.5 * mahalanobis.sum()
     return float(stats.log_lik - expected)
 
 

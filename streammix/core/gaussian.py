@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 from scipy import linalg
@@ -132,8 +133,6 @@ class GaussianStats:
             self.second + other.second,
         )
 
-    __add__ = merge
-
     @classmethod
     def zero(cls, n_components: int, n_features: int, covariance_type: str) -> GaussianStats:
         return cls(
@@ -146,11 +145,11 @@ class GaussianStats:
 
 
 def _second_shape(n_components, n_features, covariance_type):
-    if covariance_type == "full":
-        return (n_components, n_features, n_features)
-    if covariance_type == "tied":
-        return (n_features, n_features)
-    return (n_components, n_features)
+    """Shape of the statistics' second moments: per component (full), summed over the
+    components (tied), or their diagonals (diag, spherical)."""
+    return {"full": (n_components, n_features, n_features), "tied": (n_features, n_features),
+            "diag": (n_components, n_features), "spherical": (n_components, n_features)
+            }[covariance_type]
 
 
 def covariance_shape(n_components, n_features, covariance_type):
@@ -191,15 +190,17 @@ def check_precisions_cholesky(factors, covariance_type):
                          "positive diagonal (the factor of positive definite precisions)")
 
 
+_LOG_DET = {
+    "full": lambda factors, d: np.log(np.diagonal(factors, axis1=1, axis2=2)).sum(axis=1),
+    "tied": lambda factor, d: np.log(np.diagonal(factor)).sum(),
+    "diag": lambda factors, d: np.log(factors).sum(axis=1),
+    "spherical": lambda factors, d: d * np.log(factors),
+}
+
+
 def log_det_cholesky(precisions_cholesky, covariance_type, n_features):
     """Log-determinant of each component's precision Cholesky factor, shape (K,)."""
-    if covariance_type == "full":
-        return np.log(np.diagonal(precisions_cholesky, axis1=1, axis2=2)).sum(axis=1)
-    if covariance_type == "tied":
-        return np.log(np.diagonal(precisions_cholesky)).sum()
-    if covariance_type == "diag":
-        return np.log(precisions_cholesky).sum(axis=1)
-    return n_features * np.log(precisions_cholesky)
+    return _LOG_DET[covariance_type](precisions_cholesky, n_features)
 
 
 def _tile_rows(n_components, n_features, covariance_type="full"):
@@ -223,24 +224,68 @@ def _log_normalise(weighted):
     return log_norm[:, 0], weighted - log_norm
 
 
+def _full_second_moments(diff, resp):
+    return np.matmul((diff * resp.T[:, :, None]).transpose(0, 2, 1), diff)
+
+
+def _tied_second_moments(diff, resp):
+    k, n, d = diff.shape
+    weighted = (diff * resp.T[:, :, None]).reshape(k * n, d)
+    return weighted.T @ diff.reshape(k * n, d)
+
+
+def _diagonal_second_moments(diff, resp):
+    return np.einsum("nk,knd->kd", resp, diff * diff)
+
+
+#: Second moments of the differences (K, n, d) weighted by the responsibilities (n, K).
+_SECOND_MOMENTS = {"full": _full_second_moments, "tied": _tied_second_moments,
+                   "diag": _diagonal_second_moments, "spherical": _diagonal_second_moments}
+
+
 @np.errstate(over="ignore", invalid="ignore")  # overflow: non-finite stats, located by the engine
 def _moments(diff, resp, covariance_type):
     """First and second moments of ``diff`` weighted by ``resp``, in float64."""
     first = np.einsum("nk,knd->kd", resp, diff)
-    if covariance_type == "full":
-        second = np.matmul((diff * resp.T[:, :, None]).transpose(0, 2, 1), diff)
-    elif covariance_type == "tied":
-        k, n, d = diff.shape
-        weighted = (diff * resp.T[:, :, None]).reshape(k * n, d)
-        second = weighted.T @ diff.reshape(k * n, d)
-    else:
-        second = np.einsum("nk,knd->kd", resp, diff * diff)
+    second = _SECOND_MOMENTS[covariance_type](diff, resp)
     return first.astype(np.float64), second.astype(np.float64)
 
 
 def _tiles(n_rows, tile):
     for start in range(0, n_rows, tile):
         yield slice(start, min(start + tile, n_rows))
+
+
+# The E-step's matrices of each covariance type (see _make_kernel), from the precision
+# factors and the means about the reference.
+def _full_kernel(factors, m):
+    precisions = np.matmul(factors, factors.transpose(0, 2, 1))
+    first, second = np.triu_indices(m.shape[1])
+    pair_weights = np.where(first == second, 1.0, 2.0)
+    return {"AB": np.vstack([(precisions[:, first, second] * pair_weights).T,
+                             -2.0 * np.einsum("kde,ke->dk", precisions, m),
+                             np.zeros((1, len(m)))]),
+            "c0": np.einsum("kd,kde,ke->k", m, precisions, m)}
+
+
+def _tied_kernel(factor, m):
+    projected = m @ factor
+    return {"W": factor, "M": projected.T, "M_sq": np.einsum("kd,kd->k", projected, projected)}
+
+
+def _diagonal_kernel(precisions, m):
+    return {"AB": np.vstack([precisions.T, -2.0 * (m * precisions).T, np.zeros((1, len(m)))]),
+            "c0": np.einsum("kd,kd->k", m * m, precisions)}
+
+
+_KERNELS = {
+    "full": _full_kernel,
+    "tied": _tied_kernel,
+    "diag": lambda factors, m: _diagonal_kernel(factors * factors, m),
+    # a diag with every precision of a component equal
+    "spherical": lambda factors, m: _diagonal_kernel(
+        np.repeat((factors * factors)[:, None], m.shape[1], 1), m),
+}
 
 
 def _make_kernel(params: GaussianParams, dtype) -> dict:
@@ -255,28 +300,11 @@ def _make_kernel(params: GaussianParams, dtype) -> dict:
     ||c P - m_k P||^2 (P the shared precision factor). Centring on g keeps the
     expansions precise for data far from the origin.
     """
-    kind = params.covariance_type
     d = params.means.shape[1]
     m = params.means - params.reference
-    prec = params.precisions_cholesky
     kernel = {"g": params.reference,
-              "const": -0.5 * d * _LOG_2PI + params.log_det + params.weight_terms()}
-    if kind == "full":  # [c_a c_b (a <= b), c] @ [[Lambda_ab (x2 off the diagonal)], [-2 Lambda m]]
-        precisions = np.matmul(prec, prec.transpose(0, 2, 1))
-        first, second = np.triu_indices(d)
-        pair_weights = np.where(first == second, 1.0, 2.0)
-        kernel.update(
-            AB=np.vstack([(precisions[:, first, second] * pair_weights).T,
-                          -2.0 * np.einsum("kde,ke->dk", precisions, m), np.zeros((1, len(m)))]),
-            c0=np.einsum("kd,kde,ke->k", m, precisions, m))
-    elif kind == "tied":
-        projected = m @ prec
-        kernel.update(W=prec, M=projected.T, M_sq=np.einsum("kd,kd->k", projected, projected))
-    else:
-        precisions = prec * prec if kind == "diag" else np.repeat((prec * prec)[:, None], d, 1)
-        kernel.update(AB=np.vstack([precisions.T, -2.0 * (m * precisions).T,
-                                    np.zeros((1, len(m)))]),
-                      c0=np.einsum("kd,kd->k", m * m, precisions))
+              "const": -0.5 * d * _LOG_2PI + params.log_det + params.weight_terms(),
+              **_KERNELS[params.covariance_type](params.precisions_cholesky, m)}
     return {name: np.asarray(value, dtype=dtype) for name, value in kernel.items()}
 
 
@@ -425,6 +453,16 @@ def weighted_log_prob(params: GaussianParams, X: np.ndarray) -> np.ndarray:
     return out
 
 
+#: The differences of rows from component k times its precision factor: y with ||y||^2
+#: their squared Mahalanobis distances.
+_WHITENED = {
+    "full": lambda diff, factors, k: diff @ factors[k],
+    "tied": lambda diff, factor, k: diff @ factor,
+    "diag": lambda diff, factors, k: diff * factors[k],
+    "spherical": lambda diff, factors, k: diff * factors[k],
+}
+
+
 def _far_log_distances(params: GaussianParams, X: np.ndarray) -> np.ndarray:
     """log of the squared Mahalanobis distance of rows to each component, (n, K).
 
@@ -433,20 +471,13 @@ def _far_log_distances(params: GaussianParams, X: np.ndarray) -> np.ndarray:
     precision factor is applied, so nothing overflows and the logarithm is
     finite (or -inf at distance 0).
     """
-    kind = params.covariance_type
+    whitened = _WHITENED[params.covariance_type]
     X = np.asarray(X, dtype=np.float64)
     out = np.empty((X.shape[0], params.n_components))
     for k, mean in enumerate(params.means):
         scale = np.maximum(np.abs(X).max(axis=1), np.abs(mean).max())[:, None]
         scale[scale == 0] = 1.0
-        diff = X / scale - mean / scale
-        factor = params.precisions_cholesky
-        if kind == "full":
-            y = diff @ factor[k]
-        elif kind == "tied":
-            y = diff @ factor
-        else:
-            y = diff * factor[k]
+        y = whitened(X / scale - mean / scale, params.precisions_cholesky, k)
         with np.errstate(divide="ignore"):
             out[:, k] = np.log(np.einsum("nd,nd->n", y, y)) + 2 * np.log(scale[:, 0])
     return out
@@ -498,6 +529,44 @@ def predict_components(params: GaussianParams, X: np.ndarray) -> np.ndarray:
     return labels
 
 
+# The M-step's covariances of each type from the moments about the shift, with delta the
+# new means relative to the shift and nk = N_k + 10 eps.
+def _full_covariances(stats, delta, nk, reg_covar):
+    outer_sd = stats.first[:, :, None] * delta[:, None, :]
+    covariances = (
+        stats.second
+        - outer_sd
+        - outer_sd.transpose(0, 2, 1)
+        + stats.resp_sum[:, None, None] * delta[:, :, None] * delta[:, None, :]
+    ) / nk[:, None, None]
+    idx = np.arange(delta.shape[1])
+    covariances[:, idx, idx] += reg_covar
+    return covariances
+
+
+def _tied_covariances(stats, delta, nk, reg_covar):
+    outer_sd = stats.first.T @ delta
+    covariances = (
+        stats.second - outer_sd - outer_sd.T + (stats.resp_sum[:, None] * delta).T @ delta
+    ) / nk.sum()
+    covariances.flat[:: delta.shape[1] + 1] += reg_covar
+    return covariances
+
+
+def _diag_covariances(stats, delta, nk, reg_covar):
+    return (
+        stats.second - 2 * delta * stats.first + stats.resp_sum[:, None] * delta * delta
+    ) / nk[:, None] + reg_covar
+
+
+def _spherical_covariances(stats, delta, nk, reg_covar):
+    return _diag_covariances(stats, delta, nk, reg_covar).mean(axis=1)
+
+
+_COVARIANCES = {"full": _full_covariances, "tied": _tied_covariances,
+                "diag": _diag_covariances, "spherical": _spherical_covariances}
+
+
 def estimate_parameters(
     stats: GaussianStats,
     shift: np.ndarray,
@@ -518,29 +587,20 @@ def estimate_parameters(
     # scikit-learn's mean is sum(r x) / nk; with x = c + (x - c) that is:
     means = (resp_sum[:, None] * shift + stats.first) / nk[:, None]
     delta = means - shift  # new mean relative to the shift
-    if covariance_type == "full":
-        outer_sd = stats.first[:, :, None] * delta[:, None, :]
-        covariances = (
-            stats.second
-            - outer_sd
-            - outer_sd.transpose(0, 2, 1)
-            + resp_sum[:, None, None] * delta[:, :, None] * delta[:, None, :]
-        ) / nk[:, None, None]
-        idx = np.arange(shift.shape[1])
-        covariances[:, idx, idx] += reg_covar
-    elif covariance_type == "tied":
-        outer_sd = stats.first.T @ delta
-        covariances = (
-            stats.second - outer_sd - outer_sd.T + (resp_sum[:, None] * delta).T @ delta
-        ) / nk.sum()
-        covariances.flat[:: shift.shape[1] + 1] += reg_covar
-    else:
-        diag = (
-            stats.second - 2 * delta * stats.first + resp_sum[:, None] * delta * delta
-        ) / nk[:, None] + reg_covar
-        covariances = diag if covariance_type == "diag" else diag.mean(axis=1)
+    covariances = _COVARIANCES[covariance_type](stats, delta, nk, reg_covar)
     weights = nk / (nk.sum() if normalise_weights else stats.n_rows)
     return weights, means, covariances
+
+
+#: Per feature, the second moments about the reference (per unit of N_k) and the
+#: variances of the M-step: (second moments, covariances, nk) -> (raw, var).
+_RAW_AND_VARIANCES = {
+    "full": lambda second, cov, nk: (np.diagonal(second, axis1=1, axis2=2) / nk[:, None],
+                                     np.diagonal(cov, axis1=1, axis2=2)),
+    "tied": lambda second, cov, nk: (np.diagonal(second) / nk.sum(), np.diagonal(cov)),
+    "diag": lambda second, cov, nk: (second / nk[:, None], cov),
+    "spherical": lambda second, cov, nk: (second / nk[:, None], cov[:, None]),
+}
 
 
 def digits_cancelled(stats: GaussianStats, covariances: np.ndarray, covariance_type: str):
@@ -549,14 +609,7 @@ def digits_cancelled(stats: GaussianStats, covariances: np.ndarray, covariance_t
     the mean. Arithmetic with p digits leaves about p minus this many correct.
     """
     nk = stats.resp_sum + 10 * np.finfo(np.float64).eps
-    if covariance_type == "full":
-        raw, var = np.diagonal(stats.second, axis1=1, axis2=2) / nk[:, None], \
-            np.diagonal(covariances, axis1=1, axis2=2)
-    elif covariance_type == "tied":
-        raw, var = np.diagonal(stats.second) / nk.sum(), np.diagonal(covariances)
-    else:
-        raw = stats.second / nk[:, None]
-        var = covariances if covariance_type == "diag" else covariances[:, None]
+    raw, var = _RAW_AND_VARIANCES[covariance_type](stats.second, covariances, nk)
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.nanmax(np.where(var > 0, raw / var, np.nan), initial=1.0)
     return float(np.log10(max(ratio, 1.0)))
@@ -570,6 +623,41 @@ _COLLAPSE_HINT = (
 )
 
 
+def _tied(per_matrix):
+    """Tied covariance's version of a function of full covariance's (K, d, d) stack:
+    its one matrix as a stack of one."""
+    return lambda matrix: per_matrix(matrix[None])[0]
+
+
+def _matrices_precision_cholesky(covariances, which="component {k}"):
+    out = np.empty_like(covariances)
+    eye = np.eye(covariances.shape[1])
+    for k, cov in enumerate(covariances):
+        try:
+            chol = linalg.cholesky(cov, lower=True)
+        except linalg.LinAlgError:
+            message = f"{_COLLAPSE_HINT} ({which.format(k=k)} is not positive definite)"
+            raise CollapsedComponentError(message) from None
+        out[k] = linalg.solve_triangular(chol, eye, lower=True).T
+    return out
+
+
+def _variances_precision_cholesky(variances):
+    bad = np.flatnonzero(np.atleast_2d(variances.T).T.min(axis=-1) <= 0)
+    if bad.size:
+        raise CollapsedComponentError(
+            f"{_COLLAPSE_HINT} (component {bad[0]} has a variance <= 0)")
+    return 1.0 / np.sqrt(variances)
+
+
+_PRECISION_CHOLESKY = {
+    "full": _matrices_precision_cholesky,
+    "tied": _tied(partial(_matrices_precision_cholesky, which="the tied covariance")),
+    "diag": _variances_precision_cholesky,
+    "spherical": _variances_precision_cholesky,
+}
+
+
 def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndarray:
     """Upper-triangular U with U U^T = inverse covariance, as scikit-learn stores it.
 
@@ -578,54 +666,51 @@ def precision_cholesky(covariances: np.ndarray, covariance_type: str) -> np.ndar
     CollapsedComponentError
         When a component's covariance is not positive definite.
     """
-    if covariance_type in ("full", "tied"):
-        stack = covariances if covariance_type == "full" else covariances[None]
-        out = np.empty_like(stack)
-        eye = np.eye(stack.shape[1])
-        for k, cov in enumerate(stack):
-            try:
-                chol = linalg.cholesky(cov, lower=True)
-            except linalg.LinAlgError:
-                which = f"component {k}" if covariance_type == "full" else "the tied covariance"
-                message = f"{_COLLAPSE_HINT} ({which} is not positive definite)"
-                raise CollapsedComponentError(message) from None
-            out[k] = linalg.solve_triangular(chol, eye, lower=True).T
-        return out if covariance_type == "full" else out[0]
-    bad = np.flatnonzero(np.atleast_2d(covariances.T).T.min(axis=-1) <= 0)
-    if bad.size:
-        raise CollapsedComponentError(
-            f"{_COLLAPSE_HINT} (component {bad[0]} has a variance <= 0)")
-    return 1.0 / np.sqrt(covariances)
+    return _PRECISION_CHOLESKY[covariance_type](covariances)
+
+
+def _matrices_cholesky_of_precisions(precisions):
+    return np.stack([np.flip(linalg.cholesky(np.flip(p), lower=True)) for p in precisions])
+
+
+_CHOLESKY_OF_PRECISIONS = {"full": _matrices_cholesky_of_precisions,
+                           "tied": _tied(_matrices_cholesky_of_precisions),
+                           "diag": np.sqrt, "spherical": np.sqrt}
 
 
 def precision_cholesky_from_precisions(precisions: np.ndarray, covariance_type: str):
     """Upper Cholesky factor of given precision matrices (scikit-learn's convention)."""
-    if covariance_type in ("full", "tied"):
-        stack = precisions if covariance_type == "full" else precisions[None]
-        flipped = [np.flip(linalg.cholesky(np.flip(p), lower=True)) for p in stack]
-        out = np.stack(flipped)
-        return out if covariance_type == "full" else out[0]
-    return np.sqrt(precisions)
+    return _CHOLESKY_OF_PRECISIONS[covariance_type](precisions)
+
+
+_PRECISIONS_OF_CHOLESKY = {
+    "full": lambda factors: np.matmul(factors, factors.transpose(0, 2, 1)),
+    "tied": lambda factor: factor @ factor.T,
+    "diag": lambda factors: factors**2,
+    "spherical": lambda factors: factors**2,
+}
 
 
 def precisions_from_cholesky(precisions_cholesky: np.ndarray, covariance_type: str):
     """Precision matrices from their Cholesky factors."""
-    if covariance_type == "full":
-        return np.matmul(precisions_cholesky, precisions_cholesky.transpose(0, 2, 1))
-    if covariance_type == "tied":
-        return precisions_cholesky @ precisions_cholesky.T
-    return precisions_cholesky**2
+    return _PRECISIONS_OF_CHOLESKY[covariance_type](precisions_cholesky)
+
+
+def _matrices_covariances_of_cholesky(factors):
+    eye = np.eye(factors.shape[1])
+    inv = [linalg.solve_triangular(u, eye, lower=False) for u in factors]
+    return np.stack([a.T @ a for a in inv])  # (U U^T)^-1 = U^-T U^-1
+
+
+_COVARIANCES_OF_CHOLESKY = {"full": _matrices_covariances_of_cholesky,
+                            "tied": _tied(_matrices_covariances_of_cholesky),
+                            "diag": lambda factors: 1.0 / factors**2,
+                            "spherical": lambda factors: 1.0 / factors**2}
 
 
 def covariances_from_cholesky(precisions_cholesky: np.ndarray, covariance_type: str):
     """Covariances from precision Cholesky factors (used after ``precisions_init``)."""
-    if covariance_type in ("full", "tied"):
-        stack = precisions_cholesky if covariance_type == "full" else precisions_cholesky[None]
-        eye = np.eye(stack.shape[1])
-        inv = [linalg.solve_triangular(u, eye, lower=False) for u in stack]
-        covs = np.stack([a.T @ a for a in inv])  # (U U^T)^-1 = U^-T U^-1
-        return covs if covariance_type == "full" else covs[0]
-    return 1.0 / precisions_cholesky**2
+    return _COVARIANCES_OF_CHOLESKY[covariance_type](precisions_cholesky)
 
 
 def n_parameters(n_components: int, n_features: int, covariance_type: str) -> int:
@@ -639,6 +724,15 @@ def n_parameters(n_components: int, n_features: int, covariance_type: str) -> in
     return int(cov + n_features * n_components + n_components - 1)
 
 
+#: Standard normal draws z given component k's covariance.
+_CORRELATED = {
+    "full": lambda z, covariances, k: z @ linalg.cholesky(covariances[k], lower=True).T,
+    "tied": lambda z, covariance, k: z @ linalg.cholesky(covariance, lower=True).T,
+    "diag": lambda z, covariances, k: z * np.sqrt(covariances[k]),
+    "spherical": lambda z, covariances, k: z * np.sqrt(covariances[k]),
+}
+
+
 def sample(params: GaussianParams, covariances: np.ndarray, n_samples: int, rng):
     """Draw ``n_samples`` rows; returns ``(X, y)`` sorted by component like scikit-learn."""
     counts = rng.multinomial(n_samples, params.weights / params.weights.sum())
@@ -647,16 +741,20 @@ def sample(params: GaussianParams, covariances: np.ndarray, n_samples: int, rng)
     parts, labels = [], []
     for k, (mean, count) in enumerate(zip(params.means, counts, strict=True)):
         z = rng.standard_normal((count, n_features))
-        if kind in ("full", "tied"):
-            cov = covariances[k] if kind == "full" else covariances
-            draw = z @ linalg.cholesky(cov, lower=True).T
-        elif kind == "diag":
-            draw = z * np.sqrt(covariances[k])
-        else:
-            draw = z * np.sqrt(covariances[k])
-        parts.append(mean + draw)
+        parts.append(mean + _CORRELATED[kind](z, covariances, k))
         labels.append(np.full(count, k))
     return np.concatenate(parts), np.concatenate(labels)
+
+
+#: Lambda r for each row's residual r and the precision of its component.
+_PRECISION_TIMES = {
+    "full": lambda residual, precisions, component: np.einsum(
+        "nij,nj->ni", precisions[component], residual),
+    "tied": lambda residual, precision, component: residual @ precision,
+    "diag": lambda residual, precisions, component: residual * precisions[component],
+    "spherical": lambda residual, precisions, component: (
+        residual * precisions[component][:, None]),
+}
 
 
 def explain(params: GaussianParams, X: np.ndarray):
@@ -678,17 +776,9 @@ def explain(params: GaussianParams, X: np.ndarray):
     scale = np.abs(residual).max(axis=1, keepdims=True)
     scale[scale == 0] = 1.0
     residual /= scale
-    precisions = precisions_from_cholesky(params.precisions_cholesky, params.covariance_type)
     kind = params.covariance_type
-    if kind == "full":
-        weighted = np.einsum("nij,nj->ni", precisions[component], residual)
-    elif kind == "tied":
-        weighted = residual @ precisions
-    elif kind == "diag":
-        weighted = residual * precisions[component]
-    else:
-        weighted = residual * precisions[component][:, None]
-    contributions = residual * weighted
+    precisions = precisions_from_cholesky(params.precisions_cholesky, kind)
+    contributions = residual * _PRECISION_TIMES[kind](residual, precisions, component)
     squared = np.maximum(contributions.sum(axis=1), 0.0)
     with np.errstate(over="ignore"):
         distance = np.sqrt(squared) * scale[:, 0]

@@ -29,26 +29,41 @@ def step_size(step: int, *, decay: float, offset: float, forgetting_factor=None,
     return float((step + offset) ** -decay)
 
 
+# The second moments about the shift, per unit of row weight, that the M-step turns
+# into the given covariances (delta: the means relative to the shift).
+def _full_implied_second(covariances, weights, delta, reg_covar):
+    d = delta.shape[1]
+    spread = covariances - reg_covar * np.eye(d) + delta[:, :, None] * delta[:, None, :]
+    return weights[:, None, None] * spread
+
+
+def _tied_implied_second(covariance, weights, delta, reg_covar):
+    return (covariance - reg_covar * np.eye(delta.shape[1])) * weights.sum() + \
+        (weights[:, None] * delta).T @ delta
+
+
+def _diagonal_implied_second(variances, weights, delta, reg_covar):
+    return weights[:, None] * (variances - reg_covar + delta**2)
+
+
+_IMPLIED_SECOND = {
+    "full": _full_implied_second,
+    "tied": _tied_implied_second,
+    "diag": _diagonal_implied_second,
+    "spherical": lambda variances, weights, delta, reg_covar: _diagonal_implied_second(
+        np.repeat(np.asarray(variances)[:, None], delta.shape[1], 1), weights, delta, reg_covar),
+}
+
+
 def implied_stats(params: gm.GaussianParams, shift: np.ndarray, reg_covar: float
                   ) -> gm.GaussianStats:
     """The statistics per unit of row weight whose M-step gives ``params`` back
     (centred on ``shift``; ``reg_covar`` taken out of the covariances)."""
-    kind = params.covariance_type
     weights = params.weights / params.weights.sum()
     delta = params.means - shift
-    cov = params.covariances
-    d = params.means.shape[1]
-    first = weights[:, None] * delta
-    if kind == "full":
-        spread = cov - reg_covar * np.eye(d) + delta[:, :, None] * delta[:, None, :]
-        second = weights[:, None, None] * spread
-    elif kind == "tied":
-        second = (cov - reg_covar * np.eye(d)) * weights.sum() + \
-            (weights[:, None] * delta).T @ delta
-    else:
-        variances = cov if kind == "diag" else np.repeat(np.asarray(cov)[:, None], d, 1)
-        second = weights[:, None] * (variances - reg_covar + delta**2)
-    return gm.GaussianStats(1, 0.0, weights, first, second)
+    second = _IMPLIED_SECOND[params.covariance_type](params.covariances, weights, delta,
+                                                     reg_covar)
+    return gm.GaussianStats(1, 0.0, weights, weights[:, None] * delta, second)
 
 
 def blend(running: gm.GaussianStats, batch: gm.GaussianStats, gamma: float) -> gm.GaussianStats:

@@ -1,8 +1,9 @@
 """Map a per-chunk function over a source's plan on Dask, tree-reduce in chunk order.
 
 The engine knows nothing of which model runs: it is handed a function
-``fn(params, block, start) -> stats`` and a ``merge(a, b)``; only ``params``
-travel to the chunks and only the (small) statistics come back.
+``fn(params, block, start) -> stats`` and a ``merge(a, b)`` (by default the
+statistics' own ``a.merge(b)``); only ``params`` travel to the chunks and only
+the (small) statistics come back.
 
 Scheduling:
 
@@ -28,7 +29,6 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import CancelledError
 from functools import partial
-from operator import add
 
 import dask
 import dask.local
@@ -98,6 +98,11 @@ def _fan_in(level, node):
         level = [node(level[i : i + FAN_IN], (depth, i)) for i in range(0, len(level), FAN_IN)]
         depth += 1
     return level[0]
+
+
+def merge_stats(a, b):
+    """The default merge: the statistics' own ``a.merge(b)`` (module level: it pickles)."""
+    return a.merge(b)
 
 
 def _merge_all(merge, *parts):
@@ -595,9 +600,12 @@ class Engine:
             return get(graph, keys)
 
     # -- public operations ----------------------------------------------
-    def map_reduce(self, fn: Callable, params, source: Source, merge: Callable = add, *,
-                   chunks=None, finite=True):
+    def map_reduce(self, fn: Callable, params, source: Source, merge: Callable = merge_stats,
+                   *, chunks=None, finite=True):
         """``merge`` of ``fn(params, block, start)`` over every block of ``source``.
+
+        ``merge`` defaults to the statistics' own ``merge`` method; results that
+        are plain numbers or arrays pass ``operator.add``.
 
         When the source's rows carry weights, the call is ``fn(params, block,
         start, weights)``: a chunk function used on weighted data takes them.

@@ -3,7 +3,8 @@
 All models still running (``n_init`` restarts, or a grid of candidates) share
 each pass: the chunk function computes every active model's statistics from
 one read of the chunk. The loop knows nothing of which model it drives: it is
-given ``step`` (per-chunk statistics), ``merge`` and ``update``.
+given ``step`` (per-chunk statistics), ``update`` and, when the statistics do
+not merge by their own ``merge`` method, ``merge``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from .._serial import serializable
-from .engine import Engine
+from .engine import Engine, merge_stats
 
 
 @serializable
@@ -40,7 +41,8 @@ def _batch_merge(merge, a, b):
     return [merge(x, y) for x, y in zip(a, b, strict=True)]
 
 
-def batch_map_reduce(engine: Engine, source, step: Callable, merge: Callable, params_batch):
+def batch_map_reduce(engine: Engine, source, step: Callable, params_batch,
+                     merge: Callable = merge_stats):
     """One pass computing ``step``'s statistics for every parameter set of the batch."""
     return engine.map_reduce(partial(_batch_step, step), list(params_batch), source,
                              partial(_batch_merge, merge))
@@ -52,7 +54,7 @@ def iterate(
     runs: list[Run],
     *,
     step: Callable,
-    merge: Callable,
+    merge: Callable = merge_stats,
     update: Callable[[Run, Any], tuple[Any, float, bool]],
     max_iter: int,
     on_iteration: Callable[[list[Run]], None] | None = None,
@@ -72,7 +74,7 @@ def iterate(
         for run in runs:
             run.done = run.done or run.n_iter >= max_iter
         while active := [run for run in runs if not run.done]:
-            stats = batch_map_reduce(engine, source, step, merge, [run.params for run in active])
+            stats = batch_map_reduce(engine, source, step, [run.params for run in active], merge)
             for run, run_stats in zip(active, stats, strict=True):
                 run.params, objective, run.converged = update(run, run_stats)
                 run.previous = objective

@@ -11,7 +11,7 @@ from ..core import gaussian as gm
 from ..core import online
 from ..engine import Run
 from .base import restart_seeds
-from .gaussian_mixture import GaussianMixture, initial_statistics
+from .mixture import BaseMixture, check_definite, initial_statistics
 from .persistence import register
 
 #: Components whose weight is above this count as effective (``info``, ``plot``).
@@ -22,12 +22,8 @@ def _moments(full, block, start, weights=None):
     return vb.moments(full, block, weights)
 
 
-def _merge_moments(a, b):
-    return a.merge(b)
-
-
 @register
-class BayesianGaussianMixture(GaussianMixture):
+class BayesianGaussianMixture(BaseMixture):
     """Variational Bayesian Gaussian mixture, fitted out-of-core.
 
     Give it more components than the data needs: variational inference drives
@@ -107,7 +103,7 @@ degrees_of_freedom_prior_, covariance_prior_
     """
 
     _model_scalars: ClassVar[dict] = {
-        **GaussianMixture._model_scalars, "weight_concentration_prior_": float,
+        **BaseMixture._model_scalars, "weight_concentration_prior_": float,
         "mean_precision_prior_": float, "degrees_of_freedom_prior_": float}
 
     def __init__(
@@ -199,19 +195,12 @@ degrees_of_freedom_prior_, covariance_prior_
                     raise ValueError("covariance_prior must be a number > 0 for spherical, got "
                                      f"{self.covariance_prior!r}")
                 return
-            shape = (n_features,) if kind == "diag" else (n_features, n_features)
-            prior = self._prior_array("covariance_prior", f"'{kind} covariance_prior'", shape)
-            if kind == "diag" and prior.min() <= 0:
-                raise ValueError(f"'{kind} precision' should be positive")
-            if kind != "diag" and (not np.allclose(prior, prior.T)
-                                   or np.linalg.eigvalsh(prior).min() <= 0):
-                raise ValueError(f"'{kind} precision' should be symmetric, positive-definite")
+            prior = self._prior_array("covariance_prior", f"'{kind} covariance_prior'",
+                                      vb.covariance_prior_shape(n_features, kind))
+            check_definite(prior, f"'{kind} precision'", matrices=kind != "diag")
 
     def _prior_array(self, name, label, shape):
-        value = np.asarray(getattr(self, name), dtype=np.float64)
-        if value.shape != shape:
-            raise ValueError(f"The parameter {label} should have the shape of {shape}, but got "
-                             f"{value.shape}")
+        value = self._param_array(name, label, shape)
         if not np.isfinite(value).all():
             raise ValueError(f"{name} must hold finite numbers")
         return value
@@ -222,7 +211,7 @@ degrees_of_freedom_prior_, covariance_prior_
         n_features, kind = source.n_features, self.covariance_type
         data = None
         if self.mean_prior is None or self.covariance_prior is None:
-            data = engine.map_reduce(_moments, kind in ("full", "tied"), source, _merge_moments)
+            data = engine.map_reduce(_moments, kind in ("full", "tied"), source)
         mean = data.mean if self.mean_prior is None else np.asarray(self.mean_prior, float)
         covariance = data.covariance(kind) if self.covariance_prior is None else \
             np.asarray(self.covariance_prior, dtype=np.float64)
@@ -369,15 +358,6 @@ degrees_of_freedom_prior_, covariance_prior_
                          float(self.degrees_of_freedom_prior_),
                          np.asarray(self.covariance_prior_, dtype=np.float64))
 
-    def bic(self, X):
-        """Not defined for a variational mixture (as in scikit-learn): compare fits by
-        ``lower_bound_``, or use :class:`GaussianMixture` and :func:`streammix.select`."""
-        raise NotImplementedError("BIC and AIC are for maximum-likelihood mixtures; compare "
-                                  "BayesianGaussianMixture fits by lower_bound_, or select "
-                                  "GaussianMixture models with streammix.select")
-
-    aic = bic
-
     def effective_components(self, threshold=EFFECTIVE_WEIGHT) -> np.ndarray:
         """Indices of the components whose weight exceeds ``threshold`` (default 1 %)."""
         self._check_fitted()
@@ -390,8 +370,7 @@ degrees_of_freedom_prior_, covariance_prior_
         return {**super()._model_arrays(),
                 "weight_concentration_": (2, k) if dirichlet_process else (k,),
                 "mean_precision_": (k,), "degrees_of_freedom_": () if kind == "tied" else (k,),
-                "mean_prior_": (d,),
-                "covariance_prior_": {"full": (d, d), "tied": (d, d), "diag": (d,)}.get(kind, ())}
+                "mean_prior_": (d,), "covariance_prior_": vb.covariance_prior_shape(d, kind)}
 
     def _loaded(self):
         """scikit-learn's types for what a model file holds as arrays."""

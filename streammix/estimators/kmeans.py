@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from operator import add
 from typing import ClassVar
 
 import numpy as np
@@ -24,20 +25,12 @@ INIT_SAMPLE_ROWS = 100_000
 INITS = ("auto", "k-means++", "k-means||", "random")
 
 
-def _merge(a, b):
-    return a.merge(b)
-
-
 def _labels(centers, block, start):
     return km.nearest(block, centers)[0]
 
 
 def _distances(centers, block, start):
     return km.distances(block, centers).astype(block.dtype, copy=False)  # the input's dtype
-
-
-def _add(a, b):
-    return a + b
 
 
 def resolve_init(init, source) -> str | np.ndarray:
@@ -113,10 +106,10 @@ def kmeans_parallel(engine, source, ks, rngs, *, oversampling_factor=2.0, rounds
     for _ in range(rounds):
         specs = [(c, int(rng.integers(2**63)), oversampling_factor * k)
                  for c, k, rng in zip(candidates, ks, rngs, strict=True)]
-        found = batch_map_reduce(engine, source, km.oversample, _merge, specs)
+        found = batch_map_reduce(engine, source, km.oversample, specs)
         candidates = [np.concatenate([c, f.selected()]) for c, f in zip(candidates, found,
                                                                          strict=True)]
-    weights = batch_map_reduce(engine, source, km.nearest_counts, _add, candidates)
+    weights = batch_map_reduce(engine, source, km.nearest_counts, candidates, add)
     centers = []
     for cand, weight, k, rng in zip(candidates, weights, ks, rngs, strict=True):
         if len(cand) < k:  # fewer distinct rows than clusters: repeat some
@@ -179,11 +172,10 @@ def run_lloyd(engine, source, starts, *, max_iter, tol, verbose=0, final_pass=Tr
         print("Initialization complete")
     # The first pass also measures the data's variance, for the tolerance.
     runs = [Run(km.LloydParams(np.asarray(c, dtype=np.float64), moments=True)) for c in starts]
-    iterate(engine, source, runs, step=km.lloyd_stats, merge=_merge, update=update,
-            max_iter=max_iter)
+    iterate(engine, source, runs, step=km.lloyd_stats, update=update, max_iter=max_iter)
     pending = [run for run in runs if final_pass and run.extra.get("final_stats") is None]
     if pending:  # the final centres' inertia and cluster sizes: one more pass
-        finals = batch_map_reduce(engine, source, km.lloyd_stats, _merge,
+        finals = batch_map_reduce(engine, source, km.lloyd_stats,
                                   [km.LloydParams(run.params.centers) for run in pending])
         for run, stats in zip(pending, finals, strict=True):
             run.extra["final_stats"] = stats
@@ -244,7 +236,7 @@ class CentersModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMix
         source = self._source(X, fitted=True, sample_weight=sample_weight)
         with self._engine() as engine:
             stats = engine.map_reduce(km.lloyd_stats, km.LloydParams(self._centers64()),
-                                      source, _merge)
+                                      source)
         return -float(stats.inertia)
 
     def _model_arrays(self) -> dict:

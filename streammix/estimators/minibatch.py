@@ -23,10 +23,6 @@ from .persistence import register
 WINDOW_CHUNKS = 8
 
 
-def _merge(a, b):
-    return a.merge(b)
-
-
 @register
 class MiniBatchKMeans(CentersModel):
     """Mini-batch k-means (Sculley 2010) over any source, never holding the dataset.
@@ -196,7 +192,7 @@ class MiniBatchKMeans(CentersModel):
         """One mini-batch step over ``chunks`` (default all of ``source``); returns stats."""
         self.cluster_centers_ = np.asarray(self.cluster_centers_, dtype=np.float64)
         spec = (self.cluster_centers_, self._counts, int(self.batch_size), self._step_seed())
-        stats = engine.map_reduce(mb.run_batches, spec, source, _merge, chunks=chunks)
+        stats = engine.map_reduce(mb.run_batches, spec, source, chunks=chunks)
         self.cluster_centers_, self._counts, shift = mb.apply_step(
             self.cluster_centers_, self._counts, stats)
         self._n_since_last_reassign += stats.n_rows
@@ -332,8 +328,7 @@ class MiniBatchKMeans(CentersModel):
         return False
 
     def _final_labels(self, engine, source):
-        stats = engine.map_reduce(km.lloyd_stats, km.LloydParams(self.cluster_centers_), source,
-                                  _merge)
+        stats = engine.map_reduce(km.lloyd_stats, km.LloydParams(self.cluster_centers_), source)
         self.inertia_ = float(stats.inertia)
         self._set_labels(engine, source)
 

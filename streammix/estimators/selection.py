@@ -15,15 +15,9 @@ from ..engine import Run, iterate, sample_rows
 from ..engine.iterate import batch_map_reduce
 from ..exceptions import ConvergenceWarning
 from .base import restart_seeds
-from .gaussian_mixture import (
-    GaussianMixture,
-    _em_stats,
-    _log_lik_and_rows,
-    _merge,
-    best_run,
-    initial_gaussians,
-)
+from .gaussian_mixture import GaussianMixture, initial_gaussians
 from .kmeans import KMeans, initial_centers, resolve_init, run_lloyd
+from .mixture import _em_stats, _log_lik_and_rows, best_run
 
 CRITERIA = ("bic", "aic")
 
@@ -127,12 +121,12 @@ def select(X, n_components=range(1, 11), covariance_types=gm.COVARIANCE_TYPES,
                                    template.reg_covar, source.total_weight())
         runs = [Run(gm.GaussianParams(w, m, gm.precision_cholesky(c, kind), kind, c))
                 for (w, m, c), (_, kind) in zip(starts, candidates, strict=True)]
-        iterate(engine, source, runs, step=_em_stats, merge=_merge,
-                update=template._em_update, max_iter=template.max_iter)
+        iterate(engine, source, runs, step=_em_stats, update=template._em_update,
+                max_iter=template.max_iter)
         finals = [best_run(runs[i : i + n_init], template.max_iter)
                   for i in range(0, len(runs), n_init)]
-        log_liks = batch_map_reduce(engine, source, _log_lik_and_rows, add,
-                                    [run.params for run, _ in finals])
+        log_liks = batch_map_reduce(engine, source, _log_lik_and_rows,
+                                    [run.params for run, _ in finals], add)
     table, models = [], []
     for (k, kind), (run, bound), (log_lik, total) in zip(grid, finals, log_liks, strict=True):
         n_params = gm.n_parameters(k, source.n_features, kind)

@@ -1,6 +1,8 @@
 """The variational M-step, E-step and lower bound against scikit-learn on the same
 responsibilities (its private steps, called directly)."""
 
+from functools import reduce
+
 import numpy as np
 import pytest
 from sklearn.mixture import BayesianGaussianMixture as SkBGM
@@ -62,8 +64,8 @@ def test_one_iteration_equals_sklearn_from_the_same_responsibilities(kind, prior
     log_prob_norm, log_resp = sk._e_step(X)
     sk._m_step(X, log_resp)
     bound = sk._compute_lower_bound(log_resp, log_prob_norm)
-    stats = sum((gm.estep_stats(params, X[a:a + 97]) for a in range(0, len(X), 97)),
-                gm.GaussianStats.zero(4, X.shape[1], kind))
+    stats = reduce(gm.GaussianStats.merge, (gm.estep_stats(params, X[a:a + 97])
+                                            for a in range(0, len(X), 97)))
     entropy = vb.entropy(stats, params)
     np.testing.assert_allclose(entropy, -np.sum(np.exp(log_resp) * log_resp), rtol=1e-9)
     posterior = _m_step(stats, params.shift(), priors, kind)

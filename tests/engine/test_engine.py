@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from operator import add
+
 import numpy as np
 import pytest
 
@@ -40,7 +42,7 @@ def test_each_chunk_read_once_per_pass(blobs_parquet, read_counter):
     source = sm.read_parquet(blobs_parquet, chunk_size=60)
     with Engine(cache=False) as engine:
         for _ in range(3):
-            engine.map_reduce(lambda p, b, s: b.sum(0), None, source)
+            engine.map_reduce(lambda p, b, s: b.sum(0), None, source, add)
     assert sorted(read_counter) == [c.index for c in source.plan()]
     assert set(read_counter.values()) == {3}
 
@@ -68,6 +70,6 @@ def test_blas_runs_one_thread_per_engine_thread_for_the_whole_session():
     before = blas_threads()
     with Engine(n_workers=2) as engine:
         assert blas_threads() == {1}
-        engine.map_reduce(lambda p, b, s: b.sum(0), None, sm.as_source(np.ones((10, 2))))
+        engine.map_reduce(lambda p, b, s: b.sum(0), None, sm.as_source(np.ones((10, 2))), add)
         assert blas_threads() == {1}
     assert blas_threads() == before

@@ -12,7 +12,7 @@ from sklearn.mixture import BayesianGaussianMixture as SkBGM
 
 import streammix as sm
 from streammix.estimators.base import check_random_state, restart_seeds
-from streammix.estimators.gaussian_mixture import random_responsibilities
+from streammix.estimators.mixture import BaseMixture, random_responsibilities
 from streammix.exceptions import ConvergenceWarning
 from tests.conftest import make_blobs
 
@@ -171,6 +171,15 @@ def test_model_files_scorer_and_warm_start(tmp_path, blobs):
     for name in ("means_", "covariances_", "weights_"):
         np.testing.assert_allclose(getattr(warm, name), getattr(cold, name), rtol=1e-12)
     np.testing.assert_allclose(warm.lower_bound_, cold.lower_bound_, rtol=1e-12)
+
+
+def test_a_sibling_of_gaussian_mixture_without_criteria(blobs):
+    # As in scikit-learn: both are mixtures, and BIC/AIC are for maximum likelihood only.
+    model = sm.BayesianGaussianMixture(2, random_state=0).fit(blobs)
+    assert isinstance(model, BaseMixture) and not isinstance(model, sm.GaussianMixture)
+    assert isinstance(sm.GaussianMixture(), BaseMixture)
+    assert not hasattr(model, "bic") and not hasattr(model, "aic")
+    assert not hasattr(SkBGM(), "bic") and not hasattr(SkBGM(), "aic")
 
 
 def test_bad_priors_get_sklearn_s_messages(blobs):
