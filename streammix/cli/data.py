@@ -10,7 +10,8 @@ import pyarrow as pa
 
 from .. import datasets
 from ..describe import feature_names
-from ..estimators import GaussianMixture, load
+from ..estimators import load
+from ..estimators.mixture import BaseMixture
 from ..io.parquet import write_table
 from ..scoring.batch import predict_to_parquet
 from .app import main
@@ -59,7 +60,7 @@ def sample(model_path, n_samples, output, seed, verbose, quiet):
       streammix sample model.npz -n 100000 -o synthetic.parquet
     """
     model = load(model_path)
-    if not isinstance(model, GaussianMixture):
+    if not isinstance(model, BaseMixture):
         raise ValueError(f"{model_path}: sampling needs a Gaussian mixture model")
     if seed is not None:
         model.random_state = seed

@@ -11,8 +11,6 @@ from ..core import online
 from ..engine import Run
 from .base import restart_seeds
 from .mixture import BaseMixture, check_definite, initial_statistics
-from .mixture import _labels as _labels  # re-exported: scoring.py and anomaly.py import it
-from .mixture import _proba as _proba  # re-exported: scoring.py imports it
 from .persistence import register
 
 

@@ -52,7 +52,7 @@ import time
 import numpy as np
 
 from ..core import gaussian as gm
-from ..estimators.gaussian_mixture import GaussianMixture
+from ..estimators.mixture import BaseMixture
 from . import pipeline
 from .records import micro_batches
 
@@ -197,7 +197,7 @@ class AdaptiveScoring:
                  window=WINDOW, drift=None, snapshot=None, snapshot_every=SNAPSHOT_EVERY,
                  snapshot_seconds=SNAPSHOT_SECONDS):
         model = scorer.model
-        if adapt and not isinstance(model, GaussianMixture):
+        if adapt and not isinstance(model, BaseMixture):
             raise TypeError(f"adaptive scoring updates a Gaussian mixture online; a "
                             f"{type(model).__name__} cannot (score it without adapting)")
         if not 0 < forgetting_factor < 1:
@@ -473,7 +473,7 @@ def _checked_drift(state) -> dict:
     return state
 
 
-def _refit(model: GaussianMixture, rows: np.ndarray) -> GaussianMixture:
+def _refit(model: BaseMixture, rows: np.ndarray) -> BaseMixture:
     """A copy of ``model`` refitted on ``rows`` (a window of records, in memory) from its
     current parameters (a warm start)."""
     import warnings

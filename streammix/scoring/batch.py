@@ -11,8 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ..estimators import gaussian_mixture as gmm
-from ..estimators import kmeans
+from ..estimators import kmeans, mixture
 from ..io import ParquetSource
 from ..io.atomic import atomic_write
 from ..io.output import PartitionedOutput, is_dataset_output
@@ -141,8 +140,8 @@ def _labels_and_proba(spec, block, start):
 
 def predict_to_parquet(model, data, output, *, proba=False, id_field="id") -> int:
     """Write each row's cluster (and with ``proba`` each component's probability) to Parquet."""
-    if isinstance(model, gmm.GaussianMixture):
-        spec = (gmm._labels, gmm._proba if proba else None, model._gaussian())
+    if isinstance(model, mixture.BaseMixture):
+        spec = (mixture._labels, mixture._proba if proba else None, model._gaussian())
     elif proba:
         raise ValueError("--proba needs a Gaussian mixture; k-means has no probabilities")
     else:

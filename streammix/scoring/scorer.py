@@ -12,10 +12,10 @@ from ..core import gaussian as gm
 from ..core import kmeans as km
 from ..core import quantile as qt
 from ..estimators.base import StreammixEstimator
-from ..estimators.gaussian_mixture import GaussianMixture
-from ..estimators.gaussian_mixture import _labels as gmm_labels
 from ..estimators.kmeans import CentersModel
 from ..estimators.kmeans import _labels as center_labels
+from ..estimators.mixture import BaseMixture
+from ..estimators.mixture import _labels as gmm_labels
 from . import pipeline
 from .adaptive import AdaptiveScoring
 from .records import micro_batches
@@ -40,10 +40,6 @@ def _sample_scores(spec, block, start):
 def _bracket_scores(spec, block, start):
     score, params, low, high = spec
     return qt.bracket_values(score(params, block, start), low, high)
-
-
-def _merge(a, b):
-    return a.merge(b)
 
 
 def _gmm_explain(params, X):
@@ -73,7 +69,7 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
 
     Parameters
     ----------
-    model : GaussianMixture, KMeans or MiniBatchKMeans
+    model : GaussianMixture, BayesianGaussianMixture, KMeans or MiniBatchKMeans
         A fitted model. If it carries a calibrated threshold (see
         :meth:`save`, ``streammix calibrate``), ``offset_`` starts from it.
     contamination : float, default=0.01
@@ -127,7 +123,7 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
     # -- the model's scores ---------------------------------------------------
     def _kernel(self) -> pipeline.Kernel:
         """The wrapped model's score, label and explanation functions, with its parameters."""
-        if isinstance(self.model, GaussianMixture):
+        if isinstance(self.model, BaseMixture):
             return pipeline.Kernel(_gmm_scores, gmm_labels, _gmm_explain, self.model._gaussian())
         if isinstance(self.model, CentersModel):
             return pipeline.Kernel(_center_scores, center_labels, _center_explain,
@@ -164,14 +160,14 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
         n = source.n_rows
         with self.model._engine() as engine:
             sample = engine.map_reduce(_sample_scores, (score, params, CALIBRATION_SAMPLE, 0),
-                                       source, _merge, finite=False)
+                                       source, finite=False)
             if n <= CALIBRATION_SAMPLE:  # the sample is every score
                 self.offset_ = float(np.percentile(sample.values, 100 * q))
                 return self
             low, high = qt.bracket_from_sample(sample, q)
             while (offset := qt.quantile_from_bracket(engine.map_reduce(
-                    _bracket_scores, (score, params, low, high), source, _merge,
-                    finite=False), q, n)) is None:
+                    _bracket_scores, (score, params, low, high), source, finite=False),
+                    q, n)) is None:
                 low, high = -np.inf, np.inf  # missed (vanishingly rare): take everything
         self.offset_ = offset
         return self
