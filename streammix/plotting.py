@@ -17,6 +17,9 @@ from .core import gaussian as gm
 from .estimators.bayesian_mixture import EFFECTIVE_WEIGHT as EMPTY_WEIGHT
 from .estimators.mixture import BaseMixture
 
+#: Rows drawn from the data to show, by default.
+SAMPLE_ROWS = 5000
+
 
 def _pyplot():
     import matplotlib
@@ -111,7 +114,7 @@ def _full_covariances(model: BaseMixture):
     return np.stack([np.eye(d) * c for c in cov])
 
 
-def plot_sample(model, data, path, *, features=None, sample_size=5000, seed=0):
+def plot_sample(model, data, path, *, features=None, sample_size=SAMPLE_ROWS, seed=0):
     """Write a PNG of a seeded sample of ``data`` (rows drawn in one pass, out-of-core)
     coloured by ``model``'s clusters, with the model on top and, when it has a
     threshold, its anomalies marked (see :func:`plot_model`)."""

@@ -38,8 +38,7 @@ def _imported_parts(path: Path):
             if node.level:
                 base = list(package[: len(package) - (node.level - 1)])
                 target = base + (node.module.split(".") if node.module else [])
-                names = [target + [alias.name] for alias in node.names] if not target else \
-                    [target]
+                names = [target] if target else [[alias.name] for alias in node.names]
             elif node.module and node.module.split(".")[0] == "streammix":
                 names = [node.module.split(".")[1:]]
             else:

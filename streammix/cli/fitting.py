@@ -18,7 +18,9 @@ from ..estimators import (
     select,
     select_kmeans,
 )
+from ..estimators.selection import SILHOUETTE_SAMPLE
 from ..scoring import AnomalyScorer
+from ..scoring.configure import DEFAULT_CONTAMINATION
 from .app import main, quiet_cluster_logs
 from .options import (
     CovarianceTypes,
@@ -183,7 +185,7 @@ def _features(source, shown=8) -> str:
               help="Iterations per candidate (default: the estimator's, 100 gmm, 300 kmeans).")
 @click.option("--n-init", type=click.IntRange(1),
               help="Initialisations per candidate (default: the estimator's).")
-@click.option("--sample-size", default=2000, type=click.IntRange(10),
+@click.option("--sample-size", default=SILHOUETTE_SAMPLE, type=click.IntRange(10),
               help="kmeans: rows of the silhouette sample.")
 @click.option("--seed", type=int, help="Random seed (random_state): each candidate equals "
                                        "'streammix fit' with the same seed.")
@@ -244,7 +246,7 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
 @main.command()
 @click.argument("model_path", metavar="MODEL")
 @click.argument("data")
-@click.option("--contamination", default=0.01, show_default=True,
+@click.option("--contamination", default=DEFAULT_CONTAMINATION, show_default=True,
               type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
               help="Fraction of DATA to put below the threshold.")
 @click.option("-o", "--output", type=OutputPath(urls=True),

@@ -8,6 +8,7 @@ import click
 
 from ..describe import describe
 from ..estimators import load
+from ..plotting import SAMPLE_ROWS
 from .app import main
 from .options import (
     OutputPath,
@@ -70,7 +71,7 @@ def info(model_path, as_json):
               help="Instead: the JSON lines `streammix score MODEL -` wrote: scores, "
                    "threshold and drift alarms over the stream (no MODEL or DATA).")
 @click.option("--features", help="Two features to plot (default: first two principal axes).")
-@click.option("--sample", "sample_size", default=5000, show_default=True,
+@click.option("--sample", "sample_size", default=SAMPLE_ROWS, show_default=True,
               type=click.IntRange(10), help="Rows drawn from DATA to show.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @cluster_options

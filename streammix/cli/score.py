@@ -9,10 +9,11 @@ from ..scoring import adaptive
 from ..scoring.adaptive import AdaptiveScoring
 from ..scoring.batch import score_to_parquet
 from ..scoring.configure import DEFAULT_CONTAMINATION, scoring_for
-from ..scoring.pipeline import require_threshold
-from ..scoring.records import MAX_DEPTH, MAX_RECORD_BYTES
+from ..scoring.pipeline import TOP_FEATURES, require_threshold
+from ..scoring.records import MAX_DEPTH, MAX_LATENCY_MS, MAX_RECORD_BYTES, MICRO_BATCH
 from ..scoring.scorer import AnomalyScorer
 from ..scoring.stdin import score_lines
+from ..scoring.watch import POLL_SECONDS
 from ..scoring.watch import watch as watch_folder
 from .app import main
 from .options import OutputPath, cluster_options, load_model, say, verbosity, verbosity_options
@@ -31,11 +32,12 @@ from .options import OutputPath, cluster_options, load_model, say, verbosity, ve
               help="Field or column passed through to the output.")
 @click.option("--format", "fmt", default="auto", show_default=True,
               type=click.Choice(["auto", "jsonl", "csv"]), help="Format of stdin records.")
-@click.option("--micro-batch", "micro_batch", default=256, type=click.IntRange(1),
+@click.option("--micro-batch", "micro_batch", default=MICRO_BATCH, type=click.IntRange(1),
               help="stdin: records scored together (at most).")
-@click.option("--max-latency-ms", default=10.0, show_default=True, type=click.FloatRange(0),
+@click.option("--max-latency-ms", default=MAX_LATENCY_MS, show_default=True,
+              type=click.FloatRange(0),
               help="Score a partial batch this long after its first record arrived.")
-@click.option("--top-features", default=3, show_default=True, type=click.IntRange(0))
+@click.option("--top-features", default=TOP_FEATURES, show_default=True, type=click.IntRange(0))
 @click.option("--max-record-bytes", default=MAX_RECORD_BYTES, show_default=True,
               type=click.IntRange(1),
               help="Longer stdin records are error records (and read no further).")
@@ -65,7 +67,7 @@ from .options import OutputPath, cluster_options, load_model, say, verbosity, ve
 @click.option("--watch", type=click.Path(file_okay=False, exists=True),
               help="Score each new Parquet file appearing in this folder into --output.")
 @click.option("--once", is_flag=True, help="With --watch: stop when no new file is left.")
-@click.option("--poll-interval", default=1.0, show_default=True, type=click.FloatRange(0))
+@click.option("--poll-interval", default=POLL_SECONDS, show_default=True, type=click.FloatRange(0))
 @cluster_options
 @verbosity_options
 def score(model_path, data, output, contamination, threshold, id_field, fmt, micro_batch,

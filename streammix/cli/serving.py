@@ -7,8 +7,9 @@ import click
 from ..estimators import load
 from ..scoring.configure import scoring_for
 from ..scoring.http import MAX_BODY_BYTES
+from ..scoring.pipeline import TOP_FEATURES
 from ..scoring.records import MAX_RECORD_BYTES
-from ..scoring.redis import BLOCK_MS, consume
+from ..scoring.redis import BATCH, BLOCK_MS, CLAIM_IDLE_MS, consume
 from .app import main
 from .options import OutputPath, say
 
@@ -25,9 +26,9 @@ from .options import OutputPath, say
               help="--redis: the consumer group (created if missing).")
 @click.option("--consumer", help="--redis: this consumer's name [default: host-pid].")
 @click.option("--output", "output_stream", help="--redis: the output stream.")
-@click.option("--batch", default=256, show_default=True, type=click.IntRange(1),
+@click.option("--batch", default=BATCH, show_default=True, type=click.IntRange(1),
               help="--redis: most entries scored at once.")
-@click.option("--claim-idle-ms", default=30_000, show_default=True, type=click.IntRange(1),
+@click.option("--claim-idle-ms", default=CLAIM_IDLE_MS, show_default=True, type=click.IntRange(1),
               help="--redis: claim entries another consumer left pending this long.")
 @click.option("--read-block-ms", default=BLOCK_MS, show_default=True,
               type=click.IntRange(1),
@@ -43,7 +44,7 @@ from .options import OutputPath, say
 @click.option("--max-body-bytes", default=MAX_BODY_BYTES, show_default=True,
               type=click.IntRange(1),
               help="Larger request bodies get 413.")
-@click.option("--top-features", default=3, show_default=True, type=click.IntRange(0))
+@click.option("--top-features", default=TOP_FEATURES, show_default=True, type=click.IntRange(0))
 @click.option("--explain/--no-explain", default=True, show_default=True,
               help="Outputs carry the explanation (cluster, probability, distance, top "
                    "features), or only score and anomaly.")

@@ -53,6 +53,9 @@ class Selection:
                          f"{row['converged']}{mark}")
         return "\n".join(lines)
 
+#: Rows of the silhouette sample of ``select_kmeans``, by default.
+SILHOUETTE_SAMPLE = 2000
+
 
 def select(X, n_components=range(1, 11), covariance_types=gm.COVARIANCE_TYPES,
            criterion="bic", **params) -> Selection:
@@ -166,7 +169,8 @@ class KMeansSelection:
         return "\n".join(lines)
 
 
-def select_kmeans(X, n_clusters=range(2, 11), *, sample_size=2000, **params) -> KMeansSelection:
+def select_kmeans(X, n_clusters=range(2, 11), *, sample_size=SILHOUETTE_SAMPLE,
+                  **params) -> KMeansSelection:
     """k-means for every k, sharing the passes; inertia per k and the silhouette of each.
 
     The silhouette is quadratic in the rows, so it is computed on a uniform,

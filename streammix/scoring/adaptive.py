@@ -54,7 +54,7 @@ import numpy as np
 from ..core import gaussian as gm
 from ..estimators.mixture import BaseMixture
 from . import pipeline
-from .records import micro_batches
+from .records import MAX_LATENCY_MS, MICRO_BATCH, micro_batches
 
 #: Defaults of the adaptation, documented in docs/user-guide.md.
 FORGETTING_FACTOR = 0.999
@@ -244,7 +244,8 @@ class AdaptiveScoring:
                 outputs.extend(events.get(position, []))
         return outputs
 
-    def score_batches(self, records, *, batch_size=256, max_latency_ms=10.0, **options):
+    def score_batches(self, records, *, batch_size=MICRO_BATCH,
+                      max_latency_ms=MAX_LATENCY_MS, **options):
         """:meth:`score_batch` over the micro-batches of a stream (see
         :meth:`AnomalyScorer.score_batches`). The snapshot is written when due, after
         the batch is handed on, and at the end: also when the reader stops early, or

@@ -4,14 +4,15 @@ every transport (stdin, folder, HTTP, Redis) uses: the option rules live here on
 from __future__ import annotations
 
 from . import adaptive
-from .pipeline import Scoring, require_threshold
+from .pipeline import TOP_FEATURES, Scoring, require_threshold
 from .scorer import AnomalyScorer
 
 #: The fraction flagged when neither the user nor the model file says.
 DEFAULT_CONTAMINATION = 0.01
 
 
-def scoring_for(model, *, threshold=None, contamination=None, top_features=3, adapt=False,
+def scoring_for(model, *, threshold=None, contamination=None, top_features=TOP_FEATURES,
+                adapt=False,
                 drift=None, forgetting_factor=adaptive.FORGETTING_FACTOR,
                 window=adaptive.WINDOW, snapshot=None,
                 snapshot_every=adaptive.SNAPSHOT_EVERY,

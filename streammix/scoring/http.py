@@ -41,7 +41,7 @@ import time
 
 from ..estimators.persistence import load
 from .configure import scoring_for
-from .pipeline import Scoring, json_array, json_bytes, json_lines
+from .pipeline import TOP_FEATURES, Scoring, json_array, json_bytes, json_lines
 from .records import MAX_DEPTH, RecordError, decode_json, split_ndjson
 
 #: Largest request body, by default.
@@ -63,7 +63,7 @@ class ServedModel:
     what a request uses, swapped in one assignment.
     """
 
-    def __init__(self, path, top_features=3):
+    def __init__(self, path, top_features=TOP_FEATURES):
         self.path, self.top_features = str(path), top_features
         self.version = 0
         self.reload_error = None
@@ -100,7 +100,7 @@ class ServedModel:
                 self.reload_error = f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
-def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_features=3,
+def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_features=TOP_FEATURES,
                explain=True, max_records_in_flight=MAX_RECORDS_IN_FLIGHT,
                reload_seconds=RELOAD_SECONDS):
     """The ASGI application serving ``model_path`` (a model file with a threshold)."""

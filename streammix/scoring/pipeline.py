@@ -33,6 +33,9 @@ NO_THRESHOLD = ("the model has no threshold yet: calibrate it on training data "
                 "(AnomalyScorer.fit; streammix calibrate, or fit --contamination), or give a "
                 "threshold (threshold=; --threshold)")
 
+#: Features named in an explanation, by default.
+TOP_FEATURES = 3
+
 _LARGEST = np.finfo(np.float64).max
 
 

@@ -24,8 +24,9 @@ import orjson
 
 from ..exceptions import RecordError
 
-__all__ = ["MAX_DEPTH", "MAX_RECORD_BYTES", "RecordError", "decode_json", "micro_batches",
-           "parse_batch", "parse_record", "read_lines", "split_ndjson", "text_records"]
+__all__ = ["MAX_DEPTH", "MAX_LATENCY_MS", "MAX_RECORD_BYTES", "MICRO_BATCH", "RecordError",
+           "decode_json", "micro_batches", "parse_batch", "parse_record", "read_lines",
+           "split_ndjson", "text_records"]
 
 _END = object()
 
@@ -33,6 +34,9 @@ _END = object()
 #: Default limits of one record: its size in bytes, and how deeply its JSON may nest.
 MAX_RECORD_BYTES = 1 << 20
 MAX_DEPTH = 32
+#: Default micro-batches of a stream: at most this many records, handed on this many
+#: milliseconds after the first arrived.
+MICRO_BATCH, MAX_LATENCY_MS = 256, 10.0
 
 # A JSON string (skipped) or a bracket: enough to measure nesting at C speed.
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')

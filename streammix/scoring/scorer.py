@@ -18,7 +18,7 @@ from ..estimators.mixture import BaseMixture
 from ..estimators.mixture import _labels as gmm_labels
 from . import pipeline
 from .adaptive import AdaptiveScoring
-from .records import micro_batches
+from .records import MAX_LATENCY_MS, MICRO_BATCH, micro_batches
 
 #: Scores kept in the first calibration pass; brackets the quantile tightly.
 CALIBRATION_SAMPLE = 100_000
@@ -98,7 +98,8 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
 
     _fitted_attribute = "offset_"
 
-    def __init__(self, model, *, contamination=0.01, threshold=None, top_features=3):
+    def __init__(self, model, *, contamination=0.01, threshold=None,
+                 top_features=pipeline.TOP_FEATURES):
         self.model = model
         self.contamination = contamination
         self.threshold = threshold
@@ -221,7 +222,8 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
         return pipeline.score_batch(self._kernel(), self._offset(), records,
                                     self.feature_names(), self.top_features, options)
 
-    def score_records(self, records, *, batch_size=256, max_latency_ms=10.0, **options):
+    def score_records(self, records, *, batch_size=MICRO_BATCH,
+                      max_latency_ms=MAX_LATENCY_MS, **options):
         """Score an iterable of records in micro-batches; one output dict per record, in order.
 
         Records are dicts (``fields`` by name, default the model's feature
@@ -254,7 +256,8 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
                                         max_latency_ms=max_latency_ms, **options):
             yield from batch
 
-    def score_batches(self, records, *, batch_size=256, max_latency_ms=10.0, **options):
+    def score_batches(self, records, *, batch_size=MICRO_BATCH,
+                      max_latency_ms=MAX_LATENCY_MS, **options):
         """As :meth:`score_records`, one list of outputs per micro-batch (to flush each)."""
         record_options = pipeline.RecordOptions.of(options)
         self._offset()  # no threshold: say so before reading anything

@@ -16,11 +16,12 @@ import threading
 
 from ..exceptions import DataError
 from .pipeline import Scoring, json_lines
-from .records import MAX_RECORD_BYTES, read_lines, text_records
+from .records import MAX_LATENCY_MS, MAX_RECORD_BYTES, MICRO_BATCH, read_lines, text_records
 
 
-def score_lines(scoring: Scoring, stdin=None, stdout=None, *, fmt="auto", batch_size=256,
-                max_latency_ms=10.0, max_record_bytes=MAX_RECORD_BYTES, **options) -> dict:
+def score_lines(scoring: Scoring, stdin=None, stdout=None, *, fmt="auto",
+                batch_size=MICRO_BATCH, max_latency_ms=MAX_LATENCY_MS,
+                max_record_bytes=MAX_RECORD_BYTES, **options) -> dict:
     """Score the lines of ``stdin`` (binary; default ``sys.stdin.buffer``) into ``stdout``
     (binary; default ``sys.stdout.buffer``), one JSON line per record in order, and drift
     events where adaptive scoring raises them.

@@ -12,6 +12,8 @@ from .batch import score_to_parquet
 from .scorer import AnomalyScorer
 
 PROGRESS_FILE = ".streammix-watch.json"
+#: How often the folder is looked at, by default (seconds).
+POLL_SECONDS = 1.0
 
 
 def _load_progress(outdir) -> dict:
@@ -69,7 +71,7 @@ def _new_files(directory, progress, skipped) -> list:
 
 
 def watch(scorer: AnomalyScorer, directory, outdir, *, id_field="id", once=False,
-          poll_interval=1.0, report=None):
+          poll_interval=POLL_SECONDS, report=None):
     """Score each new Parquet file of ``directory`` into ``outdir``, as files appear.
 
     Producers must write files atomically (a temporary or hidden name, then a
