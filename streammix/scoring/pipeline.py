@@ -201,6 +201,6 @@ def output_fields(out: dict) -> list[str]:
     (numbers, flags, lists, null) as its JSON text."""
     try:
         return [text for key, value in out.items() for text in (
-            key, value if isinstance(value, str) else orjson.dumps(value))]
+            key, value if isinstance(value, str) else orjson.dumps(value).decode())]
     except TypeError as exc:
         return ["id", "null", "error", f"output not representable as JSON ({exc})"]
