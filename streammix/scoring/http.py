@@ -42,7 +42,7 @@ import time
 from ..estimators.persistence import load
 from .configure import scoring_for
 from .pipeline import TOP_FEATURES, Scoring, json_array, json_bytes, json_lines
-from .records import MAX_DEPTH, RecordError, decode_json, split_ndjson
+from .records import MAX_DEPTH, RecordError, decode_body, split_ndjson
 
 #: Largest request body, by default.
 MAX_BODY_BYTES = 1 << 20
@@ -163,7 +163,7 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
             outputs = scoring.score_batch(split_ndjson(text), explain=explain)
             return outputs, json_lines(outputs), "application/x-ndjson"
         try:
-            document = decode_json(text, MAX_DEPTH)
+            document = decode_body(text, MAX_DEPTH)
         except RecordError as exc:
             return f"the body is {str(exc)[:200]}"
         if isinstance(document, dict):

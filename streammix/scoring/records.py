@@ -25,8 +25,8 @@ import orjson
 from ..exceptions import RecordError
 
 __all__ = ["MAX_DEPTH", "MAX_LATENCY_MS", "MAX_RECORD_BYTES", "MICRO_BATCH", "RecordError",
-           "decode_json", "micro_batches", "parse_batch", "parse_record", "read_lines",
-           "split_ndjson", "text_records"]
+           "decode_body", "decode_json", "micro_batches", "parse_batch", "parse_record",
+           "read_lines", "split_ndjson", "text_records"]
 
 _END = object()
 
@@ -68,11 +68,26 @@ def _decode(record, max_bytes: int) -> str:
 
 
 def decode_json(text: str, max_depth: int = MAX_DEPTH):
-    """The JSON value of ``text``; a RecordError if it is not JSON or nests deeper than
-    ``max_depth`` (every transport decodes records and bodies through this)."""
+    """The JSON value of one record's ``text``; a RecordError if it is not JSON or nests
+    deeper than ``max_depth`` (every transport decodes its records through this)."""
     # Counting brackets first is cheap; the exact (slower) depth only when it may matter.
     if text.count("[") + text.count("{") > max_depth and _depth(text) > max_depth:
         raise RecordError(f"JSON nested deeper than {max_depth} levels (--max-depth)")
+    return _loads(text)
+
+
+def decode_body(text: str, max_depth: int = MAX_DEPTH):
+    """The JSON value of a request body holding many records; a RecordError if it is
+    not JSON. orjson bounds its own nesting (1024 levels) and the records it holds are
+    checked field by field, so the depth is measured only before Python's decoder
+    (recursive) is tried on a body orjson refused."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return decode_json(text, max_depth)
+
+
+def _loads(text: str):
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
