@@ -76,6 +76,7 @@ def test_set_output_pandas():
     assert list(out.columns) == ["kmeans0", "kmeans1"]
 
 
+@pytest.mark.slow
 def test_scikit_learn_own_test_files_pass(tmp_path):
     """sklearn/mixture/tests/test_gaussian_mixture.py, test_bayesian_mixture.py and
     sklearn/cluster/tests/test_k_means.py, pointed at streammix: no test fails or errors

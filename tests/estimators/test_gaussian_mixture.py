@@ -299,7 +299,7 @@ def test_predict_after_named_fit_accepts_lists_frames_and_reads_fitted_columns(t
     frame = pd.DataFrame(blobs, columns=["a", "b", "c"])
     model = sm.GaussianMixture(3, random_state=0).fit(frame)
     np.testing.assert_array_equal(model.feature_names_in_, ["a", "b", "c"])
-    expected = model.predict(blobs)
+    expected = model.predict(blobs)  # other containers, the same per-row code: the same labels
     np.testing.assert_array_equal(model.predict(blobs[:5].tolist()), expected[:5])
     np.testing.assert_array_equal(model.predict(frame), expected)
     # Parquet with extra columns: only the fitted ones are read, in fitted order.

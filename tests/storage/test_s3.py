@@ -13,6 +13,8 @@ from tests._compare import assert_labels_agree, same_stop
 from tests._s3 import SECRET, put_parquet
 from tests.conftest import make_blobs
 
+pytestmark = pytest.mark.service  # an S3 server (moto)
+
 
 @pytest.fixture
 def bucket(s3, tmp_path):
@@ -226,6 +228,7 @@ def test_predict_and_score_write_committed_parts_to_the_bucket(s3, bucket):
         manifest = json.loads(fs.cat_file(f"{name}/{out}/_SUCCESS"))
         assert manifest["rows"] == len(X) and len(manifest["parts"]) == n_chunks
     labels = pq.read_table(f"{name}/labels/", filesystem=fs)  # the parts, in order
+    # the command runs model.predict's per-row code on its chunks: the same labels
     np.testing.assert_array_equal(labels["cluster"].to_numpy(), model.predict(frame))
     scores = pq.read_table(f"{name}/scores/", filesystem=fs)
     np.testing.assert_allclose(scores["score"].to_numpy(), model.score_samples(frame), rtol=1e-12)
