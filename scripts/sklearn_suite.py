@@ -6,17 +6,20 @@ copied to a temporary directory with only their imports of
 ``GaussianMixture``, ``BayesianGaussianMixture``, ``KMeans`` and
 ``MiniBatchKMeans`` pointed at streammix, and run with scikit-learn's own
 fixtures. Tests that call scikit-learn's private internals on the estimator
-are left out (listed below with the reason); two tests where streammix is
-right to differ run as strict expected failures (``DIFFERENCES``, with the
-reason); every other test must pass.
+are left out (listed below with the reason); tests where streammix is right
+to differ run as expected failures (``DIFFERENCES``, with the reason); every
+other test must pass. The expected failures are not strict: where one hinges
+on rounding (``test_score[float32]``), another CPU's rounding may let it pass.
 
     python scripts/sklearn_suite.py           # counts per file; exit 1 on any failure
+    python scripts/sklearn_suite.py --report r.json  # every test's outcome, as JSON
     python scripts/sklearn_suite.py -- -x -k elkan   # extra pytest arguments
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import subprocess
@@ -63,13 +66,14 @@ PRIVATE = {
 }
 
 
-#: Tests where streammix is right to differ, run as strict expected failures
-#: (reported as "xfailed"; one that starts passing fails the run, so the list stays true).
+#: Tests where streammix is right to differ, run as expected failures (not strict: an
+#: outcome that hinges on rounding may pass on another CPU; every entry must still run).
 DIFFERENCES = {
     "test_gaussian_mixture.py::test_score[float32]":
         "asserts score(X) equals score_samples(X).mean() to 7 decimals; scikit-learn takes the "
         "mean in float32 (error ~2e-7 here), streammix adds up in float64, so its score is the "
-        "exact mean of the same float32 scores",
+        "exact mean of the same float32 scores (on some CPUs the float32 error happens to "
+        "land within 7 decimals, and the test passes)",
     "test_gaussian_mixture.py::test_gaussian_mixture_setting_best_params":
         "a component holding one point: scikit-learn's variance 3.6e-16 is the rounding error "
         "of E[x^2] - E[x]^2 (exact value < 1e-30), so its fit goes on; streammix's centred "
@@ -78,17 +82,45 @@ DIFFERENCES = {
 }
 
 CONFTEST = """
+import json
+import os
+
 import pytest
 
 pytest_plugins = ["sklearn.conftest"]
 DIFFERENCES = {differences!r}
+OUTCOMES = {{}}
 
 
 def pytest_collection_modifyitems(config, items):
     for item in items:
         reason = DIFFERENCES.get(item.nodeid)
         if reason:
-            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=False))
+
+
+def pytest_collectreport(report):
+    if report.failed:
+        OUTCOMES[report.nodeid or "<collection>"] = "error"
+
+
+def pytest_runtest_logreport(report):
+    xfail = hasattr(report, "wasxfail")
+    if report.failed:
+        outcome = "failed" if report.when == "call" else "error"
+    elif report.skipped:
+        outcome = "xfailed" if xfail else "skipped"
+    elif report.when == "call":
+        outcome = "xpassed" if xfail else "passed"
+    else:
+        return
+    if OUTCOMES.get(report.nodeid) not in ("failed", "error"):  # a teardown error stays
+        OUTCOMES[report.nodeid] = outcome
+
+
+def pytest_sessionfinish(session, exitstatus):
+    with open(os.environ["STREAMMIX_SUITE_OUTCOMES"], "w") as handle:
+        json.dump(OUTCOMES, handle)
 """
 
 
@@ -112,13 +144,14 @@ def prepare(directory: Path) -> list[Path]:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--report", help="write every test's outcome here (JSON)")
     parser.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sklearn_suite_") as tmp:
         directory = Path(tmp)
         files = prepare(directory)
         deselect = " or ".join(PRIVATE)
-        command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+        command = [sys.executable, "-m", "pytest", "-q", "-rfEX", "-p", "no:cacheprovider",
                    "--rootdir", tmp, "-c", os.devnull, "-k", f"not ({deselect})",
                    "-W", "ignore::DeprecationWarning", *map(str, files), *args.pytest_args]
         print(f"scikit-learn {sklearn.__version__}; left out (private internals): "
@@ -126,13 +159,29 @@ def main():
         for test, reason in DIFFERENCES.items():
             print(f"expected to differ: {test}: {reason}")
         # float32 input must give float32 models: run scikit-learn's float32 cases too.
-        env = {**os.environ, "SKLEARN_RUN_FLOAT32_TESTS": "1"}
+        env = {**os.environ, "SKLEARN_RUN_FLOAT32_TESTS": "1",
+               "STREAMMIX_SUITE_OUTCOMES": str(directory / "outcomes.json")}
         result = subprocess.run(command, cwd=tmp, text=True, capture_output=True, env=env)
+        try:
+            outcomes = json.loads((directory / "outcomes.json").read_text())
+        except (OSError, ValueError):
+            outcomes = {}
     output = result.stdout + result.stderr
     print(output[-20000:])
+    counts = {}
+    for nodeid, outcome in outcomes.items():
+        per_file = counts.setdefault(nodeid.split("::")[0], {})
+        per_file[outcome] = per_file.get(outcome, 0) + 1
+    for name, per_file in sorted(counts.items()):
+        print(f"{name}: " + ", ".join(f"{n} {o}" for o, n in sorted(per_file.items())))
     summary = re.findall(r"^=* ?(\d+ (?:passed|failed).*) in [\d.]+s", output, re.MULTILINE)
     print(f"summary: {summary[-1] if summary else 'no summary'}")
-    return result.returncode
+    if args.report:
+        Path(args.report).write_text(json.dumps(
+            {"scikit-learn": sklearn.__version__, "returncode": result.returncode,
+             "differences": DIFFERENCES, "outcomes": outcomes}, indent=1))
+    failed = [n for n, o in outcomes.items() if o in ("failed", "error")]
+    return 1 if failed or result.returncode != 0 or not outcomes else 0
 
 
 if __name__ == "__main__":

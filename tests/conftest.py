@@ -27,6 +27,13 @@ def write_table(path, X, row_group_size, names=None):
     return path
 
 
+def pytest_collection_modifyitems(config, items):
+    """A test that starts a service is slow too: ``-m "not slow"`` leaves it out."""
+    for item in items:
+        if item.get_closest_marker("service") and not item.get_closest_marker("slow"):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture
 def blobs():
     return make_blobs()

@@ -162,6 +162,7 @@ def test_damaged_or_foreign_snapshots_are_refused(tmp_path, scorer):
         scorer.adapt(snapshot=path, window=500)
 
 
+@pytest.mark.slow
 def test_a_killed_scorer_restarted_with_the_same_arguments_resumes(tmp_path, scorer):
     import json
     import os

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 
 import streammix as sm
@@ -51,7 +52,7 @@ def test_fit_with_checkpoint_resumes_and_refuses_other_parameters(tmp_path, blob
     assert run(*args, "-o", tmp_path / "a.npz").exit_code == 0
     assert run(*args, "-o", tmp_path / "b.npz").exit_code == 0
     a, b = sm.load(tmp_path / "a.npz"), sm.load(tmp_path / "b.npz")
-    np.testing.assert_array_equal(a.means_, b.means_)
+    np.testing.assert_array_equal(a.means_, b.means_)  # b replays a's checkpoint: the same bits
     refused = run("fit", blobs_parquet, "-k", 4, "--seed", 0, "--checkpoint", tmp_path / "c",
                   "-o", tmp_path / "x.npz")
     assert refused.exit_code == 2 and "--restart" in refused.output
@@ -93,6 +94,7 @@ def test_a_model_file_naming_a_scheduler_is_used_where_the_command_says(blobs_pa
     assert info.stdout.startswith("GaussianMixture") and "Broken pipe" not in info.stderr
 
 
+@pytest.mark.slow
 def test_quiet_silences_convergence_warnings(blobs_parquet, tmp_path):
     import subprocess
     import sys

@@ -72,6 +72,7 @@ def test_fit_each_model_then_info_and_predict(tmp_path, data, kind):
     ok(*args, *(["--proba"] if "gmm" in kind else []))
     table = pq.read_table(tmp_path / "p.parquet")
     np.testing.assert_array_equal(table.column("id").to_numpy(), np.arange(len(X)) * 10)
+    # the command runs model.predict's per-row code on its chunks: the same labels
     np.testing.assert_array_equal(table.column("cluster").to_numpy(), model.predict(X))
     if "gmm" in kind:
         proba = np.column_stack([table.column(f"p{k}").to_numpy() for k in range(3)])

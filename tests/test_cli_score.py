@@ -94,10 +94,12 @@ def test_batch_scores_to_parquet_with_ids(tmp_path, model_file):
     np.testing.assert_array_equal(table.column("id").to_numpy(), np.arange(len(X)))
     model = sm.load(model_file)
     np.testing.assert_allclose(table.column("score").to_numpy(), model.score_samples(X))
+    # the scorer runs model.predict's per-row code on its chunks: the same labels
     np.testing.assert_array_equal(table.column("cluster").to_numpy(), model.predict(X))
     assert table.column("anomaly").to_numpy().sum() == 40  # 2 % of the training rows
 
 
+@pytest.mark.slow
 def test_watch_scores_new_files_once_across_restarts(tmp_path, model_file):
     incoming, scored = tmp_path / "in", tmp_path / "out"
     incoming.mkdir()
@@ -174,6 +176,7 @@ def test_csv_with_an_overlong_field_loses_no_neighbour(model_file):
     assert [o["id"] for o in (out[0], out[2], out[3])] == ["r0", "r1", "r2"]
 
 
+@pytest.mark.slow
 def test_watch_reads_only_regular_files_inside_and_goes_past_a_bad_one(tmp_path, model_file):
     incoming, scored, secret = tmp_path / "in", tmp_path / "out", tmp_path / "secret"
     incoming.mkdir()

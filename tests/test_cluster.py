@@ -7,6 +7,9 @@ import pytest
 
 import streammix as sm
 from tests._cluster import start_cluster
+from tests._compare import same_stop
+
+pytestmark = pytest.mark.service  # a scheduler and worker processes
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +28,8 @@ def test_fit_on_cluster_equals_embedded_run(cluster, blobs_parquet, init_params)
               "chunk_size": 60, "tol": 1e-6}
     local = sm.GaussianMixture(**params).fit(blobs_parquet)
     remote = sm.GaussianMixture(**params, scheduler=cluster).fit(blobs_parquet)
-    assert remote.n_iter_ == local.n_iter_
+    # other processes, other BLAS threads: equal to rounding, so within one iteration
+    local = same_stop(remote, local, blobs_parquet)
     for name in ("weights_", "means_", "covariances_"):
         np.testing.assert_allclose(getattr(remote, name), getattr(local, name), rtol=1e-9)
     np.testing.assert_allclose(remote.lower_bound_, local.lower_bound_, rtol=1e-9)
@@ -36,7 +40,8 @@ def test_bayesian_mixture_on_cluster_equals_embedded_run(cluster, blobs_parquet)
               "n_init": 2, "init_params": "k-means++"}
     local = sm.BayesianGaussianMixture(**params).fit(blobs_parquet)
     remote = sm.BayesianGaussianMixture(**params, scheduler=cluster).fit(blobs_parquet)
-    assert remote.n_iter_ == local.n_iter_ > 3
+    local = same_stop(remote, local, blobs_parquet)
+    assert remote.n_iter_ > 3
     for name in ("weights_", "means_", "covariances_", "degrees_of_freedom_"):
         np.testing.assert_allclose(getattr(remote, name), getattr(local, name), rtol=1e-9)
     np.testing.assert_allclose(remote.lower_bound_, local.lower_bound_, rtol=1e-9)
@@ -61,8 +66,8 @@ def test_kmeans_and_minibatch_on_cluster_equal_embedded_runs(cluster, blobs_parq
     params = {"n_clusters": 3, "init": "k-means||", "random_state": 2, "chunk_size": 60}
     local = sm.KMeans(**params).fit(blobs_parquet)
     remote = sm.KMeans(**params, scheduler=cluster).fit(blobs_parquet)
+    local = same_stop(remote, local, blobs_parquet)
     np.testing.assert_allclose(remote.cluster_centers_, local.cluster_centers_, rtol=1e-9)
-    assert remote.n_iter_ == local.n_iter_
     # two workers of one thread: the same steps as two local threads
     mini = {"n_clusters": 3, "random_state": 2, "batch_size": 50, "max_iter": 2}
     local = sm.MiniBatchKMeans(**mini, n_workers=2).fit(blobs_parquet)
@@ -82,13 +87,14 @@ def test_fit_from_a_bucket_on_the_cluster_equals_the_embedded_run(cluster, s3, t
     ckpt = f"s3://{name}/ckpt/"  # the checkpoint in the bucket too
     remote = sm.GaussianMixture(**params, scheduler=cluster, checkpoint=ckpt).fit(
         f"s3://{name}/blobs/")
-    assert remote.n_iter_ == local.n_iter_
+    local = same_stop(remote, local, f"s3://{name}/blobs/")
     np.testing.assert_allclose(remote.means_, local.means_, rtol=1e-9)
     before = sum(s3.gets(f"{name}/blobs/part-{i}.parquet") for i in range(2))
     replayed = sm.GaussianMixture(**params, scheduler=cluster, checkpoint=ckpt).fit(
         f"s3://{name}/blobs/")
     assert sum(s3.gets(f"{name}/blobs/part-{i}.parquet") for i in range(2)) - before == 2
-    np.testing.assert_array_equal(replayed.means_, remote.means_)  # from the bucket, no pass
+    # a replay of the checkpoint in the bucket (no pass): the same bits
+    np.testing.assert_array_equal(replayed.means_, remote.means_)
 
 
 def test_workers_keep_the_decoded_chunks_so_later_passes_read_nothing(cluster, s3, tmp_path):
@@ -144,7 +150,7 @@ def test_later_passes_run_where_their_chunk_is(cluster, tmp_path):
     assert all(len(where) == 1 for where in holders.values())  # no copies
     shares = Counter(where[0] for where in holders.values())
     assert len(shares) == 2 and min(shares.values()) >= len(futures) // 3  # both hold chunks
-    np.testing.assert_array_equal(again.counts, first.counts)
+    np.testing.assert_array_equal(again.counts, first.counts)  # the same pass, repeated
 
 
 def test_outputs_are_written_by_the_workers_and_committed(cluster, s3, tmp_path, monkeypatch):
@@ -171,4 +177,5 @@ def test_outputs_are_written_by_the_workers_and_committed(cluster, s3, tmp_path,
                                    storage_options=s3.options).plan())
     assert rows == len(X) and len(fs.ls(f"{name}/labels/")) == n_chunks + 1  # + _SUCCESS
     labels = pq.read_table(f"{name}/labels/", filesystem=fs)["cluster"].to_numpy()
+    # the same centres, the same per-row assignment (a row's label does not depend on its chunk)
     np.testing.assert_array_equal(labels, model.predict(X))

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 QUICKSTART = Path(__file__).parents[1] / "docs" / "quickstart.md"
 
 
@@ -18,6 +20,7 @@ def quickstart_blocks() -> list[tuple[str, str]]:
     return re.findall(r"```(bash|python)\n(.*?)```", body, re.S)
 
 
+@pytest.mark.slow
 def test_quickstart_runs_top_to_bottom_in_an_empty_folder(tmp_path):
     blocks = quickstart_blocks()
     assert [lang for lang, _ in blocks] == ["bash", "python"]

@@ -12,6 +12,8 @@ import pytest
 
 import streammix as sm
 
+pytestmark = pytest.mark.slow  # each fit killed again and again in a child process
+
 # Each: an expression of (data, ckpt) giving the fitted model.
 FITS = {
     "gmm": "sm.GaussianMixture(3, n_init=2, tol=1e-6, random_state=0, chunk_size=60, "

@@ -17,6 +17,7 @@ import pytest
 import streammix as sm
 
 pytest.importorskip("uvicorn")
+pytestmark = pytest.mark.service  # a Uvicorn server
 
 
 def _free_port() -> int:

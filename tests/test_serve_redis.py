@@ -17,8 +17,8 @@ import pytest
 import streammix as sm
 
 redis = pytest.importorskip("redis")
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,
-                                reason="redis-server is not installed (scripts/test installs it)")
+pytestmark = [pytest.mark.service, pytest.mark.skipif(shutil.which("redis-server") is None,
+                                reason="redis-server is not installed (scripts/test installs it)")]
 
 
 def _free_port() -> int:

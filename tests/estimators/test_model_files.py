@@ -162,6 +162,7 @@ def test_a_huge_declared_shape_is_refused_before_anything_is_read(gmm_file):
         sm.load(gmm_file)
 
 
+@pytest.mark.slow
 def test_a_zip_bomb_entry_is_refused_without_inflating_it(gmm_file):
     # 2 GB of zeros compress to ~2 MB; the entry is never inflated.
     header = _npy_header((3, 3))

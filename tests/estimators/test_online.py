@@ -120,7 +120,7 @@ def test_the_first_call_initialises_as_fit_would():
     X = stream(n=3000)
     first = sm.GaussianMixture(4, random_state=0, init_params="k-means++").partial_fit(X[:1000])
     fitted = sm.GaussianMixture(4, random_state=0, init_params="k-means++").fit(X[:1000])
-    np.testing.assert_array_equal(first.means_, fitted.means_)
+    np.testing.assert_array_equal(first.means_, fitted.means_)  # it runs fit: the same bits
     assert first.n_steps_ == 1 and first.n_iter_ == fitted.n_iter_
 
 

@@ -72,6 +72,8 @@ def test_every_candidate_equals_a_standalone_fit_with_its_parameters(init_params
     result = sm.select(X, n_components=range(1, 5), covariance_types=["full", "diag"],
                        init_params=init_params, n_init=2, random_state=0, chunk_size=chunk_size)
     for model in result.models:  # every candidate, not only the best
+        # A candidate's statistics come from its own step on the same chunks (the grid only
+        # shares the reads): the same computation as alone, so the same bits.
         alone = clone(model).fit(X)
         for name in ("weights_", "means_", "covariances_"):
             np.testing.assert_array_equal(getattr(alone, name), getattr(model, name))
@@ -86,6 +88,6 @@ def test_every_kmeans_candidate_equals_a_standalone_fit():
         result = sm.select_kmeans(X, n_clusters=range(2, 6), init=init, n_init=n_init,
                                   random_state=0)
         for model in result.models:
-            alone = clone(model).fit(X)
+            alone = clone(model).fit(X)  # the same computation (see above): the same bits
             np.testing.assert_array_equal(alone.cluster_centers_, model.cluster_centers_)
             assert (alone.inertia_, alone.n_iter_) == (model.inertia_, model.n_iter_)

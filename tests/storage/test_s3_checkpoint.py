@@ -21,6 +21,8 @@ from streammix.exceptions import CheckpointInUseError
 from tests._s3 import SECRET, put_parquet
 from tests.conftest import make_blobs
 
+pytestmark = pytest.mark.service  # an S3 server (moto)
+
 FITS = {
     "gmm": "sm.GaussianMixture(3, n_init=2, tol=1e-6, random_state=0, chunk_size=60, "
            "checkpoint=ckpt, storage_options=options).fit(data)",

@@ -15,6 +15,8 @@ from streammix.cli import main
 from streammix.exceptions import CheckpointError
 from tests._s3 import start_s3
 
+pytestmark = pytest.mark.service  # an S3 server (moto) that checks credentials
+
 #: Requests made before the server starts checking: user, key, bucket, object.
 SETUP_REQUESTS = 4
 
