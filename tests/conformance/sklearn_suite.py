@@ -11,9 +11,9 @@ to differ run as expected failures (``DIFFERENCES``, with the reason); every
 other test must pass. The expected failures are not strict: where one hinges
 on rounding (``test_score[float32]``), another CPU's rounding may let it pass.
 
-    python scripts/sklearn_suite.py           # counts per file; exit 1 on any failure
-    python scripts/sklearn_suite.py --report r.json  # every test's outcome, as JSON
-    python scripts/sklearn_suite.py -- -x -k elkan   # extra pytest arguments
+    python tests/conformance/sklearn_suite.py           # counts per file; exit 1 on any failure
+    python tests/conformance/sklearn_suite.py --report r.json  # every test's outcome, as JSON
+    python tests/conformance/sklearn_suite.py -- -x -k elkan   # extra pytest arguments
 """
 
 from __future__ import annotations
