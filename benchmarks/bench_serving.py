@@ -40,6 +40,8 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from _benchlib import best_time
+
 STREAMMIX = os.path.join(os.path.dirname(sys.executable), "streammix")
 D, K, BATCH = 16, 16, 1000
 
@@ -50,25 +52,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def best(fn, repeats=3) -> float:
-    times = []
-    for _ in range(repeats):
-        began = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - began)
-    return min(times)
-
-
 def bench_in_process(scorer, texts):
     import orjson
 
     batches = [texts[i : i + BATCH] for i in range(0, len(texts), BATCH)]
-    stdlib = len(texts) / best(lambda: [json.loads(t) for t in texts])
-    fast = len(texts) / best(lambda: [orjson.loads(t) for t in texts])
+    stdlib = len(texts) / best_time(lambda: [json.loads(t) for t in texts], 3)
+    fast = len(texts) / best_time(lambda: [orjson.loads(t) for t in texts], 3)
     rows = []
     for explain in (True, False):
-        rate = len(texts) / best(lambda explain=explain: [scorer.score_batch(b, explain=explain)
-                                          for b in batches])
+        rate = len(texts) / best_time(lambda explain=explain: [
+            scorer.score_batch(b, explain=explain) for b in batches], 3)
         rows.append((explain, rate, stdlib, fast))
     return rows
 
