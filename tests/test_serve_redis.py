@@ -295,3 +295,38 @@ def test_an_output_key_of_another_type_acknowledges_nothing(server, model_file):
     found = outputs_by_entry(client)
     assert sorted(found) == sorted(i.decode() for i in ids)
     assert all(len(v) == 1 for v in found.values())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_clean_stop_writes_the_adaptive_snapshot(server, model_file, tmp_path, signum):
+    """SIGTERM and SIGINT end the consumer cleanly: the entries in hand are answered and
+    acknowledged, then the snapshot is written, long before --snapshot-every is due."""
+    path, scorer = model_file
+    client = server.client()
+    for i, row in enumerate(np.random.default_rng(6).normal(size=(300, 2))):
+        client.xadd("in", {"id": i, "x0": float(row[0]), "x1": float(row[1])})
+    snapshot = tmp_path / "state.npz"
+    child = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "streammix"), "serve", str(path),
+         "--redis", server.url, "--stream", "in", "--group", "g", "--output", "out",
+         "--adapt", "--snapshot", str(snapshot), "--snapshot-every", "1000000"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while len(outputs_by_entry(client)) < 300 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not snapshot.exists()  # not due yet
+    child.send_signal(signum)
+    assert child.wait(timeout=30) == 0, child.stderr.read()
+    assert client.xpending("in", "g")["pending"] == 0
+    resumed = scorer.adapt(snapshot=snapshot)
+    assert resumed.resumed and resumed.records == 300
+
+
+def test_http_refuses_adaptive_options_in_one_line(tmp_path, model_file):
+    path, _ = model_file
+    for extra in (["--adapt"], ["--snapshot", str(tmp_path / "s.npz")]):
+        done = subprocess.run([os.path.join(os.path.dirname(sys.executable), "streammix"),
+                               "serve", str(path), "--http", "127.0.0.1:1", *extra],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "HTTP serves a fixed model" in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from ..estimators import load
+from ..scoring import adaptive
 from ..scoring.configure import scoring_for
 from ..scoring.http import MAX_BODY_BYTES
 from ..scoring.pipeline import TOP_FEATURES
@@ -38,6 +39,10 @@ from .options import OutputPath, say
               help="The old name of --read-block-ms.")
 @click.option("--adapt", is_flag=True, help="--redis: adaptive scoring (see score --adapt).")
 @click.option("--snapshot", type=OutputPath(), help="--redis --adapt: its snapshot file.")
+@click.option("--snapshot-every", default=adaptive.SNAPSHOT_EVERY, show_default=True,
+              type=click.IntRange(1),
+              help="--snapshot: write it after this many entries (and on a clean stop: "
+                   "SIGTERM, SIGINT).")
 @click.option("--token-file", type=click.Path(dir_okay=False, exists=True),
               help="A bearer token every request must carry (needed to listen beyond "
                    "127.0.0.1).")
@@ -52,7 +57,8 @@ from .options import OutputPath, say
               type=click.IntRange(1),
               help="--redis: a larger entry is an error entry.")
 def serve(model_path, address, redis_url, stream_name, group, consumer, output_stream, batch,
-          claim_idle_ms, read_block_ms, read_block_ms_old, adapt, snapshot, token_file,
+          claim_idle_ms, read_block_ms, read_block_ms_old, adapt, snapshot, snapshot_every,
+          token_file,
           max_body_bytes, top_features, explain, max_record_bytes):
     """Serve MODEL's anomaly scores over HTTP (Starlette on Uvicorn).
 
@@ -77,8 +83,14 @@ def serve(model_path, address, redis_url, stream_name, group, consumer, output_s
         say(f"scoring {stream_name} into {output_stream} with {model_path} (group {group})")
         consume(scoring, redis_url, stream_name, group, output_stream, consumer=consumer,
                 batch=batch, claim_idle_ms=claim_idle_ms, block_ms=read_block_ms,
-                snapshot=snapshot, explain=explain, max_record_bytes=max_record_bytes)
+                snapshot=snapshot, snapshot_every=snapshot_every, explain=explain,
+                max_record_bytes=max_record_bytes)
         return
+    if adapt or snapshot:
+        # requests are answered concurrently and in any order: there is no one stream
+        # whose order the model could follow, nor a position a snapshot could mark
+        raise click.UsageError("--adapt and --snapshot are for --redis (or score - --adapt); "
+                               "HTTP serves a fixed model")
     import uvicorn
 
     from ..scoring.http import create_app

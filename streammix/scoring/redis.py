@@ -273,11 +273,15 @@ class StreamConsumer:
 def consume(scoring: Scoring, url, stream, group, output, *, consumer=None, **options):
     """Run a :class:`StreamConsumer` on the Redis server at ``url`` until stopped.
 
-    ``consumer`` defaults to ``HOST-PID``; ``options`` are the consumer's. Returns
-    the number of entries handled.
+    ``consumer`` defaults to ``HOST-PID``; ``options`` are the consumer's.
+    SIGTERM and SIGINT stop it cleanly: the micro-batch in hand is written and
+    acknowledged, then the adaptive snapshot (if any) is written. Returns the
+    number of entries handled.
     """
     import os
+    import signal
     import socket
+    import threading
 
     import redis
 
@@ -286,4 +290,9 @@ def consume(scoring: Scoring, url, stream, group, output, *, consumer=None, **op
     except ValueError as exc:
         raise ValueError(f"--redis {url!r}: {exc}") from None
     consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
-    return StreamConsumer(scoring, client, stream, group, consumer, output, **options).run()
+    stopping = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stopping.set())
+    return StreamConsumer(scoring, client, stream, group, consumer, output,
+                          **options).run(stop=stopping.is_set)
