@@ -139,7 +139,9 @@ def _read_meta(npz: NpzReader, path) -> dict:
     if raw.nbytes > _MAX_META_BYTES:
         raise _Invalid("the metadata entry is too large")
     try:
-        meta = json.loads(json_bytes(raw).decode("utf-8"))
+        meta = json.loads(json_bytes(raw).decode("utf-8"), object_pairs_hook=_unique_keys)
+    except _Invalid:
+        raise
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise _Invalid(f"the metadata is not JSON ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
@@ -155,6 +157,42 @@ def _read_meta(npz: NpzReader, path) -> dict:
         if not isinstance(meta.get(key), dict):
             raise _Invalid(f"the metadata has no {key!r} object")
     return meta
+
+
+def _unique_keys(pairs) -> dict:
+    """A JSON object whose keys are all different (else which value counts is a guess)."""
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen = set()
+        twice = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise _Invalid(f"the metadata holds the key {twice[:80]!r} twice")
+    return found
+
+
+def _check_feature_names(names) -> None:
+    """Feature names must be Unicode text (they are written to JSON and Parquet) and
+    all different (a record's fields are looked up by name)."""
+    for name in names:
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Invalid("attribute 'feature_names_in_' holds a name that is not Unicode "
+                           "text (a lone surrogate)") from None
+    if len(set(names)) != len(names):
+        seen = set()
+        twice = next(n for n in names if n in seen or seen.add(n))
+        raise _Invalid(f"attribute 'feature_names_in_' names {twice[:80]!r} twice")
+
+
+def _check_calibration(estimator) -> None:
+    """The calibration saved with the model obeys AnomalyScorer's own rule."""
+    contamination = getattr(estimator, "anomaly_contamination_", None)
+    if contamination is not None and not 0 < contamination < 0.5:
+        raise _Invalid(f"attribute 'anomaly_contamination_' must be in (0, 0.5), got "
+                       f"{contamination!r}")
+    if contamination is not None and getattr(estimator, "anomaly_threshold_", None) is None:
+        raise _Invalid("attribute 'anomaly_contamination_' is set without "
+                       "'anomaly_threshold_'")
 
 
 def _params(meta, cls, npz, path) -> dict:
@@ -207,6 +245,9 @@ def _load(npz: NpzReader, path):
     if names is not None and len(names) != estimator.n_features_in_:
         raise _Invalid(f"attribute 'feature_names_in_' has {len(names)} names for "
                        f"{estimator.n_features_in_} features")
+    if names is not None:
+        _check_feature_names(list(names))
+    _check_calibration(estimator)
     try:
         estimator._check_params(estimator.n_features_in_)
     except (ValueError, TypeError) as exc:

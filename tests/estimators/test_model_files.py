@@ -84,7 +84,33 @@ BAD_META = {
                                  r"1 names for 3 features"),
     "nested JSON": (lambda m: m["params"].update(tol=[[[1]]]), r"'tol' has a value of the wrong"),
     "unknown estimator": (lambda m: m.update(estimator="Popen"), r"unknown estimator 'Popen'"),
+    # the second red team: values AnomalyScorer itself refuses, names that mis-score
+    "contamination 5": (lambda m: m["attributes"].update(anomaly_threshold_=-3.0,
+                                                         anomaly_contamination_=5.0),
+                        r"'anomaly_contamination_' must be in \(0, 0.5\), got 5.0"),
+    "contamination negative": (lambda m: m["attributes"].update(anomaly_threshold_=-3.0,
+                                                                anomaly_contamination_=-0.3),
+                               r"'anomaly_contamination_' must be in \(0, 0.5\)"),
+    "contamination without threshold": (
+        lambda m: m["attributes"].update(anomaly_contamination_=0.01),
+        r"'anomaly_contamination_' is set without 'anomaly_threshold_'"),
+    "repeated feature name": (lambda m: m["attributes"].update(feature_names_in_=["a", "b", "a"]),
+                              r"names 'a' twice"),
+    "surrogate feature name": (
+        lambda m: m["attributes"].update(feature_names_in_=["a", "b", "\ud800"]),
+        r"not Unicode text"),
 }
+
+
+def test_a_key_twice_in_the_metadata_is_refused(gmm_file):
+    """json keeps the last of two equal keys: which value counts would be a guess."""
+    found = entries(gmm_file)
+    text = found.pop("__meta__").tobytes().decode()
+    text = text.replace('"attributes": {', '"attributes": {"n_iter_": 1, ', 1)
+    assert text.count('"n_iter_"') == 2
+    np.savez(gmm_file, __meta__=np.frombuffer(text.encode(), dtype=np.uint8), **found)
+    with pytest.raises(sm.ModelFileError, match=r"holds the key 'n_iter_' twice"):
+        sm.load(gmm_file)
 
 
 @pytest.mark.parametrize("case", BAD_META, ids=list(BAD_META))
