@@ -264,3 +264,34 @@ def test_an_update_the_maths_refuses_keeps_the_model_and_the_stream_going(scorer
     assert len(outputs) == len(X)  # every record scored
     assert adaptive.skipped_updates > 0 and adaptive.applied == 0
     np.testing.assert_array_equal(adaptive.model.means_, means)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", ["SIGTERM", "SIGINT"])
+def test_a_clean_stop_of_the_stdin_scorer_writes_its_snapshot(tmp_path, scorer, signum):
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    scorer.save(tmp_path / "m.npz")
+    X, _, _ = stream_with_shift(n=500)
+    child = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "streammix"), "score",
+         str(tmp_path / "m.npz"), "-", "--adapt", "--snapshot", str(tmp_path / "state.npz"),
+         "--snapshot-every", "1000000", "--snapshot-seconds", "3600"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    child.stdin.write("".join(json.dumps({"id": i, "x0": a, "x1": b, "x2": c}) + "\n"
+                              for i, (a, b, c) in enumerate(X.tolist())))
+    child.stdin.flush()  # and kept open: the stream has not ended
+    seen, deadline = 0, time.monotonic() + 60
+    while seen < 500 and time.monotonic() < deadline:
+        seen += '"score"' in child.stdout.readline()
+    assert seen == 500 and not (tmp_path / "state.npz").exists()
+    child.send_signal(getattr(signal, signum))
+    assert child.wait(timeout=30) == 128 + getattr(signal, signum)
+    assert "Traceback" not in child.stderr.read()
+    resumed = scorer.adapt(snapshot=tmp_path / "state.npz")
+    assert resumed.resumed and resumed.records == 500

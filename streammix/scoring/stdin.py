@@ -28,16 +28,18 @@ def score_lines(scoring: Scoring, stdin=None, stdout=None, *, fmt="auto",
 
     ``fmt`` is ``"auto"``, ``"jsonl"`` or ``"csv"`` (see
     :func:`~streammix.scoring.records.text_records`); ``options`` are the record
-    options (``id_field``, ``max_depth``, ``explain``...). SIGTERM ends the stream
-    as Ctrl-C does, through the scoring's clean stop (its last snapshot). A reader
+    options (``id_field``, ``max_depth``, ``explain``...). SIGTERM and SIGINT end the
+    stream through the scoring's clean stop (its last snapshot), with exit status
+    128 + the signal's number. A reader
     that goes away (``| head``) ends it quietly (and returns None). Returns the
     counts: ``records``, ``anomalies``, ``errors`` and ``drift events``.
     """
-    stdin = sys.stdin.buffer if stdin is None else stdin
+    stdin = _own_stdin() if stdin is None else stdin
     stdout = sys.stdout.buffer if stdout is None else stdout
     if threading.current_thread() is threading.main_thread():
-        # a supervisor's SIGTERM goes through the clean-up, as Ctrl-C does
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+        # a supervisor's SIGTERM and a Ctrl-C end the stream through its clean stop
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+        signal.signal(signal.SIGINT, lambda *_: sys.exit(128 + signal.SIGINT))
     counts = {"records": 0, "anomalies": 0, "errors": 0, "drift events": 0}
     records = text_records(read_lines(stdin, max_record_bytes), fmt,
                            fields=scoring.feature_names())
@@ -63,6 +65,16 @@ def score_lines(scoring: Scoring, stdin=None, stdout=None, *, fmt="auto",
     finally:
         batches.close()  # the scoring's clean stop, whatever ended the stream
     return counts
+
+
+def _own_stdin():
+    """Standard input through a reader of our own (a duplicate of its descriptor): the
+    reader thread may be blocked in it when a signal ends the process, and Python aborts
+    at exit if that thread holds the lock of ``sys.stdin``'s own buffer."""
+    try:
+        return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
+    except (OSError, ValueError):  # no descriptor (an in-memory stdin, as in tests)
+        return sys.stdin.buffer
 
 
 def read_scored(path) -> list[dict]:
