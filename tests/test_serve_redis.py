@@ -161,7 +161,7 @@ def test_killed_consumers_and_a_restarted_redis_lose_and_duplicate_nothing(serve
             total += 1
         pipe.execute()
 
-    feed(6000)
+    feed(30000)  # enough that each kill lands while it is busy
     held = []
     for delay in (0.0, 0.03, 0.07):  # kill -9 at several moments of its work
         written = client.xlen("out") if client.exists("out") else 0
@@ -191,7 +191,7 @@ def test_killed_consumers_and_a_restarted_redis_lose_and_duplicate_nothing(serve
             child.wait(timeout=20)
     found = outputs_by_entry(client)
     inputs = [entry_id.decode() for entry_id, _ in client.xrange("in")]
-    assert len(inputs) == total == 8000
+    assert len(inputs) == total == 32000
     assert not any("error" in outputs[0] for outputs in found.values())  # all scored
     assert sorted(found) == sorted(inputs)  # none lost
     assert all(len(outputs) == 1 for outputs in found.values())  # none duplicated

@@ -101,21 +101,43 @@ class Run:
 _run_numbers = itertools.count()
 
 
-def _rss_mb(pid) -> float:
+def _status_mb(pid, field) -> float:
     with contextlib.suppress(OSError, ValueError, IndexError):
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _rss_mb(pid) -> float:
+    return _status_mb(pid, "VmRSS:")
+
+
+with open("/proc/self/cmdline", "rb") as _own:
+    _OWN_CMDLINE = _own.read()
+
+
+def _peak_after_exec_mb(pid) -> float:
+    """The child's peak RSS so far (VmHWM) once it has exec'd; 0 while it is still the
+    forked copy of this process (the same command line).
+
+    Not wait4's ru_maxrss: Linux carries the peak of the forked copy of this (large)
+    test process across the exec, so every child would report this process's size.
+    """
+    with contextlib.suppress(OSError):
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
+            if handle.read() == _OWN_CMDLINE:
+                return 0.0
+    return _status_mb(pid, "VmHWM:")
 
 
 def run(args, cwd, *, stdin: bytes | None = None, timeout=TIMEOUT) -> Run:
     """Run ``args`` in its own session; stdout/stderr go to files (no pipe can fill up).
 
-    The child is reaped with wait4, which gives its own peak RSS; it is killed (with
-    its process group) at ``timeout`` or above ``KILL_MB`` of RSS. The files stay in
-    ``cwd/.sweep`` for a look after a failure.
+    The child's peak RSS is sampled every 20 ms (see :func:`_peak_after_exec_mb`); it is
+    killed (with its process group) at ``timeout`` or above ``KILL_MB`` of RSS. The
+    files stay in ``cwd/.sweep`` for a look after a failure.
     """
     cwd = Path(cwd)
     logs = cwd / ".sweep"
@@ -133,10 +155,12 @@ def run(args, cwd, *, stdin: bytes | None = None, timeout=TIMEOUT) -> Run:
         proc = subprocess.Popen([str(a) for a in args], cwd=cwd, stdin=inp, stdout=out,
                                 stderr=err, env=ENV, start_new_session=True)
         timed_out = killed = False
+        peak = 0.0
         while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
+            peak = max(peak, _peak_after_exec_mb(proc.pid))
             if not (timed_out or killed):
                 timed_out = time.monotonic() - began > timeout
                 killed = not timed_out and _rss_mb(proc.pid) > KILL_MB
@@ -147,7 +171,7 @@ def run(args, cwd, *, stdin: bytes | None = None, timeout=TIMEOUT) -> Run:
         seconds = time.monotonic() - began
     proc.returncode = code = os.waitstatus_to_exitcode(status)
     return Run(code, out_path.read_bytes(), err_path.read_text(errors="replace"), seconds,
-               usage.ru_maxrss / 1024, timed_out, killed)
+               peak, timed_out, killed)
 
 
 def streammix_cli(*args, cwd, **kwargs) -> Run:
