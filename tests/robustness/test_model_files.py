@@ -10,6 +10,7 @@ bomb is refused within 500 MB of peak RSS. Run-only parameters saved in the file
 from __future__ import annotations
 
 import io
+import json
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ from ._harness import (
     read_model,
     streammix_cli,
     write_model,
+    write_zip,
 )
 
 REFUSE, BOMB, IGNORE, EITHER = "refuse", "bomb", "ignore", "refuse-or-ignore"
@@ -71,6 +73,14 @@ def zip_bomb_means(base: Path, out: Path):
     meta, entries = read_model(base)
     del entries["attr.means_.npy"]
     write_model(out, meta, entries, bomb="attr.means_.npy")
+
+
+def key_twice(base: Path, out: Path):
+    """The metadata with ``n_iter_`` given twice (json keeps the last: a guess)."""
+    meta, entries = read_model(base)
+    text = json.dumps(meta).replace('"attributes": {', '"attributes": {"n_iter_": 1, ', 1)
+    write_zip(out, {"__meta__.npy": npy(np.frombuffer(text.encode(), dtype=np.uint8)),
+                    **entries})
 
 
 def raw(data: bytes | Callable[[bytes], bytes]):
@@ -118,6 +128,14 @@ TAMPERS = [
     ("not-a-zip", raw(b"#!/bin/sh\necho this is not a model file\n"), REFUSE),
     ("version-99", edit(lambda m, e: m.update(version=99)), REFUSE),
     ("unknown-estimator", edit(lambda m, e: m.update(estimator="os.system")), REFUSE),
+    # The second red team (issue 29): values AnomalyScorer refuses, names that mis-score.
+    ("contamination-5", edit(lambda m, e: m["attributes"].update(
+        anomaly_threshold_=-3.0, anomaly_contamination_=5.0)), REFUSE),
+    ("contamination-negative", edit(lambda m, e: m["attributes"].update(
+        anomaly_threshold_=-3.0, anomaly_contamination_=-0.3)), REFUSE),
+    ("feature-names-repeated", edit(lambda m, e: m["attributes"].update(
+        feature_names_in_=["x0", "x1", "x0", "x3"])), REFUSE),
+    ("meta-key-twice", key_twice, REFUSE),
 ]
 
 TAMPERED_PARAM = {"scheduler-tcp": "scheduler", "n-workers-5000": "n_workers",

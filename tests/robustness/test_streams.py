@@ -97,6 +97,13 @@ MIDDLES = [
     ("array-wrong-length", b"[1, 2, 3]", "error"),
     ("json-string", b'"hello"', "error"),
     ("json-null", b"null", "error"),
+    # The second red team (issue 29): ids no output can carry; legal raw line separators.
+    ("id-lone-surrogate", b'{"id": "\\ud800", "x0": 0.5, "x1": 0.5, "x2": 0.5, "x3": 0.5}',
+     "error"),
+    ("id-400-digits", b'{"id": 1' + b"0" * 400 + b', "x0": 0.5, "x1": 0.5, "x2": 0.5, "x3": 0.5}',
+     "error"),
+    ("id-with-u2028", '{"id": "a\u2028b\u0085", "x0": 0.5, "x1": 0.5, "x2": 0.5, "x3": 0.5}'
+     .encode(), "scored"),
 ]
 
 
