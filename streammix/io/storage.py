@@ -81,9 +81,14 @@ class Storage:
                     raise DataError("no object matches this pattern", file=path)
                 return [self.url(p) for p in found]
             if fs.isdir(path):
+                base = fs._strip_protocol(path).rstrip("/") + "/"
+                # hidden and _-prefixed names, folders included (a job's _temporary/
+                # staging), hold no data, as for every Parquet reader
                 found = sorted(p for p in fs.find(path)
                                if p.endswith(PARQUET_SUFFIXES)
-                               and not os.path.basename(p).startswith((".", "_")))
+                               and not any(name.startswith((".", "_")) for name in
+                                           (p[len(base):] if p.startswith(base)
+                                            else os.path.basename(p)).split("/")))
                 if not found:
                     raise DataError("holds no .parquet objects", file=path)
                 return [self.url(p) for p in found]
