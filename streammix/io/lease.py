@@ -72,7 +72,8 @@ class LocalLock:
 
     def acquire(self) -> None:
         """Take the lock, or raise ``in_use`` naming its holder."""
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        # O_NOFOLLOW: a lock "file" that is a symlink would make us truncate its target
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

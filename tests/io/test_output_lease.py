@@ -60,3 +60,20 @@ def test_killed_jobs_staged_parts_are_removed_by_the_next_job(tmp_path, blobs):
     predict_to_parquet(model, str(data), f"{out}/")  # the kernel released their locks
     assert sorted(p.name for p in out.iterdir()) == \
         ["_SUCCESS", "_lock"] + [f"part-{i:06d}.parquet" for i in range(6)]
+
+
+def test_a_lock_file_that_is_a_symlink_is_refused_and_its_target_untouched(tmp_path):
+    from streammix.engine.checkpoint import Checkpoint
+
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    out, ckpt = tmp_path / "out", tmp_path / "ckpt"
+    for folder, name in ((out, "_lock"), (ckpt, "lock")):
+        folder.mkdir()
+        (folder / name).symlink_to(precious)
+    with pytest.raises(sm.DataError, match=rf"{out}: cannot be written \(OSError"):
+        PartitionedOutput(f"{out}/").prepare()
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        with Checkpoint(ckpt, {"estimator": "X", "data": {}, "params": {}}):
+            pass
+    assert precious.read_text() == "keep me"

@@ -65,6 +65,7 @@ def _data(s3, bucket, tmp_path, X):
     return f"s3://{bucket}/data/data.parquet"
 
 
+@pytest.mark.slow
 def test_killed_jobs_staged_parts_are_removed_by_the_next_job(s3, bucket, tmp_path, blobs):
     data = _data(s3, bucket, tmp_path, blobs)
     model = sm.KMeans(3, random_state=0, n_init=1, chunk_size=100,
