@@ -56,7 +56,8 @@ def read_parquet(path, columns=None, *, exclude_columns=None, chunk_size=None, d
         before its commit. ``"refuse"`` (default): a DataError. ``"read"``:
         read every part it holds (staged parts under ``_temporary/`` never).
         A committed output is always read as exactly the parts its
-        ``_SUCCESS`` lists, whatever else lies beside them.
+        ``_SUCCESS`` lists, whatever else lies beside them; so are output
+        folders inside a folder or prefix that is read.
 
     Returns
     -------

@@ -16,7 +16,6 @@ version checked, and each part name must be a plain ``part-NNNNNN.parquet``
 from __future__ import annotations
 
 import json
-import os
 import re
 
 from ..exceptions import DataError
@@ -82,16 +81,18 @@ def _glob(folder: str) -> str:
     return f"{folder.rstrip('/')}/part-*.parquet"
 
 
-def output_parts(fs, folder: str, *, uncommitted: str = "refuse"
+def output_parts(fs, folder: str, files, folders=(), *, uncommitted: str = "refuse"
                  ) -> list[tuple[str, int]] | None:
     """The parts a reader of ``folder`` takes, when it is a streammix output folder.
 
     Parameters
     ----------
     fs : fsspec filesystem
-        The filesystem of ``folder`` (local or an object store).
+        The filesystem of ``folder`` (local or an object store), to read ``_SUCCESS``.
     folder : str
         A folder or prefix, as ``fs`` names it.
+    files, folders : iterable of str
+        The names of the files and of the subfolders directly in ``folder``.
     uncommitted : {"refuse", "read"}
         For an output folder without a valid streammix ``_SUCCESS``: refuse
         it (a DataError), or read it as a plain folder.
@@ -104,12 +105,11 @@ def output_parts(fs, folder: str, *, uncommitted: str = "refuse"
         is ``"read"`` and it has no usable ``_SUCCESS``): read it as any folder.
     """
     check_uncommitted(uncommitted)
-    fs.invalidate_cache(folder)
-    names = {os.path.basename(p.rstrip("/")) for p in fs.ls(folder, detail=False)}
-    looks_like_output = STAGING in names or any(PART.fullmatch(n) for n in names)
+    files = set(files)
+    looks_like_output = STAGING in set(folders) or any(PART.fullmatch(n) for n in files)
     where = f"{folder.rstrip('/')}/{MANIFEST}"
     listed = None
-    if MANIFEST in names:
+    if MANIFEST in files:
         data = fs.cat_file(where, start=0, end=MAX_MANIFEST_BYTES + 1)
         if len(data) > MAX_MANIFEST_BYTES:
             raise DataError(f"is larger than {MAX_MANIFEST_BYTES} bytes: not a manifest "
@@ -126,7 +126,7 @@ def output_parts(fs, folder: str, *, uncommitted: str = "refuse"
                         f"({_glob(folder)})", file=folder)
     if listed is None:
         return None
-    missing = [name for name, _ in listed if name not in names]
+    missing = [name for name, _ in listed if name not in files]
     if missing and uncommitted == "read":
         return None
     if missing:

@@ -69,11 +69,8 @@ def _expand(path, storage, uncommitted) -> list[tuple[str, int | None]]:
     """:func:`expand_paths`, each file with the row count a manifest gives it (or None)."""
     if isinstance(path, list | tuple):
         return [p for item in path for p in _expand(item, storage, uncommitted)]
-    listed = _committed_parts(path, storage, uncommitted)
-    if listed is not None:
-        return listed
     if storage is not None:
-        return [(file, None) for file in storage.expand(str(path))]
+        return storage.expand(str(path), uncommitted=uncommitted)
     path = os.fspath(path)
     if path.startswith("file://"):
         path = path[len("file://"):]
@@ -83,54 +80,28 @@ def _expand(path, storage, uncommitted) -> list[tuple[str, int | None]]:
             raise DataError("no file matches this pattern", file=path)
         return [(file, None) for file in files]
     if os.path.isdir(path):
-        files = []
-        for root, folders, names in os.walk(path):
-            # hidden and _-prefixed folders (a job's _temporary/ staging) hold no data,
-            # as for every Parquet reader
-            folders[:] = [f for f in folders if not f.startswith((".", "_"))]
-            files += [os.path.join(root, name) for name in names
-                      if name.endswith(PARQUET_SUFFIXES) and not name.startswith((".", "_"))]
+        import fsspec
+
+        local, files = fsspec.filesystem("file"), []
+        try:
+            for root, folders, names in os.walk(path):
+                # a streammix output folder gives what its _SUCCESS lists (io/manifest.py)
+                listed = output_parts(local, root, names, folders, uncommitted=uncommitted)
+                # hidden and _-prefixed folders (a job's _temporary/ staging) hold no data,
+                # as for every Parquet reader
+                folders[:] = [f for f in folders if not f.startswith((".", "_"))]
+                files += [(os.path.join(root, name), rows) for name, rows in listed] \
+                    if listed is not None else \
+                    [(os.path.join(root, name), None) for name in names
+                     if name.endswith(PARQUET_SUFFIXES) and not name.startswith((".", "_"))]
+        except OSError as exc:
+            raise DataError(f"cannot be listed ({_reason(exc)})", file=path) from None
         if not files:
             raise DataError("directory holds no .parquet files", file=path)
-        return [(file, None) for file in sorted(files)]
+        return sorted(files)
     if not os.path.exists(path):
         raise DataError("no such file or directory", file=path)
     return [(path, None)]
-
-
-def _committed_parts(path, storage, uncommitted) -> list[tuple[str, int]] | None:
-    """The parts (path, rows) a streammix output folder's ``_SUCCESS`` lists; None when
-    ``path`` is not such a folder (a file, a glob, any other folder)."""
-    import fsspec
-
-    text = str(path) if storage is not None else os.fspath(path)
-    if storage is None and text.startswith("file://"):
-        text = text[len("file://"):]
-    if any(ch in text for ch in "*?["):
-        return None
-    if storage is None:
-        if not os.path.isdir(text):
-            return None
-        try:
-            listed = output_parts(fsspec.filesystem("file"), text, uncommitted=uncommitted)
-        except OSError as exc:
-            raise DataError(f"cannot be listed ({_reason(exc)})", file=text) from None
-        return None if listed is None else [(os.path.join(text, name), rows)
-                                            for name, rows in listed]
-    fs = storage.fs
-    try:
-        if not fs.isdir(text):
-            return None
-        listed = output_parts(fs, text, uncommitted=uncommitted)
-    except DataError:
-        raise
-    except PermissionError as exc:
-        raise DataError(f"access denied with these credentials ({_reason(exc)})",
-                        file=text) from None
-    except Exception as exc:  # the backend's errors: no bucket, network
-        raise DataError(f"cannot be listed ({_reason(exc)})", file=text) from None
-    return None if listed is None else [(f"{text.rstrip('/')}/{name}", rows)
-                                        for name, rows in listed]
 
 
 def _is_numeric(arrow_type) -> bool:

@@ -130,3 +130,21 @@ def test_an_oversized_manifest_is_not_read_whole(committed, monkeypatch):
     monkeypatch.setattr(manifest, "MAX_MANIFEST_BYTES", 100)
     with pytest.raises(sm.DataError, match=r"_SUCCESS: is larger than 100 bytes"):
         sm.read_parquet(out)
+
+
+def test_output_folders_inside_a_folder_follow_the_same_rule(committed, tmp_path):
+    """A folder of daily outputs (scores/2026-01-01/, ...): each output gives what its
+    _SUCCESS lists, and one being written is refused."""
+    out, expected = committed
+    days = tmp_path / "days"
+    shutil.copytree(out, days / "2026-01-01")
+    shutil.copytree(out, days / "2026-01-02")
+    _other_job_part(days / "2026-01-01" / "part-000008.parquet")  # beside the listed ones
+    _other_job_part(days / "loose.parquet")  # any other file is read as before
+    source = sm.read_parquet(days)
+    assert source.n_rows == 2 * 600 + 40
+    np.testing.assert_array_equal(_labels(source), np.concatenate([expected, expected,
+                                                                   np.full(40, 7)]))
+    (days / "2026-01-02" / "_SUCCESS").unlink()
+    with pytest.raises(sm.DataError, match=rf"{days}/2026-01-02: is a streammix output without"):
+        sm.read_parquet(days)

@@ -132,19 +132,23 @@ def test_a_reader_takes_exactly_what_success_lists(s3, bucket, tmp_path, monkeyp
     data = _data(s3, bucket, tmp_path, X)
     model = sm.KMeans(3, random_state=0, n_init=1, chunk_size=100,
                       storage_options=s3.options).fit(X)
-    out = f"s3://{bucket}/labels/"
+    days, out = f"s3://{bucket}/days/", f"s3://{bucket}/days/d1/"
     predict_to_parquet(model, data, out)
+    predict_to_parquet(model, data, f"{days}d2/")
     fs = s3.filesystem()
     stray = tmp_path / "stray.parquet"
     pq.write_table(pa.table({"cluster": np.full(40, 7, dtype=np.int64)}), stray)
-    fs.put(str(stray), f"{bucket}/labels/part-000009.parquet")  # another job's part
-    fs.put(str(stray), f"{bucket}/labels/_temporary/0123456789ab/part-000000.parquet")
+    fs.put(str(stray), f"{bucket}/days/d1/part-000009.parquet")  # another job's part
+    fs.put(str(stray), f"{bucket}/days/d1/_temporary/0123456789ab/part-000000.parquet")
     source = sm.read_parquet(out, storage_options=s3.options)
     assert source.n_rows == 600 and len(source.files) == 6
     np.testing.assert_array_equal(_labels(source), model.predict(X))
-    fs.rm_file(f"{bucket}/labels/_SUCCESS")  # a commit under way
-    with pytest.raises(sm.DataError, match=rf"s3://{bucket}/labels/: is a streammix output "
-                                           r"without _SUCCESS"):
-        sm.read_parquet(out, storage_options=s3.options)
+    both = sm.read_parquet(days, storage_options=s3.options)  # outputs inside a prefix
+    np.testing.assert_array_equal(_labels(both), np.tile(model.predict(X), 2))
+    fs.rm_file(f"{bucket}/days/d1/_SUCCESS")  # a commit under way
+    for url in (out, days):
+        with pytest.raises(sm.DataError, match=rf"s3://{bucket}/days/d1/?: is a streammix "
+                                               r"output without _SUCCESS"):
+            sm.read_parquet(url, storage_options=s3.options)
     # asked to read it anyway: every part, never the staged ones
     assert sm.read_parquet(out, storage_options=s3.options, uncommitted="read").n_rows == 640
