@@ -12,6 +12,7 @@ out of its ``repr`` and out of everything it reports.
 from __future__ import annotations
 
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -82,6 +83,7 @@ class Storage:
         """
         fs = self.fs
         try:
+            self._forget_listings(fs, path)
             if any(ch in path for ch in "*?["):
                 found = sorted(fs.glob(path))
                 if not found:
@@ -103,6 +105,17 @@ class Storage:
         except Exception as exc:  # the backend's errors: no bucket, network
             raise DataError(f"cannot be listed ({_reason(exc)})", file=path) from None
         return [(path, None)]
+
+    @staticmethod
+    def _forget_listings(fs, path: str) -> None:
+        """Drop the listings the (process-wide) filesystem cached for ``path``, its parents
+        and every folder below it. Another process may have rewritten them since (a new
+        commit of an output): a stale listing gives an old ETag, and ``find`` does not
+        replace listings it finds cached."""
+        root = fs._strip_protocol(re.split(r"[*?\[]", path, maxsplit=1)[0]).rstrip("/")
+        fs.invalidate_cache(root)
+        for key in [k for k in list(fs.dircache) if k.startswith(root + "/")]:
+            fs.dircache.pop(key, None)
 
     def _folder_files(self, fs, path: str, uncommitted: str) -> list[tuple[str, int | None]]:
         """The Parquet objects under prefix ``path`` a reader takes, from one listing."""

@@ -152,3 +152,23 @@ def test_a_reader_takes_exactly_what_success_lists(s3, bucket, tmp_path, monkeyp
             sm.read_parquet(url, storage_options=s3.options)
     # asked to read it anyway: every part, never the staged ones
     assert sm.read_parquet(out, storage_options=s3.options, uncommitted="read").n_rows == 640
+
+
+def test_a_reader_sees_an_output_another_process_committed_since(s3, bucket, tmp_path,
+                                                                 monkeypatch):
+    """This process reads an output, another rewrites it: the next read is of the new one
+    (not of listings this process cached, whose ETags are gone)."""
+    monkeypatch.setattr(lease, "SETTLE_SECONDS", 0.05)
+    X = make_blobs()
+    model = sm.KMeans(3, random_state=0, n_init=1, chunk_size=100,
+                      storage_options=s3.options).fit(X)
+    out = f"s3://{bucket}/labels/"
+    predict_to_parquet(model, _data(s3, bucket, tmp_path, X), out)
+    assert sm.read_parquet(out, storage_options=s3.options).n_rows == 600
+    other = s3.filesystem()  # another process's client: this one's caches know nothing
+    stray = tmp_path / "new.parquet"
+    pq.write_table(pa.table({"cluster": np.full(100, 2, dtype=np.int64)}), stray)
+    other.put(str(stray), f"{bucket}/labels/part-000003.parquet")
+    source = sm.read_parquet(out, storage_options=s3.options)
+    assert source.n_rows == 600
+    np.testing.assert_array_equal(_labels(source)[300:400], np.full(100, 2))
