@@ -76,6 +76,10 @@ class CheckpointInUseError(CheckpointError):
     """Another live process holds the checkpoint directory's lock."""
 
 
+class OutputInUseError(StreammixError):
+    """Another live job holds the lease of an output folder or prefix (it is writing it)."""
+
+
 class SnapshotError(StreammixError, ValueError):
     """An adaptive scorer's snapshot cannot be used (damaged, foreign, other options)."""
 

@@ -19,7 +19,8 @@ __all__ = ["Chunk", "Source", "ArraySource", "DaskSource", "ParquetSource", "Zar
 
 
 def read_parquet(path, columns=None, *, exclude_columns=None, chunk_size=None, dtype=None,
-                 weight_column=None, storage_options=None) -> ParquetSource:
+                 weight_column=None, storage_options=None,
+                 uncommitted="refuse") -> ParquetSource:
     """Open Parquet data as a chunked source; no rows are read yet.
 
     Parameters
@@ -48,6 +49,16 @@ def read_parquet(path, columns=None, *, exclude_columns=None, chunk_size=None, d
         left to the backend's usual chain (environment, profile files,
         instance roles); none is ever written to a message or a file.
 
+    uncommitted : {"refuse", "read"}
+        What to do with a streammix output folder (a ``_SUCCESS`` manifest,
+        a ``_temporary/`` staging folder or ``part-NNNNNN.parquet`` names)
+        that has no ``_SUCCESS``: one job is writing it, or a job was killed
+        before its commit. ``"refuse"`` (default): a DataError. ``"read"``:
+        read every part it holds (staged parts under ``_temporary/`` never).
+        A committed output is always read as exactly the parts its
+        ``_SUCCESS`` lists, whatever else lies beside them; so are output
+        folders inside a folder or prefix that is read.
+
     Returns
     -------
     ParquetSource
@@ -59,10 +70,11 @@ def read_parquet(path, columns=None, *, exclude_columns=None, chunk_size=None, d
     >>> sm.GaussianMixture(3).fit(data)  # doctest: +SKIP
     >>> weighted = sm.read_parquet("data/", weight_column="count")  # doctest: +SKIP
     >>> sm.KMeans(8).fit(weighted)  # doctest: +SKIP
+    >>> labels = sm.read_parquet("labels/", uncommitted="read")  # doctest: +SKIP
     """
     return ParquetSource(path, columns=columns, chunk_size=chunk_size, dtype=dtype,
                          weight_column=weight_column, exclude_columns=exclude_columns,
-                         storage_options=storage_options)
+                         storage_options=storage_options, uncommitted=uncommitted)
 
 
 def read_zarr(store, *, chunk_size=None, dtype=None, storage_options=None) -> ZarrSource:
@@ -121,11 +133,13 @@ def as_source(X, *, chunk_size=None, dtype=None, columns=None, storage_options=N
 
 
 def open_data(data, columns=None, *, exclude_columns=None, id_field=None, chunk_size=None,
-              dtype=None, weight_column=None, storage_options=None) -> Source:
+              dtype=None, weight_column=None, storage_options=None,
+              uncommitted="refuse") -> Source:
     """A named dataset (Parquet or Zarr path or URL) as a source, the way the command
     line names one: Parquet features are ``columns``, or every column but
     ``exclude_columns``, the weight column and ``id_field`` (when the first file's
-    footer has it); a Zarr store has no named columns to choose.
+    footer has it); a Zarr store has no named columns to choose. ``uncommitted``: as
+    for :func:`read_parquet`.
     """
     excluded = list(exclude_columns or [])
     if _is_zarr_path(data):
@@ -138,7 +152,9 @@ def open_data(data, columns=None, *, exclude_columns=None, id_field=None, chunk_
         from .parquet import expand_paths, storage_for
 
         storage = storage_for(data, storage_options)
-        if id_field in ParquetSource.inspect(expand_paths(data, storage)[0], storage)[1].names:
+        first = expand_paths(data, storage, uncommitted=uncommitted)[0]
+        if id_field in ParquetSource.inspect(first, storage)[1].names:
             excluded.append(id_field)
     return read_parquet(data, columns, exclude_columns=excluded, chunk_size=chunk_size,
-                        dtype=dtype, weight_column=weight_column, storage_options=storage_options)
+                        dtype=dtype, weight_column=weight_column, storage_options=storage_options,
+                        uncommitted=uncommitted)

@@ -28,7 +28,8 @@ from .base import (
     chunk_rows_for,
     resolve_dtype,
 )
-from .storage import Storage, in_parallel, is_url, with_retries
+from .manifest import MANIFEST, check_uncommitted, output_parts
+from .storage import PARQUET_SUFFIXES, Storage, _reason, in_parallel, is_url, with_retries
 
 #: Options of every Parquet file streammix writes: page checksums (CRC32), so that
 #: damage to a page is detected when it is read, and plain (not dictionary)
@@ -56,13 +57,20 @@ def storage_for(path, storage_options=None) -> Storage | None:
     return Storage(protocols.pop(), storage_options)
 
 
-def expand_paths(path, storage=None) -> list[str]:
+def expand_paths(path, storage=None, *, uncommitted="refuse") -> list[str]:
     """A file, a directory (its ``*.parquet`` files, recursively) or a glob, sorted;
-    with ``storage``, URLs of objects, prefixes or globs in that store."""
+    with ``storage``, URLs of objects, prefixes or globs in that store. A streammix
+    output folder gives the parts its ``_SUCCESS`` lists (see
+    :func:`~streammix.io.manifest.output_parts` for ``uncommitted``)."""
+    return [file for file, _ in _expand(path, storage, uncommitted)]
+
+
+def _expand(path, storage, uncommitted) -> list[tuple[str, int | None]]:
+    """:func:`expand_paths`, each file with the row count a manifest gives it (or None)."""
     if isinstance(path, list | tuple):
-        return [p for item in path for p in expand_paths(item, storage)]
+        return [p for item in path for p in _expand(item, storage, uncommitted)]
     if storage is not None:
-        return storage.expand(str(path))
+        return storage.expand(str(path), uncommitted=uncommitted)
     path = os.fspath(path)
     if path.startswith("file://"):
         path = path[len("file://"):]
@@ -70,20 +78,30 @@ def expand_paths(path, storage=None) -> list[str]:
         files = sorted(glob.glob(path, recursive=True))
         if not files:
             raise DataError("no file matches this pattern", file=path)
-        return files
+        return [(file, None) for file in files]
     if os.path.isdir(path):
-        files = sorted(
-            os.path.join(root, name)
-            for root, _, names in os.walk(path)
-            for name in names
-            if name.endswith((".parquet", ".parq", ".pq")) and not name.startswith((".", "_"))
-        )
+        import fsspec
+
+        local, files = fsspec.filesystem("file"), []
+        try:
+            for root, folders, names in os.walk(path):
+                # a streammix output folder gives what its _SUCCESS lists (io/manifest.py)
+                listed = output_parts(local, root, names, folders, uncommitted=uncommitted)
+                # hidden and _-prefixed folders (a job's _temporary/ staging) hold no data,
+                # as for every Parquet reader
+                folders[:] = [f for f in folders if not f.startswith((".", "_"))]
+                files += [(os.path.join(root, name), rows) for name, rows in listed] \
+                    if listed is not None else \
+                    [(os.path.join(root, name), None) for name in names
+                     if name.endswith(PARQUET_SUFFIXES) and not name.startswith((".", "_"))]
+        except OSError as exc:
+            raise DataError(f"cannot be listed ({_reason(exc)})", file=path) from None
         if not files:
             raise DataError("directory holds no .parquet files", file=path)
-        return files
+        return sorted(files)
     if not os.path.exists(path):
         raise DataError("no such file or directory", file=path)
-    return [path]
+    return [(path, None)]
 
 
 def _is_numeric(arrow_type) -> bool:
@@ -159,6 +177,10 @@ class ParquetSource(Source):
         For URLs (``s3://bucket/prefix/``, ``gs://``, ``az://``, ``https://``,
         ``memory://``): options of the fsspec filesystem (endpoint, profile,
         ``anon``...). Credentials are best left to the backend's usual chain.
+    uncommitted : {"refuse", "read"}
+        A streammix output folder is read as the parts its ``_SUCCESS`` lists;
+        one without ``_SUCCESS`` (being written, or left by a killed job) is
+        refused, unless ``"read"``: then every part it holds is read.
 
     Examples
     --------
@@ -167,21 +189,26 @@ class ParquetSource(Source):
     """
 
     def __init__(self, path, *, columns=None, chunk_size=None, dtype=None, weight_column=None,
-                 exclude_columns=None, storage_options=None):
+                 exclude_columns=None, storage_options=None, uncommitted="refuse"):
         self.path = path
         self.weight_column = weight_column
         self._remember(path, columns=columns, chunk_size=chunk_size, dtype=dtype,
                        weight_column=weight_column, exclude_columns=exclude_columns,
-                       storage_options=storage_options)
+                       storage_options=storage_options, uncommitted=uncommitted)
         self.storage = storage_for(path, storage_options)
         self.chunk_size = chunk_size
         self.files = []
         schema = chosen = None
         excluded = list(exclude_columns or ())
-        files = expand_paths(path, self.storage)
+        listed = _expand(path, self.storage, check_uncommitted(uncommitted))
+        files = [file for file, _ in listed]
         # footers only, many at a time: on object storage each is a round trip
         footers = in_parallel(lambda file: self.inspect(file, self.storage), files)
-        for file, (info, file_schema) in zip(files, footers, strict=True):
+        for (file, rows), (info, file_schema) in zip(listed, footers, strict=True):
+            if rows is not None and rows != sum(info.row_group_rows):
+                raise DataError(f"holds {sum(info.row_group_rows)} rows, but the output's "
+                                f"{MANIFEST} says {rows}: replaced or damaged since its commit",
+                                file=file)
             if schema is None:
                 schema = file_schema
                 for name in excluded:  # a misspelt exclusion would silently do nothing
@@ -231,6 +258,13 @@ class ParquetSource(Source):
             raise DataError("no such file", file=file) from None
         except (pa.ArrowException, OSError) as exc:
             raise DataError(f"is not a readable Parquet file ({exc})", file=file) from None
+        # Columns are chosen by name: a name given twice could mean either column.
+        seen = set()
+        for name in schema.names:
+            if name in seen:
+                raise DataError(f"is the name of {schema.names.count(name)} columns of this "
+                                "file; give each column its own name", file=file, column=name)
+            seen.add(name)
         rows = tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups))
         return _FileInfo(file, size, version, rows, tuple(schema.names),
                          None if storage is None else meta), schema

@@ -12,10 +12,12 @@ out of its ``repr`` and out of everything it reports.
 from __future__ import annotations
 
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..exceptions import DataError
+from .manifest import output_parts
 
 #: Endings of the Parquet files a directory (or prefix) contributes.
 PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
@@ -70,23 +72,28 @@ class Storage:
                             f"installed ({exc}); install streammix with its object-storage "
                             "extras, e.g. pip install 'streammix[s3]'") from None
 
-    def expand(self, path: str) -> list[str]:
+    def expand(self, path: str, *, uncommitted: str = "refuse") -> list[tuple[str, int | None]]:
         """A file, a directory/prefix (its Parquet files, recursively) or a glob, sorted,
-        as URLs."""
+        as URLs, each with the row count a streammix output's manifest gives it (or None).
+
+        In a prefix, a streammix output folder gives exactly the parts its
+        ``_SUCCESS`` lists (see :func:`streammix.io.manifest.output_parts` for
+        ``uncommitted``); hidden and ``_``-prefixed names, folders included (a
+        job's ``_temporary/`` staging), hold no data, as for every Parquet reader.
+        """
         fs = self.fs
         try:
+            self._forget_listings(fs, path)
             if any(ch in path for ch in "*?["):
                 found = sorted(fs.glob(path))
                 if not found:
                     raise DataError("no object matches this pattern", file=path)
-                return [self.url(p) for p in found]
+                return [(self.url(p), None) for p in found]
             if fs.isdir(path):
-                found = sorted(p for p in fs.find(path)
-                               if p.endswith(PARQUET_SUFFIXES)
-                               and not os.path.basename(p).startswith((".", "_")))
+                found = self._folder_files(fs, path, uncommitted)
                 if not found:
                     raise DataError("holds no .parquet objects", file=path)
-                return [self.url(p) for p in found]
+                return [(self.url(p), rows) for p, rows in found]
             if not fs.exists(path):
                 raise DataError("no such object, or no access to it (check the bucket, "
                                 "the path and the credentials)", file=path)
@@ -97,7 +104,43 @@ class Storage:
                             file=path) from None
         except Exception as exc:  # the backend's errors: no bucket, network
             raise DataError(f"cannot be listed ({_reason(exc)})", file=path) from None
-        return [path]
+        return [(path, None)]
+
+    @staticmethod
+    def _forget_listings(fs, path: str) -> None:
+        """Drop the listings the (process-wide) filesystem cached for ``path``, its parents
+        and every folder below it. Another process may have rewritten them since (a new
+        commit of an output): a stale listing gives an old ETag, and ``find`` does not
+        replace listings it finds cached."""
+        root = fs._strip_protocol(re.split(r"[*?\[]", path, maxsplit=1)[0]).rstrip("/")
+        fs.invalidate_cache(root)
+        for key in [k for k in list(fs.dircache) if k.startswith(root + "/")]:
+            fs.dircache.pop(key, None)
+
+    def _folder_files(self, fs, path: str, uncommitted: str) -> list[tuple[str, int | None]]:
+        """The Parquet objects under prefix ``path`` a reader takes, from one listing."""
+        base = fs._strip_protocol(path).rstrip("/")
+        folders: dict[str, tuple[list, set]] = {}  # folder -> (its files, its subfolders)
+        for found in fs.find(path):
+            parts = (found[len(base) + 1:] if found.startswith(base + "/")
+                     else os.path.basename(found)).split("/")
+            for depth in range(len(parts)):
+                entry = folders.setdefault("/".join(parts[:depth]), ([], set()))
+                if depth == len(parts) - 1:
+                    entry[0].append(parts[depth])
+                else:
+                    entry[1].add(parts[depth])
+        selected = []
+        for folder, (files, subfolders) in folders.items():
+            if any(name.startswith((".", "_")) for name in folder.split("/") if name):
+                continue  # under a hidden or _-prefixed folder
+            full = self.url(f"{base}/{folder}" if folder else base)  # URLs in messages too
+            listed = output_parts(fs, full, files, subfolders, uncommitted=uncommitted)
+            selected += [(f"{full}/{name}", rows) for name, rows in listed] \
+                if listed is not None else \
+                [(f"{full}/{name}", None) for name in files
+                 if name.endswith(PARQUET_SUFFIXES) and not name.startswith((".", "_"))]
+        return sorted(selected)
 
     def url(self, path: str) -> str:
         """``path`` as the backend returns it (no protocol) turned back into a URL."""

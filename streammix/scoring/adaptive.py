@@ -53,6 +53,7 @@ import numpy as np
 
 from ..core import gaussian as gm
 from ..estimators.mixture import BaseMixture
+from ..io.atomic import remove_stale_temporaries
 from . import pipeline
 from .records import MAX_LATENCY_MS, MICRO_BATCH, micro_batches
 
@@ -218,6 +219,8 @@ class AdaptiveScoring:
         self.snapshot_path = None if snapshot is None else str(snapshot)
         self.snapshot_every, self.snapshot_seconds = snapshot_every, snapshot_seconds
         self.resumed = False
+        if self.snapshot_path is not None:  # a killed writer's temporary, before it resumes
+            remove_stale_temporaries(self.snapshot_path)
         if self.snapshot_path is not None and os.path.exists(self.snapshot_path):
             self._restore(self.snapshot_path)
             self.resumed = True

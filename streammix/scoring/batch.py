@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 
 from ..estimators import kmeans, mixture
 from ..io import ParquetSource
-from ..io.atomic import atomic_write
+from ..io.atomic import atomic_write, remove_stale_temporaries
 from ..io.output import PartitionedOutput, is_dataset_output
 from ..io.parquet import WRITE_OPTIONS
 from ..io.storage import is_url
@@ -96,6 +96,7 @@ def write_rows(model, data, output, fn, params, to_columns, *, id_field="id") ->
             raise
         return counts
     counts = []
+    remove_stale_temporaries(output)  # what a killed earlier job left beside it
     with atomic_write(output) as handle, model._engine() as engine:
         writer = None
         for chunk, result in engine.iter_map(fn, params, source):

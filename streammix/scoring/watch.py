@@ -7,7 +7,7 @@ import os
 import time
 
 from ..exceptions import DataError, StreammixError
-from ..io.atomic import atomic_write
+from ..io.atomic import atomic_write, remove_stale_temporaries
 from .batch import score_to_parquet
 from .scorer import AnomalyScorer
 
@@ -87,6 +87,7 @@ def watch(scorer: AnomalyScorer, directory, outdir, *, id_field="id", once=False
     error (a string) for a file that failed or was skipped.
     """
     os.makedirs(outdir, exist_ok=True)
+    remove_stale_temporaries(os.path.join(outdir, PROGRESS_FILE))  # a killed watcher's
     progress = _load_progress(outdir)
     skipped, reported = {}, set()
     while True:

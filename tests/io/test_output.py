@@ -30,9 +30,11 @@ def test_a_folder_output_has_one_part_per_chunk_and_a_manifest(tmp_path, dataset
     rows = predict_to_parquet(model, str(dataset), str(out) + "/", proba=True)
     n_chunks = len(sm.read_parquet(dataset, chunk_size=100).plan())
     assert rows == len(blobs) and n_chunks == 7  # 100,100,100,50 | 100,100,50
-    assert _parts(out) == ["_SUCCESS"] + [f"part-{i:06d}.parquet" for i in range(n_chunks)]
+    # _lock: the file the jobs writing it flock (kept: see streammix.io.lease)
+    assert _parts(out) == ["_SUCCESS", "_lock"] + [f"part-{i:06d}.parquet"
+                                                   for i in range(n_chunks)]
     manifest = json.loads((out / "_SUCCESS").read_text())
-    assert [p["name"] for p in manifest["parts"]] == _parts(out)[1:]
+    assert [p["name"] for p in manifest["parts"]] == _parts(out)[2:]
     assert manifest["rows"] == len(blobs) == sum(p["rows"] for p in manifest["parts"])
     table = pq.read_table(out)  # the parts in order are the rows in order
     np.testing.assert_array_equal(table["cluster"].to_numpy(), model.predict(blobs))

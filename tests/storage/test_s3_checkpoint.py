@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import streammix as sm
-from streammix.engine import folders
 from streammix.engine.checkpoint import Checkpoint
 from streammix.exceptions import CheckpointInUseError
+from streammix.io import lease
 from tests._s3 import SECRET, put_parquet
 from tests.conftest import make_blobs
 
@@ -146,7 +146,7 @@ def _lease(s3, bucket, host, expires):
 
 
 def test_another_host_s_lease_is_waited_for_until_it_expires(s3, bucket, monkeypatch):
-    monkeypatch.setattr(folders, "SETTLE_SECONDS", 0.05)
+    monkeypatch.setattr(lease, "SETTLE_SECONDS", 0.05)
     url, spec = f"s3://{bucket}/other/", {"estimator": "X", "data": {}, "params": {}}
     _lease(s3, bucket, "elsewhere", time.time() + 600)
     with pytest.raises(CheckpointInUseError, match=r"process 1 on elsewhere"):
