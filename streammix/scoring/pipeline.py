@@ -196,11 +196,25 @@ def json_line(out: dict) -> str:
     return json_bytes(out).decode("utf-8")
 
 
+_CONSTANTS = {True: "true", False: "false", None: "null"}
+
+
 def output_fields(out: dict) -> list[str]:
     """One output as flat stream fields (Redis): strings as they are, every other value
     (numbers, flags, lists, null) as its JSON text."""
+    flat = []
     try:
-        return [text for key, value in out.items() for text in (
-            key, value if isinstance(value, str) else orjson.dumps(value).decode())]
+        for key, value in out.items():
+            kind = type(value)
+            if kind is str:
+                text = value
+            elif kind is float and value - value == 0:  # finite: repr is its JSON
+                text = repr(value)
+            elif kind is bool or value is None:
+                text = _CONSTANTS[value]
+            else:
+                text = orjson.dumps(value).decode()
+            flat += (key, text)
     except TypeError as exc:
         return ["id", "null", "error", f"output not representable as JSON ({exc})"]
+    return flat

@@ -200,15 +200,22 @@ class StreamConsumer:
                                       count=self.batch, block=self.block_ms)
         return (read[0][1] if read else []), False
 
+    def _encode(self, entries, outputs) -> bytes:
+        """The write script's batch argument: each entry with its outputs (one list of
+        outputs per entry)."""
+        return orjson.dumps([_script_item(_text(entry_id), written) for (entry_id, _), written
+                             in zip(entries, outputs, strict=True)])
+
     def _write(self, entries, outputs) -> int:
         """Acknowledge the entries and write the outputs of those this acknowledgement
         answers first, in one script call. ``outputs``: one list per entry."""
+        return self._send(self._encode(entries, outputs))
+
+    def _send(self, batch: bytes) -> int:
         import redis
 
         if self._ack_and_write is None:
             self._ack_and_write = self.client.register_script(_ACK_AND_WRITE)
-        batch = orjson.dumps([_script_item(_text(entry_id), written) for (entry_id, _), written
-                              in zip(entries, outputs, strict=True)])
         try:
             return self._ack_and_write(keys=[self.stream, self.output], args=[self.group, batch])
         except redis.ResponseError as exc:
@@ -240,34 +247,81 @@ class StreamConsumer:
 
     def run(self, *, stop=None, max_entries=None, reconnect_seconds=30.0):
         """Consume until ``stop()`` is true or ``max_entries`` were handled; Redis going
-        away is waited out (backoff up to 2 s a try, ``reconnect_seconds`` in all)."""
+        away is waited out (backoff up to 2 s a try, ``reconnect_seconds`` in all).
+
+        A micro-batch is written (acknowledged and answered, by Redis) while the next
+        one is read and scored here: Redis's work and ours overlap. With a snapshot,
+        each write is waited for, so a snapshot follows the acknowledgements of
+        exactly the entries it has learnt.
+        """
         import redis
 
         backlog, delay, down_since = True, 0.1, None
-        while not (stop and stop()) and (max_entries is None or self.processed < max_entries):
-            try:
-                if backlog or down_since is not None:
-                    self._ensure_group()
-                entries, backlog = self._next_entries(backlog)
-                down_since, delay = None, 0.1
-                if not entries:
-                    continue
-                self._write(entries, self._score(entries))
-                self.processed += len(entries)
-                if self.snapshot and self.processed - self._snapshot_at >= self.snapshot_every:
-                    self.scoring.save_snapshot(self.snapshot)  # after the acknowledgement
-                    self._snapshot_at = self.processed
-            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
-                now = time.monotonic()
-                down_since = down_since or now
-                if now - down_since > reconnect_seconds:
-                    raise
-                time.sleep(delay)
-                delay, backlog = min(2.0, delay * 2), True  # re-read what is pending
+        writes = _Writes(self._send)  # the network only: encoding holds the GIL
+        try:
+            while not (stop and stop()) and (max_entries is None or
+                                             self.processed < max_entries):
+                try:
+                    if backlog or down_since is not None:
+                        writes.wait()  # what is pending is read again: none in flight
+                        self._ensure_group()
+                    entries, backlog = self._next_entries(backlog)
+                    down_since, delay = None, 0.1
+                    if not entries:
+                        writes.wait()
+                        continue
+                    writes.submit(self._encode(entries, self._score(entries)))
+                    self.processed += len(entries)
+                    if self.snapshot:
+                        writes.wait()
+                        if self.processed - self._snapshot_at >= self.snapshot_every:
+                            self.scoring.save_snapshot(self.snapshot)  # after the acks
+                            self._snapshot_at = self.processed
+                except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
+                    writes.forget()  # its entries stay pending: read again below
+                    now = time.monotonic()
+                    down_since = down_since or now
+                    if now - down_since > reconnect_seconds:
+                        raise
+                    time.sleep(delay)
+                    delay, backlog = min(2.0, delay * 2), True  # re-read what is pending
+            writes.wait()
+        finally:
+            writes.close()
         if self.snapshot and self.processed > self._snapshot_at:  # a clean stop: all acked
             self.scoring.save_snapshot(self.snapshot)
             self._snapshot_at = self.processed
         return self.processed
+
+
+class _Writes:
+    """One micro-batch's write at a time, on a thread, while the caller goes on; its
+    error is raised by the next :meth:`submit` or :meth:`wait`."""
+
+    def __init__(self, write):
+        import concurrent.futures
+
+        self._write = write
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "streammix-redis-write")
+        self._pending = None
+
+    def submit(self, *args):
+        self.wait()
+        self._pending = self._pool.submit(self._write, *args)
+
+    def wait(self):
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def forget(self):
+        """After a failed write: its entries are still pending in Redis."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.exception()  # let it finish; its error is the one being handled
+
+    def close(self):
+        self._pool.shutdown(wait=True)
 
 
 def consume(scoring: Scoring, url, stream, group, output, *, consumer=None, **options):
