@@ -70,7 +70,8 @@ def score_lines(scoring: Scoring, stdin=None, stdout=None, *, fmt="auto",
 def _own_stdin():
     """Standard input through a reader of our own (a duplicate of its descriptor): the
     reader thread may be blocked in it when a signal ends the process, and Python aborts
-    at exit if that thread holds the lock of ``sys.stdin``'s own buffer."""
+    at exit if that thread holds the lock of ``sys.stdin``'s own buffer. It is never
+    closed: that thread may still be blocked in it (one descriptor a stream)."""
     try:
         return os.fdopen(os.dup(sys.stdin.fileno()), "rb")
     except (OSError, ValueError):  # no descriptor (an in-memory stdin, as in tests)
