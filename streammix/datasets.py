@@ -94,14 +94,21 @@ def write_zarr(path, n_rows: int, n_features: int = 16, n_components: int = 8, *
     return array
 
 
-def write_jsonl(handle, n_rows: int, n_features: int = 16, n_components: int = 8, *,
+def write_jsonl(target, n_rows: int, n_features: int = 16, n_components: int = 8, *,
                 seed: int = 0, anomalies: float = 0.0, block_rows: int = 100_000,
                 mixture_seed: int | None = None):
-    """Write records ``{"id", "x0", ..., "injected"}`` of a seeded mixture as JSON lines.
+    """Write records ``{"id", "x0", ..., "injected"}`` of a seeded mixture as JSON lines,
+    to ``target``: a path, or an open text file.
 
     A fraction ``anomalies`` of the records is moved far from every component
     (``"injected": true``), to try anomaly scoring on.
     """
+    if isinstance(target, str | os.PathLike):
+        with open(target, "w", encoding="utf-8") as handle:
+            return write_jsonl(handle, n_rows, n_features, n_components, seed=seed,
+                               anomalies=anomalies, block_rows=block_rows,
+                               mixture_seed=mixture_seed)
+    handle = target
     import json
 
     _, means, _ = mixture_spec(n_components, n_features,

@@ -113,13 +113,8 @@ def make_data(output, rows, features, components, fmt, row_group_rows, files, an
                             chunk_rows=row_group_rows)
         where = output
     else:
-        handle = sys.stdout if output == "-" else open(output, "w")
-        try:
-            datasets.write_jsonl(handle, rows, features, components, **same,
-                                 anomalies=anomalies)
-        finally:
-            if handle is not sys.stdout:
-                handle.close()
+        datasets.write_jsonl(sys.stdout if output == "-" else output, rows, features,
+                             components, **same, anomalies=anomalies)
         where = output
     say(f"{rows:,} rows x {features} features ({components} components) in "
          f"{time.perf_counter() - began:.1f} s: {where}", quiet)
