@@ -295,3 +295,29 @@ def test_a_clean_stop_of_the_stdin_scorer_writes_its_snapshot(tmp_path, scorer, 
     assert "Traceback" not in child.stderr.read()
     resumed = scorer.adapt(snapshot=tmp_path / "state.npz")
     assert resumed.resumed and resumed.records == 500
+
+
+@pytest.mark.parametrize(("options", "events"), [
+    ([], False), (["--drift"], True), (["--adapt"], True), (["--adapt", "--drift"], True),
+    (["--adapt", "--no-drift"], False), (["--no-drift"], False)])
+def test_the_drift_options_do_what_they_say(tmp_path, scorer, options, events):
+    """--no-drift with --adapt was ignored (drift events came anyway); each combination of
+    --adapt and --drift/--no-drift now gives events exactly when the drift test is on,
+    on a stream whose shift fires it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from streammix.cli import main
+
+    scorer.save(tmp_path / "m.npz")
+    X, _, _ = stream_with_shift(n=8000)
+    stdin = "".join(json.dumps({"id": i, "x0": a, "x1": b, "x2": c}) + "\n"
+                    for i, (a, b, c) in enumerate(X.tolist()))
+    done = CliRunner().invoke(main, ["score", str(tmp_path / "m.npz"), "-", *options],
+                              input=stdin)
+    assert done.exit_code == 0, done.output
+    outputs = [json.loads(line) for line in done.stdout.splitlines()]
+    assert sum("score" in o for o in outputs) == 8000
+    assert any(o.get("event") == "drift" for o in outputs) == events
+    assert all(("threshold" in o) == ("--adapt" in options) for o in outputs if "score" in o)

@@ -331,3 +331,33 @@ def test_http_refuses_adaptive_options_in_one_line(tmp_path, model_file):
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and "HTTP serves a fixed model" in done.stderr
         assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_group_destroyed_mid_run_stops_the_consumer_in_one_line(server, model_file):
+    import threading
+
+    from streammix.scoring.redis import ConsumerGroupError, StreamConsumer
+
+    _, scorer = model_file
+    client = server.client()
+    for i in range(100):
+        client.xadd("in", {"id": i, "x0": 0.1, "x1": 0.2})
+    consumer = StreamConsumer(scorer, client, "in", "g", "c1", "out", batch=50)
+    failed = []
+
+    def consume():
+        try:
+            consumer.run()
+        except ConsumerGroupError as exc:
+            failed.append(str(exc))
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while len(outputs_by_entry(client)) < 100 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    client.xgroup_destroy("in", "g")
+    thread.join(timeout=30)
+    assert not thread.is_alive() and failed and "'g' of stream 'in' no longer exists" in failed[0]
+    found = outputs_by_entry(client)
+    assert len(found) == 100 and all(len(v) == 1 for v in found.values())

@@ -186,8 +186,9 @@ class AdaptiveScoring:
         Per record: the model's memory is about 1 / (1 - f) records.
     window : int, default=5000
         The threshold is a quantile of the last ``window`` to ``2 * window`` scores.
-    drift : PageHinkley, optional
-        The drift test (default: :class:`PageHinkley` with its defaults).
+    drift : PageHinkley or False, optional
+        The drift test (default: :class:`PageHinkley` with its defaults); False:
+        none (no drift events, and no refit after an alarm).
     snapshot : str or path, optional
         Where to keep the snapshot (see the module); resumed from when it exists.
     snapshot_every, snapshot_seconds : int, float
@@ -211,7 +212,7 @@ class AdaptiveScoring:
         self._started_from = _digest(model)  # a snapshot resumes only the same start
         self.adapt, self.forgetting_factor = adapt, forgetting_factor
         self.tracker = ThresholdTracker(scorer.contamination, window)
-        self.drift = drift if drift is not None else PageHinkley()
+        self.drift = None if drift is False else drift if drift is not None else PageHinkley()
         self.records = 0  # records scored
         self.applied = 0  # records that updated the model
         self._relearning = None  # rows gathered since a drift alarm
@@ -279,8 +280,9 @@ class AdaptiveScoring:
     def _options(self) -> dict:
         return {"adapt": self.adapt, "forgetting_factor": self.forgetting_factor,
                 "window": self.tracker.window, "contamination": self.tracker.q,
-                "drift": [self.drift.warmup, self.drift.delta, self.drift.threshold,
-                          self.drift.clip], "model": self._started_from}
+                "drift": None if self.drift is None else [
+                    self.drift.warmup, self.drift.delta, self.drift.threshold, self.drift.clip],
+                "model": self._started_from}
 
     def save_snapshot(self, path):
         """Write the model, threshold and adaptation state to ``path`` atomically."""
@@ -295,7 +297,8 @@ class AdaptiveScoring:
         tracker = self.tracker.state()
         state = {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
                  "options": self._options(), "records": self.records, "applied": self.applied,
-                 "drift": self.drift.state(), "has_previous": tracker["previous"] is not None,
+                 "drift": None if self.drift is None else self.drift.state(),
+                 "has_previous": tracker["previous"] is not None,
                  "relearning": self._relearning is not None}
         arrays = {"model": np.frombuffer(buffer.getvalue(), np.uint8),
                   "state": np.frombuffer(json.dumps(state).encode(), np.uint8),
@@ -345,7 +348,8 @@ class AdaptiveScoring:
             if relearning is not None and (relearning.ndim != 2 or
                                            relearning.shape[1] != model.n_features_in_):
                 raise ValueError("its gathered records have the wrong shape")
-            self.drift.restore(_checked_drift(state["drift"]))
+            if self.drift is not None:  # the options matched: both have one, or neither
+                self.drift.restore(_checked_drift(state["drift"]))
             self.tracker.restore({"current": current, "previous": previous})
         except SnapshotError:
             raise
@@ -375,7 +379,7 @@ class AdaptiveScoring:
         fired_at = None
         for index, (position, score) in enumerate(zip(positions, scores, strict=True)):
             self.records += 1
-            statistic = self.drift.update(score)
+            statistic = None if self.drift is None else self.drift.update(score)
             if statistic is not None:
                 fired_at = index if fired_at is None else fired_at
                 events.setdefault(position, []).append({

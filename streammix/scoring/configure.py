@@ -23,8 +23,9 @@ def scoring_for(model, *, threshold=None, contamination=None, top_features=TOP_F
     used (:class:`~streammix.NotFittedError` when it has none).
     ``contamination`` is the fraction adaptive scoring keeps flagging (default:
     the fraction the model was calibrated at). ``drift`` (default: ``adapt``)
-    runs the drift alarm. A snapshot keeps the state of adaptation, so it needs
-    ``adapt``; a fixed threshold contradicts adaptation, so it is refused with it.
+    runs the drift alarm; ``adapt`` with ``drift=False`` adapts without one. A
+    snapshot keeps the state of adaptation, so it needs ``adapt``; a fixed threshold
+    contradicts adaptation, so it is refused with it.
     """
     if snapshot and not adapt:
         raise ValueError("--snapshot keeps the state of --adapt: give --adapt too")
@@ -37,8 +38,9 @@ def scoring_for(model, *, threshold=None, contamination=None, top_features=TOP_F
     scorer = AnomalyScorer(model, contamination=contamination, threshold=threshold,
                            top_features=top_features)
     require_threshold(scorer)
-    if not (adapt or (drift if drift is not None else adapt)):
+    drift = adapt if drift is None else drift
+    if not (adapt or drift):
         return scorer
-    return scorer.adapt(adapt=adapt, forgetting_factor=forgetting_factor, window=window,
-                        snapshot=snapshot, snapshot_every=snapshot_every,
-                        snapshot_seconds=snapshot_seconds)
+    return scorer.adapt(adapt=adapt, drift=None if drift else False,
+                        forgetting_factor=forgetting_factor, window=window, snapshot=snapshot,
+                        snapshot_every=snapshot_every, snapshot_seconds=snapshot_seconds)

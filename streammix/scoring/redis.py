@@ -63,6 +63,11 @@ return answered
 """
 
 
+class ConsumerGroupError(StreammixError):
+    """The consumer group (or its stream) went away while consuming: the consumer stops.
+    Creating the group again would deliver every entry of the stream again."""
+
+
 class OutputStreamError(StreammixError):
     """The output stream cannot be written (a key of another type): nothing was
     acknowledged, and the consumer stops."""
@@ -277,6 +282,15 @@ class StreamConsumer:
                         if self.processed - self._snapshot_at >= self.snapshot_every:
                             self.scoring.save_snapshot(self.snapshot)  # after the acks
                             self._snapshot_at = self.processed
+                except redis.ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    writes.forget()
+                    raise ConsumerGroupError(
+                        f"the consumer group {self.group!r} of stream {self.stream!r} no "
+                        "longer exists (XGROUP DESTROY, or the stream deleted): stopped; "
+                        "entries acknowledged so far have their outputs. A group created "
+                        "again starts from the stream's first entry") from None
                 except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                     writes.forget()  # its entries stay pending: read again below
                     now = time.monotonic()
