@@ -58,9 +58,9 @@ from .options import OutputPath, say
               help="--redis: a larger entry is an error entry.")
 def serve(model_path, address, redis_url, stream_name, group, consumer, output_stream, batch,
           claim_idle_ms, read_block_ms, read_block_ms_old, adapt, snapshot, snapshot_every,
-          token_file,
-          max_body_bytes, top_features, explain, max_record_bytes):
-    """Serve MODEL's anomaly scores over HTTP (Starlette on Uvicorn).
+          token_file, max_body_bytes, top_features, explain, max_record_bytes):
+    """Serve MODEL's anomaly scores over HTTP (Starlette on Uvicorn), or from one Redis
+    stream into another (--redis: exactly once, adaptive with --adapt).
 
     \b
     POST /score   a JSON object, a JSON array, or NDJSON: one output per record
@@ -69,9 +69,11 @@ def serve(model_path, address, redis_url, stream_name, group, consumer, output_s
     the old one).
 
     \b
-    Example:
+    Examples:
       streammix serve model.npz --http 127.0.0.1:8000
       curl -s localhost:8000/score -d '{"id": 1, "x0": 0.3, "x1": 2.0}'
+      streammix serve model.npz --redis redis://127.0.0.1:6379/0 --stream events \\
+        --output scores --adapt --snapshot state.npz
     """
     if read_block_ms_old is not None:
         read_block_ms = read_block_ms_old
