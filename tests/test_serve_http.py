@@ -224,7 +224,7 @@ def test_records_in_flight_are_capped_with_429(tmp_path):
     from streammix.scoring.http import create_app
 
     calibrated(tmp_path / "m.npz")
-    app = create_app(tmp_path / "m.npz", max_records_in_flight=500)  # a body: ~390
+    app = create_app(tmp_path / "m.npz", max_records_in_flight=500)
     served, entered, release = app.state.served, threading.Event(), threading.Event()
     real = served.scoring
 
@@ -250,6 +250,39 @@ def test_records_in_flight_are_capped_with_429(tmp_path):
         worker.join(20)
         assert first["answer"][0] == 200 and len(json.loads(first["answer"][2])) == 100
         assert call(f"{base}/score", body, token=None)[0] == 200  # released: admitted again
+
+
+def test_tiny_records_are_counted_before_decoding(tmp_path):
+    """A body of bare numbers holds a record every 2 bytes: the reservation before decoding
+    must count them so (it counted one per 8 bytes: 4x more memory than the cap)."""
+    from streammix.scoring.http import create_app
+
+    calibrated(tmp_path / "m.npz")
+    app = create_app(tmp_path / "m.npz", max_records_in_flight=1000)
+    served, entered, release = app.state.served, threading.Event(), threading.Event()
+    real = served.scoring
+
+    class Held:
+        model = real.model
+
+        def score_batch(self, records, **options):
+            entered.set()
+            release.wait(20)
+            return real.score_batch(records, **options)
+
+    served.scoring = Held()
+    zeros = ("[" + ",".join(["0"] * 600) + "]").encode()  # 600 records in 1,201 bytes
+    with serving(app) as base:
+        first = {}
+        worker = threading.Thread(target=lambda: first.update(answer=call(
+            f"{base}/score", zeros, token=None)))
+        worker.start()
+        assert entered.wait(20)  # 600 records held
+        status, _, _ = call(f"{base}/score", zeros, token=None)
+        assert status == 429  # 600 more would pass the cap of 1,000
+        release.set()
+        worker.join(20)
+        assert first["answer"][0] == 200 and len(json.loads(first["answer"][2])) == 600
 
 
 def test_a_client_that_goes_away_mid_body_is_dropped_quietly(tmp_path, caplog):

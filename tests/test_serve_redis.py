@@ -361,3 +361,42 @@ def test_a_group_destroyed_mid_run_stops_the_consumer_in_one_line(server, model_
     assert not thread.is_alive() and failed and "'g' of stream 'in' no longer exists" in failed[0]
     found = outputs_by_entry(client)
     assert len(found) == 100 and all(len(v) == 1 for v in found.values())
+
+
+def test_a_group_lost_during_a_reconnect_is_not_made_again(server, model_file):
+    """Made again from the stream's start, a lost group would deliver every entry a
+    second time: after an outage the consumer stops instead (found by review)."""
+    from streammix.scoring.redis import ConsumerGroupError, StreamConsumer
+
+    _, scorer = model_file
+    client = server.client()
+    for i in range(10):
+        client.xadd("in", {"id": i, "x0": 0.1, "x1": 0.2})
+    consumer = StreamConsumer(scorer, client, "in", "g", "c1", "out", batch=5)
+    real, calls = consumer._next_entries, []
+
+    def blip(backlog):  # the group goes away, then the connection drops once
+        calls.append(backlog)
+        if len(calls) == 3:
+            client.xgroup_destroy("in", "g")
+            raise redis.ConnectionError("a blip")
+        return real(backlog)
+
+    consumer._next_entries = blip
+    with pytest.raises(ConsumerGroupError):
+        consumer.run(max_entries=100)
+    assert client.xinfo_groups("in") == []  # not made again
+    found = outputs_by_entry(client)
+    assert all(len(v) == 1 for v in found.values())
+
+
+def test_a_custom_id_field_stays_text_in_flat_entries(server, model_file):
+    from streammix.scoring.redis import StreamConsumer
+
+    _, scorer = model_file
+    client = server.client()
+    client.xadd("in", {"key": "00123", "x0": 0.1, "x1": 0.2})
+    client.xadd("in", {"key": "1e3", "x0": "n/a", "x1": 0.2})
+    StreamConsumer(scorer, client, "in", "g", "c1", "out", id_field="key").run(max_entries=2)
+    outputs = [f for written in outputs_by_entry(client).values() for f in written]
+    assert [o["id"] for o in outputs] == ["00123", "1e3"] and "error" in outputs[1]

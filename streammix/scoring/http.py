@@ -49,9 +49,9 @@ MAX_BODY_BYTES = 1 << 20
 #: Records being decoded or scored at once, by default: at about 2 KB of Python objects
 #: a record at the peak (100k tiny records in a 1 MiB body), 1M records is 2 GB.
 MAX_RECORDS_IN_FLIGHT = 1_000_000
-#: The fewest bytes a record takes in a body (``{"a":1},``): before decoding, a body of
-#: n bytes is counted as n / MIN_RECORD_BYTES records.
-MIN_RECORD_BYTES = 8
+#: The fewest bytes a record takes in a body (``0,``, an error record): until it is
+#: decoded, a body of n bytes counts as n / MIN_RECORD_BYTES records, then as its own.
+MIN_RECORD_BYTES = 2
 #: How often the model file is checked (seconds).
 RELOAD_SECONDS = 1.0
 
@@ -100,6 +100,28 @@ class ServedModel:
                 self.reload_error = f"{type(exc).__name__}: {str(exc)[:300]}"
 
 
+class _InFlight:
+    """Records being decoded or scored, against a cap (changed from the pool's threads)."""
+
+    def __init__(self, cap: int):
+        self.cap, self.records = cap, 0
+        self._lock = threading.Lock()
+
+    def reserve(self, n: int) -> bool:
+        """Take ``n`` more, unless that passes the cap (one request alone always may)."""
+        with self._lock:
+            if self.records and self.records + n > self.cap:
+                return False
+            self.records += n
+            return True
+
+    def resize(self, held: int, now: int) -> int:
+        """A request's ``held`` records become ``now``; returns ``now``."""
+        with self._lock:
+            self.records += now - held
+        return now
+
+
 def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_features=TOP_FEATURES,
                explain=True, max_records_in_flight=MAX_RECORDS_IN_FLIGHT,
                reload_seconds=RELOAD_SECONDS):
@@ -130,7 +152,7 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
     rate = Gauge("streammix_anomaly_rate", "Share of the records scored that were flagged",
                  registry=registry)
     totals = {"records": 0, "anomalies": 0}
-    in_flight = {"records": 0}  # changed on the event loop only
+    in_flight = _InFlight(max_records_in_flight)
 
     def error(status, message, path, headers=None):
         requests.labels(path, str(status)).inc()
@@ -153,26 +175,30 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
                 return None
         return bytes(body)
 
-    def decode_and_score(scoring, body: bytes, ndjson: bool):
-        """(outputs, encoded response body, media type), or a 400's message."""
+    def decode_and_score(scoring, body: bytes, ndjson: bool, held: list):
+        """(outputs, encoded response body, media type), or a 400's message. ``held``:
+        the records this request holds in flight, set to their real number once decoded."""
         try:
             text = body.decode("utf-8")
         except UnicodeDecodeError:
             return "the body is not UTF-8"
         if ndjson:
-            outputs = scoring.score_batch(split_ndjson(text), explain=explain)
+            records = split_ndjson(text)
+            held[0] = in_flight.resize(held[0], len(records))
+            outputs = scoring.score_batch(records, explain=explain)
             return outputs, json_lines(outputs), "application/x-ndjson"
         try:
             document = decode_body(text, MAX_DEPTH)
         except RecordError as exc:
             return f"the body is {str(exc)[:200]}"
+        if not isinstance(document, dict | list):
+            return "send a JSON object, an array of objects, or NDJSON"
+        records = [document] if isinstance(document, dict) else document
+        held[0] = in_flight.resize(held[0], len(records))
+        outputs = scoring.score_batch(records, explain=explain)
         if isinstance(document, dict):
-            outputs = scoring.score_batch([document], explain=explain)
             return outputs, json_bytes(outputs[0]), "application/json"
-        if isinstance(document, list):
-            outputs = scoring.score_batch(document, explain=explain)
-            return outputs, json_array(outputs), "application/json"
-        return "send a JSON object, an array of objects, or NDJSON"
+        return outputs, json_array(outputs), "application/json"
 
     async def score(request):
         began = time.perf_counter()
@@ -185,19 +211,19 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
             return Response(status_code=400)
         if body is None:
             return error(413, f"the body is larger than {max_body_bytes} bytes", "/score")
-        # at most one record per MIN_RECORD_BYTES of body: reserved before decoding
-        reserved = max(1, len(body) // MIN_RECORD_BYTES)
-        if in_flight["records"] + reserved > max_records_in_flight and in_flight["records"]:
+        # the most records the body can hold, reserved before decoding
+        held = [max(1, (len(body) + 1) // MIN_RECORD_BYTES)]
+        if not in_flight.reserve(held[0]):
             return error(429, "too many records in flight; try again shortly", "/score",
                          headers={"Retry-After": "1"})
-        in_flight["records"] += reserved
         try:
             kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
             ndjson = kind in ("application/x-ndjson", "application/jsonl", "text/plain")
             # decoding and scoring are CPU work: off the event loop
-            result = await run_in_threadpool(decode_and_score, served.scoring, body, ndjson)
+            result = await run_in_threadpool(decode_and_score, served.scoring, body, ndjson,
+                                             held)
         finally:
-            in_flight["records"] -= reserved
+            in_flight.resize(held[0], 0)
         if isinstance(result, str):
             return error(400, result, "/score")
         outputs, payload, media_type = result

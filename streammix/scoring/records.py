@@ -14,7 +14,6 @@ import itertools
 import json
 import math
 import queue
-import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -38,21 +37,17 @@ MAX_DEPTH = 32
 #: milliseconds after the first arrived.
 MICRO_BATCH, MAX_LATENCY_MS = 256, 10.0
 
-# A JSON string (skipped) or a bracket: enough to measure nesting at C speed.
-_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
-
-
-def _depth(text: str) -> int:
-    """How deeply the JSON ``text`` nests (brackets inside strings do not count)."""
-    depth = deepest = 0
-    for token in _TOKENS.finditer(text):
-        bracket = token.group()
-        if bracket in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif bracket in "]}":
-            depth -= 1
-    return deepest
+def _deeper_than(value, limit: int) -> bool:
+    """Whether a decoded JSON value nests deeper than ``limit`` levels: a walk over its
+    containers, level by level (linear in their number, and no recursion)."""
+    level, depth = [value], 0
+    while containers := [node for node in level if isinstance(node, dict | list)]:
+        depth += 1
+        if depth > limit:
+            return True
+        level = [item for node in containers
+                 for item in (node.values() if isinstance(node, dict) else node)]
+    return False
 
 
 def _decode(record, max_bytes: int) -> str:
@@ -69,25 +64,26 @@ def _decode(record, max_bytes: int) -> str:
 
 def decode_json(text: str, max_depth: int = MAX_DEPTH):
     """The JSON value of one record's ``text``; a RecordError if it is not JSON or nests
-    deeper than ``max_depth`` (every transport decodes its records through this)."""
-    # Counting brackets first is cheap; the exact (slower) depth only when it may matter.
-    if text.count("[") + text.count("{") > max_depth and _depth(text) > max_depth:
+    deeper than ``max_depth`` (every transport decodes its records through this).
+
+    Decoding comes first and is safe at any depth (orjson stops at 1024 levels, and
+    Python's decoder with a RecursionError); the depth of what was decoded is then
+    measured, in time linear in its size, only when its brackets could reach it.
+    """
+    value = _loads(text, max_depth)
+    if text.count("[") + text.count("{") > max_depth and _deeper_than(value, max_depth):
         raise RecordError(f"JSON nested deeper than {max_depth} levels (--max-depth)")
-    return _loads(text)
+    return value
 
 
 def decode_body(text: str, max_depth: int = MAX_DEPTH):
     """The JSON value of a request body holding many records; a RecordError if it is
-    not JSON. orjson bounds its own nesting (1024 levels) and the records it holds are
-    checked field by field, so the depth is measured only before Python's decoder
-    (recursive) is tried on a body orjson refused."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return decode_json(text, max_depth)
+    not JSON. Its records are checked field by field, so its depth is not measured
+    (orjson bounds it at 1024 levels)."""
+    return _loads(text, max_depth)
 
 
-def _loads(text: str):
+def _loads(text: str, max_depth: int):
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
@@ -97,7 +93,10 @@ def _loads(text: str):
     # decoded, and that record alone is an error record (its id or value is checked)
     try:
         return json.loads(text)
-    except (ValueError, RecursionError):
+    except RecursionError:
+        raise RecordError(f"JSON nested deeper than {max_depth} levels (--max-depth)") \
+            from None
+    except ValueError:
         raise RecordError(f"not JSON ({strict.msg} at column {strict.colno})") from None
 
 

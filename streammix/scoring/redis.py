@@ -83,28 +83,29 @@ def _text(value) -> str:
 
 
 #: The field names of the entries seen, decoded once (a producer repeats the same few
-#: layouts): raw names -> (names, position of "id" or None).
+#: layouts): (raw names, id field) -> (names, position of the id field or None).
 _LAYOUTS: dict = {}
 
 
-def _layout(keys: tuple):
-    layout = _LAYOUTS.get(keys)
+def _layout(keys: tuple, id_field: str):
+    layout = _LAYOUTS.get((keys, id_field))
     if layout is None:
         names = tuple(_text(k) for k in keys)
-        layout = (names, names.index("id") if "id" in names else None)
+        layout = (names, names.index(id_field) if id_field in names else None)
         if len(_LAYOUTS) < 1000:
-            _LAYOUTS[keys] = layout
+            _LAYOUTS[keys, id_field] = layout
     return layout
 
 
-def entry_record(fields: dict, max_bytes: int):
+def entry_record(fields: dict, max_bytes: int, id_field: str = "id"):
     """An entry's record: the JSON text of its ``data`` field (as bytes: the record
     path decodes and checks them), or its flat fields, values that read as numbers
-    becoming numbers (the id stays text); an entry over ``max_bytes`` is refused."""
+    becoming numbers (the ``id_field`` stays text); an entry over ``max_bytes`` is
+    refused."""
     size = sum(map(len, fields)) + sum(map(len, fields.values()))
     if size > max_bytes:
         raise RecordError(f"entry of {size} bytes is longer than the limit of {max_bytes}")
-    names, id_at = _layout(tuple(fields))
+    names, id_at = _layout(tuple(fields), id_field)
     values = list(fields.values())
     if names == ("data",):
         return values[0]
@@ -116,7 +117,7 @@ def entry_record(fields: dict, max_bytes: int):
         record = {name: _number_or_text(value) for name, value in zip(names, values,
                                                                         strict=True)}
     if id_at is not None:
-        record["id"] = record_id
+        record[id_field] = record_id
     return record
 
 
@@ -168,6 +169,7 @@ class StreamConsumer:
         self.max_record_bytes, self.id_field = max_record_bytes, id_field
         self.processed = 0
         self._ack_and_write = None
+        self._group_ready = False  # created (if missing) once, at the start only
         self._claimed_at = 0.0
         self.snapshot, self.snapshot_every = snapshot, snapshot_every
         if snapshot is not None and getattr(scoring, "snapshot_path", None) is not None:
@@ -237,9 +239,10 @@ class StreamConsumer:
         records = []
         for entry_id, fields in entries:
             try:
-                records.append(entry_record(fields, self.max_record_bytes))
+                records.append(entry_record(fields, self.max_record_bytes, self.id_field))
             except RecordError as exc:
-                exc.record_id = _text(fields.get(b"id", fields.get("id", entry_id)))
+                key = self.id_field
+                exc.record_id = _text(fields.get(key.encode(), fields.get(key, entry_id)))
                 records.append(exc)
         per_entry = []
         for out in self.scoring.score_batch(records, id_field=self.id_field,
@@ -269,7 +272,11 @@ class StreamConsumer:
                 try:
                     if backlog or down_since is not None:
                         writes.wait()  # what is pending is read again: none in flight
+                    if not self._group_ready:
+                        # once: a group that goes away later is not made again (from the
+                        # stream's start it would deliver every entry a second time)
                         self._ensure_group()
+                        self._group_ready = True
                     entries, backlog = self._next_entries(backlog)
                     down_since, delay = None, 0.1
                     if not entries:
@@ -358,9 +365,13 @@ def consume(scoring: Scoring, url, stream, group, output, *, consumer=None, **op
     except ValueError as exc:
         raise ValueError(f"--redis {url!r}: {exc}") from None
     consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
-    stopping = threading.Event()
+    stopping, previous = threading.Event(), {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: stopping.set())
-    return StreamConsumer(scoring, client, stream, group, consumer, output,
-                          **options).run(stop=stopping.is_set)
+            previous[signum] = signal.signal(signum, lambda *_: stopping.set())
+    try:
+        return StreamConsumer(scoring, client, stream, group, consumer, output,
+                              **options).run(stop=stopping.is_set)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

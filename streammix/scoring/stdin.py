@@ -8,6 +8,7 @@ it is given; each micro-batch's outputs are written and flushed at once.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -36,10 +37,7 @@ def score_lines(scoring: Scoring, stdin=None, stdout=None, *, fmt="auto",
     """
     stdin = _own_stdin() if stdin is None else stdin
     stdout = sys.stdout.buffer if stdout is None else stdout
-    if threading.current_thread() is threading.main_thread():
-        # a supervisor's SIGTERM and a Ctrl-C end the stream through its clean stop
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
-        signal.signal(signal.SIGINT, lambda *_: sys.exit(128 + signal.SIGINT))
+    stop = _Stop()
     counts = {"records": 0, "anomalies": 0, "errors": 0, "drift events": 0}
     records = text_records(read_lines(stdin, max_record_bytes), fmt,
                            fields=scoring.feature_names())
@@ -55,16 +53,52 @@ def score_lines(scoring: Scoring, stdin=None, stdout=None, *, fmt="auto",
                     counts["records"] += 1
                     counts["errors"] += "error" in out
                     counts["anomalies"] += bool(out.get("anomaly"))
-            stdout.write(json_lines(batch))
-            stdout.flush()  # each micro-batch leaves at once
+            with stop.deferred():  # a micro-batch's lines leave whole
+                stdout.write(json_lines(batch))
+                stdout.flush()  # each micro-batch leaves at once
     except BrokenPipeError:
         # the reader went away: stop quietly, as command-line tools do
         if stdout is sys.stdout.buffer:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return None
     finally:
-        batches.close()  # the scoring's clean stop, whatever ended the stream
+        try:
+            batches.close()  # the scoring's clean stop, whatever ended the stream
+        finally:
+            stop.restore()
     return counts
+
+
+class _Stop:
+    """SIGTERM (a supervisor) and SIGINT (Ctrl-C) end the stream through its clean stop,
+    with exit status 128 + the signal; one that arrives while a micro-batch is being
+    written takes effect once it is written. The previous handlers come back after."""
+
+    def __init__(self):
+        self._previous, self._writing, self._pending = {}, False, None
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame):
+        if self._writing:
+            self._pending = signum
+        else:
+            sys.exit(128 + signum)
+
+    @contextlib.contextmanager
+    def deferred(self):
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+        if self._pending is not None:
+            sys.exit(128 + self._pending)
+
+    def restore(self):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def _own_stdin():

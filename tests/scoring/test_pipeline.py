@@ -100,3 +100,21 @@ def test_old_anomaly_scorer_name_is_a_deprecated_alias():
 
     with pytest.warns(DeprecationWarning):
         assert estimators.AnomalyScorer is sm.AnomalyScorer
+
+
+def test_measuring_the_depth_of_hostile_text_takes_linear_time():
+    """An unterminated string of escaped quotes after 33 brackets made the old depth scan
+    quadratic (a 1 MiB record: about an hour of CPU); now it is an error at once."""
+    import time
+
+    from streammix.scoring.records import RecordError, decode_json
+
+    hostile = "[" * 33 + '"' + '\\"' * 100_000
+    began = time.perf_counter()
+    with pytest.raises(RecordError, match="not JSON"):
+        decode_json(hostile)
+    assert time.perf_counter() - began < 10.0  # the old scan: about two minutes
+    deep = "[" * 40 + "1" + "]" * 40
+    with pytest.raises(RecordError, match="nested deeper than 32"):
+        decode_json(deep)
+    assert decode_json(deep, max_depth=40) is not None
