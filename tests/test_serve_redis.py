@@ -375,12 +375,12 @@ def test_a_group_lost_during_a_reconnect_is_not_made_again(server, model_file):
     consumer = StreamConsumer(scorer, client, "in", "g", "c1", "out", batch=5)
     real, calls = consumer._next_entries, []
 
-    def blip(backlog):  # the group goes away, then the connection drops once
+    def blip(backlog, count=None):  # the group goes away, then the connection drops once
         calls.append(backlog)
         if len(calls) == 3:
             client.xgroup_destroy("in", "g")
             raise redis.ConnectionError("a blip")
-        return real(backlog)
+        return real(backlog, count)
 
     consumer._next_entries = blip
     with pytest.raises(ConsumerGroupError):

@@ -25,8 +25,8 @@ from ..exceptions import NotFittedError
 from .records import MAX_DEPTH, MAX_RECORD_BYTES, parse_batch
 
 __all__ = ["NO_THRESHOLD", "Kernel", "RecordOptions", "ScoredBatch", "Scoring", "flag",
-           "json_array", "json_bytes", "json_line", "json_lines", "output_fields",
-           "require_threshold", "score_batch"]
+           "field_text", "field_texts", "json_array", "json_bytes", "json_line", "json_lines",
+           "output_fields", "require_threshold", "score_batch"]
 
 #: The one message for a scorer without a threshold, whatever the transport.
 NO_THRESHOLD = ("the model has no threshold yet: calibrate it on training data "
@@ -135,11 +135,11 @@ def score_batch(kernel: Kernel, offset: float, records: Sequence, names: Sequenc
                 top_features: int, options: RecordOptions) -> ScoredBatch:
     """Score one micro-batch of records, in this thread: see the module."""
     fields = list(options.fields) if options.fields is not None else list(names)
-    ids, rows, positions, errors = parse_batch(records, fields, options.id_field,
-                                               max_bytes=options.max_record_bytes,
-                                               max_depth=options.max_depth)
-    outputs: list = [None] * len(records)
-    for position, message in errors.items():
+    parsed = parse_batch(records, fields, options.id_field, max_bytes=options.max_record_bytes,
+                         max_depth=options.max_depth)
+    ids, rows, positions = parsed.ids, parsed.rows, parsed.positions
+    outputs: list = [None] * len(ids)
+    for position, message in parsed.errors.items():
         outputs[position] = {"id": ids[position], "error": message}
     if positions:
         scored = explained(kernel, rows, offset, names, top_features, options.explain,
@@ -199,22 +199,42 @@ def json_line(out: dict) -> str:
 _CONSTANTS = {True: "true", False: "false", None: "null"}
 
 
+def field_text(value) -> str:
+    """One output value as a flat stream field (Redis): a string as it is, every other
+    value (numbers, flags, lists, null) as its JSON text; TypeError if JSON cannot
+    hold it."""
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is float and value - value == 0:  # finite: repr is its JSON
+        return repr(value)
+    if kind is bool or value is None:
+        return _CONSTANTS[value]
+    return orjson.dumps(value).decode()
+
+
+def field_texts(values: list) -> list[str]:
+    """:func:`field_text` of a column of values, a whole column at once when its values
+    are of one plain type."""
+    kinds = set(map(type, values))
+    if kinds == {str}:
+        return values
+    if kinds == {bool}:
+        return [_CONSTANTS[v] for v in values]
+    if kinds == {float} and np.isfinite(values).all():
+        return list(map(float.__repr__, values))
+    if kinds == {int}:
+        return list(map(int.__repr__, values))
+    return list(map(field_text, values))
+
+
 def output_fields(out: dict) -> list[str]:
-    """One output as flat stream fields (Redis): strings as they are, every other value
-    (numbers, flags, lists, null) as its JSON text."""
+    """One output as flat stream fields (Redis): its keys, each followed by
+    :func:`field_text` of its value."""
     flat = []
     try:
         for key, value in out.items():
-            kind = type(value)
-            if kind is str:
-                text = value
-            elif kind is float and value - value == 0:  # finite: repr is its JSON
-                text = repr(value)
-            elif kind is bool or value is None:
-                text = _CONSTANTS[value]
-            else:
-                text = orjson.dumps(value).decode()
-            flat += (key, text)
+            flat += (key, field_text(value))
     except TypeError as exc:
         return ["id", "null", "error", f"output not representable as JSON ({exc})"]
     return flat

@@ -33,25 +33,45 @@ input entry after which it fired, by the same script call.
 
 from __future__ import annotations
 
+import itertools
+import operator
 import time
 
+import numpy as np
 import orjson
 
 from ..exceptions import RecordError, StreammixError
-from .pipeline import Scoring, output_fields
+from .pipeline import Scoring, field_texts, output_fields
+from .records import ParsedBatch
 
 #: Acknowledges a micro-batch's entries and writes each one's outputs when its
 #: acknowledgement is the first. KEYS: input stream, output stream. ARGV: the group,
-#: then the batch as one JSON array of [entry id, [[field, value, ...] per output]]
-#: (one argument, not thousands: packing arguments one by one cost the client half
-#: its time). Returns how many entries it answered.
+#: then the batch as one JSON argument (not thousands: packing arguments one by one
+#: cost the client half its time), in one of two forms: a table, when every entry has
+#: one output with the same fields, {"entries": [id, ...], "keys": [field, ...],
+#: "columns": [[value per entry], ...]}; else a list of [entry id, [[field, value, ...]
+#: per output]]. Returns how many entries it answered.
 _ACK_AND_WRITE = """#!lua
 local kind = redis.call('TYPE', KEYS[2])['ok']
 if kind ~= 'stream' and kind ~= 'none' then
   return redis.error_reply('WRONGTYPE ' .. kind)
 end
+local batch = cjson.decode(ARGV[2])
 local answered = 0
-for _, item in ipairs(cjson.decode(ARGV[2])) do
+if batch.keys then
+  local fields, columns = {'entry', ''}, batch.columns
+  for j, key in ipairs(batch.keys) do fields[2 * j + 1] = key end
+  for i, entry in ipairs(batch.entries) do
+    if redis.call('XACK', KEYS[1], ARGV[1], entry) == 1 then
+      fields[2] = entry
+      for j = 1, #columns do fields[2 * j + 2] = columns[j][i] end
+      redis.call('XADD', KEYS[2], '*', unpack(fields))
+      answered = answered + 1
+    end
+  end
+  return answered
+end
+for _, item in ipairs(batch) do
   if redis.call('XACK', KEYS[1], ARGV[1], item[1]) == 1 then
     for _, fields in ipairs(item[2]) do
       redis.call('XADD', KEYS[2], '*', unpack(fields))
@@ -121,6 +141,36 @@ def entry_record(fields: dict, max_bytes: int, id_field: str = "id"):
     return record
 
 
+def flat_batch(entries, fields, id_field: str, max_bytes: int) -> ParsedBatch | None:
+    """A micro-batch of flat entries parsed column-wise, or None to parse entry by entry.
+
+    The common case, every entry holding every feature as a finite number (and
+    no entry over ``max_bytes``), is one conversion of all values at once;
+    anything else (a ``data`` entry, a missing field, a value that is not a
+    finite number, a long entry) gives None, and :func:`entry_record` then
+    finds which entry is wrong and why. The outputs are the same either way.
+    """
+    first = entries[0][1]
+    if not first:
+        return None
+    as_bytes = isinstance(next(iter(first)), bytes)
+    keys = [name.encode() for name in fields] if as_bytes else list(fields)
+    id_key = id_field.encode() if as_bytes else id_field
+    values = operator.itemgetter(*keys) if len(keys) > 1 else lambda f: (f[keys[0]],)
+    dicts = [f for _, f in entries]
+    try:
+        if max(sum(map(len, f)) + sum(map(len, f.values())) for f in dicts) > max_bytes:
+            return None
+        flat = list(map(float, itertools.chain.from_iterable(map(values, dicts))))
+        ids = [_text(f[id_key]) for f in dicts] if id_key in first else None
+    except (KeyError, ValueError, TypeError):
+        return None
+    rows = np.array(flat, dtype=np.float64).reshape(len(dicts), len(keys))
+    if (ids is None and any(id_key in f for f in dicts)) or not np.isfinite(rows).all():
+        return None
+    return ParsedBatch(ids or [None] * len(dicts), rows, list(range(len(dicts))), {})
+
+
 def _number_or_text(value):
     try:
         return float(value)
@@ -132,6 +182,21 @@ def _script_item(entry_id: str, outputs: list[dict]) -> list:
     """An input entry and its outputs (its record's, then its drift events), as the
     write script takes them."""
     return [entry_id, [["entry", entry_id, *output_fields(out)] for out in outputs]]
+
+
+def _table(outputs: list[list[dict]]):
+    """``(keys, columns of field texts)`` when every entry has one output and all have
+    the same keys (the common case, converted column-wise), else None."""
+    if any(len(written) != 1 for written in outputs):
+        return None
+    rows = [written[0] for written in outputs]
+    keys = list(rows[0])
+    if any(len(row) != len(keys) for row in rows) or any(list(row) != keys for row in rows):
+        return None
+    try:
+        return keys, [field_texts([row[key] for row in rows]) for key in keys]
+    except TypeError:  # a value JSON cannot hold: the per-output form says which
+        return None
 
 
 class StreamConsumer:
@@ -187,31 +252,38 @@ class StreamConsumer:
             if "BUSYGROUP" not in str(exc):
                 raise
 
-    def _next_entries(self, backlog: bool):
-        """Entries to score: this consumer's own pending ones first (after a restart),
-        then claimed idle ones of other consumers, then new ones."""
+    def _next_entries(self, backlog: bool, count: int | None = None):
+        """Entries to score (at most ``count``, default ``batch``): this consumer's own
+        pending ones first (after a restart), then claimed idle ones of other
+        consumers, then new ones."""
+        count = count or self.batch
         if backlog:
             read = self.client.xreadgroup(self.group, self.consumer, {self.stream: "0"},
-                                          count=self.batch)
+                                          count=count)
             entries = read[0][1] if read else []
             if entries:
                 return entries, True
         if time.monotonic() - self._claimed_at >= self.claim_every:
             self._claimed_at = time.monotonic()
             claimed = self.client.xautoclaim(self.stream, self.group, self.consumer,
-                                             self.claim_idle_ms, "0-0", count=self.batch)
+                                             self.claim_idle_ms, "0-0", count=count)
             entries = [e for e in claimed[1] if e[1] is not None]
             if entries:
                 return entries, False
         read = self.client.xreadgroup(self.group, self.consumer, {self.stream: ">"},
-                                      count=self.batch, block=self.block_ms)
+                                      count=count, block=self.block_ms)
         return (read[0][1] if read else []), False
 
     def _encode(self, entries, outputs) -> bytes:
         """The write script's batch argument: each entry with its outputs (one list of
-        outputs per entry)."""
-        return orjson.dumps([_script_item(_text(entry_id), written) for (entry_id, _), written
-                             in zip(entries, outputs, strict=True)])
+        outputs per entry); column by column when they all have one of the same form."""
+        entry_ids = [_text(entry_id) for entry_id, _ in entries]
+        table = _table(outputs)
+        if table is not None:
+            keys, columns = table
+            return orjson.dumps({"entries": entry_ids, "keys": keys, "columns": columns})
+        return orjson.dumps([_script_item(entry_id, written) for entry_id, written
+                             in zip(entry_ids, outputs, strict=True)])
 
     def _write(self, entries, outputs) -> int:
         """Acknowledge the entries and write the outputs of those this acknowledgement
@@ -236,14 +308,8 @@ class StreamConsumer:
     # -- the loop ---------------------------------------------------------------
     def _score(self, entries) -> list[list[dict]]:
         """Per input entry: its output, then the drift events that fired at it."""
-        records = []
-        for entry_id, fields in entries:
-            try:
-                records.append(entry_record(fields, self.max_record_bytes, self.id_field))
-            except RecordError as exc:
-                key = self.id_field
-                exc.record_id = _text(fields.get(key.encode(), fields.get(key, entry_id)))
-                records.append(exc)
+        records = flat_batch(entries, self.scoring.feature_names(), self.id_field,
+                             self.max_record_bytes) or self._records(entries)
         per_entry = []
         for out in self.scoring.score_batch(records, id_field=self.id_field,
                                             explain=self.explain):
@@ -253,22 +319,41 @@ class StreamConsumer:
                 per_entry.append([out])
         return per_entry
 
+    def _records(self, entries) -> list:
+        """The entries' records one by one (an entry that cannot be one: its error)."""
+        records = []
+        for entry_id, fields in entries:
+            try:
+                records.append(entry_record(fields, self.max_record_bytes, self.id_field))
+            except RecordError as exc:
+                key = self.id_field
+                exc.record_id = _text(fields.get(key.encode(), fields.get(key, entry_id)))
+                records.append(exc)
+        return records
+
     def run(self, *, stop=None, max_entries=None, reconnect_seconds=30.0):
         """Consume until ``stop()`` is true or ``max_entries`` were handled; Redis going
         away is waited out (backoff up to 2 s a try, ``reconnect_seconds`` in all).
 
-        A micro-batch is written (acknowledged and answered, by Redis) while the next
-        one is read and scored here: Redis's work and ours overlap. With a snapshot,
-        each write is waited for, so a snapshot follows the acknowledgements of
-        exactly the entries it has learnt.
+        Redis's work and ours overlap: while a micro-batch is scored here, the
+        previous one is written (acknowledged and answered) and the next one read,
+        each on a thread of its own (they wait on the network; scoring holds the
+        GIL). With a snapshot, each write is waited for, so a snapshot follows the
+        acknowledgements of exactly the entries it has learnt (an entry read ahead
+        is pending, not learnt: a restart reads it again). A stop answers the
+        batch read ahead too, so a clean stop leaves nothing pending.
         """
         import redis
 
+        def more():
+            return not (stop and stop()) and (max_entries is None or
+                                              self.processed < max_entries)
+
         backlog, delay, down_since = True, 0.1, None
-        writes = _Writes(self._send)  # the network only: encoding holds the GIL
+        writes = _Background("streammix-redis-write")  # the network only: encoding holds
+        ahead = _Background("streammix-redis-read")  # the GIL, so it stays here
         try:
-            while not (stop and stop()) and (max_entries is None or
-                                             self.processed < max_entries):
+            while ahead.pending or more():
                 try:
                     if backlog or down_since is not None:
                         writes.wait()  # what is pending is read again: none in flight
@@ -277,13 +362,17 @@ class StreamConsumer:
                         # stream's start it would deliver every entry a second time)
                         self._ensure_group()
                         self._group_ready = True
-                    entries, backlog = self._next_entries(backlog)
+                    entries, backlog = ahead.wait() if ahead.pending else \
+                        self._next_entries(backlog)
                     down_since, delay = None, 0.1
                     if not entries:
                         writes.wait()
                         continue
-                    writes.submit(self._encode(entries, self._score(entries)))
                     self.processed += len(entries)
+                    if not backlog and more():  # own pending entries are read in order
+                        ahead.submit(self._next_entries, False, None if max_entries is None
+                                     else min(self.batch, max_entries - self.processed))
+                    writes.submit(self._send, self._encode(entries, self._score(entries)))
                     if self.snapshot:
                         writes.wait()
                         if self.processed - self._snapshot_at >= self.snapshot_every:
@@ -293,6 +382,7 @@ class StreamConsumer:
                     if "NOGROUP" not in str(exc):
                         raise
                     writes.forget()
+                    ahead.forget()
                     raise ConsumerGroupError(
                         f"the consumer group {self.group!r} of stream {self.stream!r} no "
                         "longer exists (XGROUP DESTROY, or the stream deleted): stopped; "
@@ -300,6 +390,7 @@ class StreamConsumer:
                         "again starts from the stream's first entry") from None
                 except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError):
                     writes.forget()  # its entries stay pending: read again below
+                    ahead.forget()
                     now = time.monotonic()
                     down_since = down_since or now
                     if now - down_since > reconnect_seconds:
@@ -308,6 +399,9 @@ class StreamConsumer:
                     delay, backlog = min(2.0, delay * 2), True  # re-read what is pending
             writes.wait()
         finally:
+            ahead.forget()
+            writes.forget()
+            ahead.close()
             writes.close()
         if self.snapshot and self.processed > self._snapshot_at:  # a clean stop: all acked
             self.scoring.save_snapshot(self.snapshot)
@@ -315,31 +409,34 @@ class StreamConsumer:
         return self.processed
 
 
-class _Writes:
-    """One micro-batch's write at a time, on a thread, while the caller goes on; its
-    error is raised by the next :meth:`submit` or :meth:`wait`."""
+class _Background:
+    """One call at a time on a thread of its own, while the caller goes on; its result
+    (or error) comes from :meth:`wait`, and the next :meth:`submit` waits for it first."""
 
-    def __init__(self, write):
+    def __init__(self, name: str):
         import concurrent.futures
 
-        self._write = write
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, "streammix-redis-write")
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, name)
         self._pending = None
 
-    def submit(self, *args):
+    @property
+    def pending(self) -> bool:
+        return self._pending is not None
+
+    def submit(self, call, *args):
         self.wait()
-        self._pending = self._pool.submit(self._write, *args)
+        self._pending = self._pool.submit(call, *args)
 
     def wait(self):
         pending, self._pending = self._pending, None
-        if pending is not None:
-            pending.result()
+        return None if pending is None else pending.result()
 
     def forget(self):
-        """After a failed write: its entries are still pending in Redis."""
+        """After a failure elsewhere: let the call finish, and drop its outcome (a read's
+        entries and a failed write's stay pending in Redis, to be read again)."""
         pending, self._pending = self._pending, None
         if pending is not None:
-            pending.exception()  # let it finish; its error is the one being handled
+            pending.exception()
 
     def close(self):
         self._pool.shutdown(wait=True)
