@@ -400,3 +400,26 @@ def test_a_custom_id_field_stays_text_in_flat_entries(server, model_file):
     StreamConsumer(scorer, client, "in", "g", "c1", "out", id_field="key").run(max_entries=2)
     outputs = [f for written in outputs_by_entry(client).values() for f in written]
     assert [o["id"] for o in outputs] == ["00123", "1e3"] and "error" in outputs[1]
+
+
+def test_a_clean_stop_answers_the_batch_read_ahead(server, model_file):
+    """The next micro-batch is read while one is scored; a stop answers it too, so
+    nothing is left pending (another consumer would wait claim_idle_ms for it)."""
+    from streammix.scoring.redis import StreamConsumer
+
+    _, scorer = model_file
+    client = server.client()
+    pipe = client.pipeline(transaction=False)
+    for i in range(3000):
+        pipe.xadd("in", {"id": i, "x0": 0.1, "x1": 0.2})
+    pipe.execute()
+    consumer = StreamConsumer(scorer, client, "in", "g", "c1", "out", batch=500)
+    scored, score = [], consumer._score
+    consumer._score = lambda entries: (scored.append(len(entries)), score(entries))[1]
+    handled = consumer.run(stop=lambda: bool(scored))  # stopped while scoring the first
+    assert handled == 1000  # the first batch, and the one read ahead while it was scored
+    assert client.xpending("in", "g")["pending"] == 0
+    assert client.xlen("out") == 1000
+    assert StreamConsumer(scorer, client, "in", "g", "c2", "out").run(max_entries=2000) == 2000
+    found = outputs_by_entry(client)
+    assert len(found) == 3000 and all(len(v) == 1 for v in found.values())
