@@ -208,6 +208,29 @@ class IntegerList(click.ParamType):
         return values
 
 
+def refuse_unused(ctx: click.Context, rules) -> None:
+    """Refuse, in one line, an option given on the command line that would do nothing.
+
+    ``rules``: ``(parameter name, applies, where it applies)`` triples; an option
+    given while ``applies`` is false is a UsageError naming it as the user spelled
+    it (``--no-drift``, not ``drift``) and saying where it does apply. Options left
+    at their defaults are never refused.
+    """
+    from click.core import ParameterSource
+
+    for name, applies, where in rules:
+        if applies or ctx.get_parameter_source(name) is not ParameterSource.COMMANDLINE:
+            continue
+        raise click.UsageError(f"{_spelled(ctx, name)} applies {where} only", ctx)
+
+
+def _spelled(ctx: click.Context, name: str) -> str:
+    """The option ``name`` as given: a boolean flag's off form when it was turned off."""
+    param = next(p for p in ctx.command.params if p.name == name)
+    off = isinstance(param, click.Option) and param.secondary_opts and ctx.params[name] is False
+    return max(param.secondary_opts if off else param.opts, key=len)
+
+
 def say(message, quiet=False):
     """A result line on stderr (stdout stays for data), unless --quiet."""
     if not quiet:

@@ -15,8 +15,12 @@ from ..scoring.scorer import AnomalyScorer
 from ..scoring.stdin import score_lines
 from ..scoring.watch import POLL_SECONDS
 from ..scoring.watch import watch as watch_folder
+from . import options
 from .app import main
 from .options import OutputPath, cluster_options, load_model, say, verbosity, verbosity_options
+
+_STREAM = "to a stream on stdin (DATA -)"
+_TABLE = "to DATA or --watch (a stream is scored here, its outputs to stdout)"
 
 
 @main.command()
@@ -89,6 +93,7 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, mic
       streammix score model.npz --watch incoming/ -o scored/
       streammix score model.npz - --adapt --snapshot state.npz < events.jsonl
     """
+    _refuse_unused(data, watch, adapt, snapshot, threshold, contamination)
     model = load_model(model_path, scheduler, workers, verbosity(verbose, quiet))
     if data != "-" or watch:
         scorer = AnomalyScorer(model, contamination=contamination or DEFAULT_CONTAMINATION,
@@ -111,9 +116,6 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, mic
         counts = score_to_parquet(scorer, data, output, id_field=id_field)
         say(f"{counts['rows']:,} rows, {counts['anomalies']:,} anomalies; wrote {output}", quiet)
         return
-    if threshold is None and contamination is not None:
-        raise click.UsageError("a stream cannot calibrate itself: calibrate the model first "
-                               "(streammix calibrate) or give --threshold")
     scoring = scoring_for(model, threshold=threshold, contamination=contamination,
                           top_features=top_features, adapt=adapt, drift=drift,
                           forgetting_factor=forgetting_factor, window=window,
@@ -130,6 +132,36 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, mic
             if isinstance(scoring, AdaptiveScoring) else ""
         click.echo(f"{counts['records']} records, {counts['anomalies']} anomalies, "
                    f"{counts['errors']} errors{drift_events}", err=True)
+
+
+def _refuse_unused(data, watch, adapt, snapshot, threshold, contamination):
+    """Every option given must do what it says here, or the command stops before any work."""
+    ctx = click.get_current_context()
+    stream, table = data == "-" and not watch, data != "-" and not watch
+    if watch and data != "-":
+        raise click.UsageError("--watch scores the files appearing in its folder: give no DATA")
+    if stream and contamination is not None and not adapt:
+        raise click.UsageError("a stream cannot calibrate itself: calibrate the model first "
+                               "(streammix calibrate) or give --threshold; with --adapt, "
+                               "--contamination is the fraction it keeps flagging")
+    if table and contamination is not None and threshold is not None:
+        raise click.UsageError("--contamination calibrates a threshold on DATA, --threshold "
+                               "gives one: give one of them")
+    options.refuse_unused(ctx, [
+        ("output", not stream, _TABLE),
+        ("scheduler", not stream, _TABLE),
+        ("workers", not stream, _TABLE),
+        ("contamination", table or adapt, "to DATA (calibrating on it) or with --adapt"),
+        *((name, stream, _STREAM) for name in (
+            "fmt", "micro_batch", "max_latency_ms", "max_record_bytes", "max_depth",
+            "top_features", "adapt", "drift", "snapshot")),
+        ("forgetting_factor", stream and adapt, "with --adapt"),
+        ("window", stream and adapt, "with --adapt"),
+        ("snapshot_every", snapshot is not None, "with --snapshot"),
+        ("snapshot_seconds", snapshot is not None, "with --snapshot"),
+        ("once", bool(watch), "with --watch"),
+        ("poll_interval", bool(watch), "with --watch"),
+    ])
 
 
 def _report_file(name, counts):

@@ -12,7 +12,9 @@ from ..scoring.pipeline import TOP_FEATURES
 from ..scoring.records import MAX_RECORD_BYTES
 from ..scoring.redis import BATCH, BLOCK_MS, CLAIM_IDLE_MS, consume
 from .app import main
-from .options import OutputPath, say
+from .options import OutputPath, refuse_unused, say
+
+_REDIS, _HTTP = "with --redis", "to HTTP (not with --redis)"
 
 
 @main.command()
@@ -37,7 +39,12 @@ from .options import OutputPath, say
                    "a partial batch is scored when it returns.")
 @click.option("--max-latency-ms", "read_block_ms_old", type=click.IntRange(1), hidden=True,
               help="The old name of --read-block-ms.")
+@click.option("--threshold", type=float,
+              help="Use this score threshold [default: the model's calibrated one].")
 @click.option("--adapt", is_flag=True, help="--redis: adaptive scoring (see score --adapt).")
+@click.option("--drift/--no-drift", default=None,
+              help="--redis: the drift alarm: an event entry after the entry where it fires "
+                   "[default: with --adapt].")
 @click.option("--snapshot", type=OutputPath(), help="--redis --adapt: its snapshot file.")
 @click.option("--snapshot-every", default=adaptive.SNAPSHOT_EVERY, show_default=True,
               type=click.IntRange(1),
@@ -57,8 +64,8 @@ from .options import OutputPath, say
               type=click.IntRange(1),
               help="--redis: a larger entry is an error entry.")
 def serve(model_path, address, redis_url, stream_name, group, consumer, output_stream, batch,
-          claim_idle_ms, read_block_ms, read_block_ms_old, adapt, snapshot, snapshot_every,
-          token_file, max_body_bytes, top_features, explain, max_record_bytes):
+          claim_idle_ms, read_block_ms, read_block_ms_old, threshold, adapt, drift, snapshot,
+          snapshot_every, token_file, max_body_bytes, top_features, explain, max_record_bytes):
     """Serve MODEL's anomaly scores over HTTP (Starlette on Uvicorn), or from one Redis
     stream into another (--redis: exactly once, adaptive with --adapt).
 
@@ -77,22 +84,33 @@ def serve(model_path, address, redis_url, stream_name, group, consumer, output_s
     """
     if read_block_ms_old is not None:
         read_block_ms = read_block_ms_old
+    if redis_url and address:
+        raise click.UsageError("--http and --redis: serve one of them (run two commands for "
+                               "both)")
+    if not redis_url and (adapt or snapshot or drift):
+        # requests are answered concurrently and in any order: there is no one stream
+        # whose order the model could follow, nor a position a snapshot could mark
+        raise click.UsageError("--adapt, --drift and --snapshot are for --redis (or score - "
+                               "--adapt); HTTP serves a fixed model")
+    refuse_unused(click.get_current_context(), [
+        *((name, bool(redis_url), _REDIS) for name in (
+            "stream_name", "group", "consumer", "output_stream", "batch", "claim_idle_ms",
+            "read_block_ms", "read_block_ms_old", "max_record_bytes")),
+        ("snapshot_every", snapshot is not None, "with --snapshot"),
+        ("token_file", not redis_url, _HTTP),
+        ("max_body_bytes", not redis_url, _HTTP),
+    ])
     if redis_url:
         if not (stream_name and output_stream):
             raise click.UsageError("--redis needs --stream IN and --output OUT")
-        scoring = scoring_for(load(model_path), top_features=top_features, adapt=adapt,
-                              snapshot=snapshot)
+        scoring = scoring_for(load(model_path), threshold=threshold, top_features=top_features,
+                              adapt=adapt, drift=drift, snapshot=snapshot)
         say(f"scoring {stream_name} into {output_stream} with {model_path} (group {group})")
         consume(scoring, redis_url, stream_name, group, output_stream, consumer=consumer,
                 batch=batch, claim_idle_ms=claim_idle_ms, block_ms=read_block_ms,
                 snapshot=snapshot, snapshot_every=snapshot_every, explain=explain,
                 max_record_bytes=max_record_bytes)
         return
-    if adapt or snapshot:
-        # requests are answered concurrently and in any order: there is no one stream
-        # whose order the model could follow, nor a position a snapshot could mark
-        raise click.UsageError("--adapt and --snapshot are for --redis (or score - --adapt); "
-                               "HTTP serves a fixed model")
     import uvicorn
 
     from ..scoring.http import create_app
@@ -111,6 +129,6 @@ def serve(model_path, address, redis_url, stream_name, group, consumer, output_s
         raise click.UsageError(f"listening on {host} needs --token-file: without a token "
                                "anyone who reaches it can use it")
     app = create_app(model_path, token=token, max_body_bytes=max_body_bytes,
-                     top_features=top_features, explain=explain)
+                     top_features=top_features, explain=explain, threshold=threshold)
     say(f"serving {model_path} on http://{address} (POST /score, GET /healthz /model /metrics)")
     uvicorn.run(app, host=host, port=int(port), log_level="warning")

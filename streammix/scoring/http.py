@@ -63,8 +63,8 @@ class ServedModel:
     what a request uses, swapped in one assignment.
     """
 
-    def __init__(self, path, top_features=TOP_FEATURES):
-        self.path, self.top_features = str(path), top_features
+    def __init__(self, path, top_features=TOP_FEATURES, threshold=None):
+        self.path, self.top_features, self.threshold = str(path), top_features, threshold
         self.version = 0
         self.reload_error = None
         self._lock = threading.Lock()
@@ -83,7 +83,8 @@ class ServedModel:
             os.close(descriptor)
 
     def _load(self, content: bytes) -> Scoring:
-        scoring = scoring_for(load(io.BytesIO(content)), top_features=self.top_features)
+        scoring = scoring_for(load(io.BytesIO(content)), threshold=self.threshold,
+                              top_features=self.top_features)
         self.version += 1
         return scoring
 
@@ -124,8 +125,9 @@ class _InFlight:
 
 def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_features=TOP_FEATURES,
                explain=True, max_records_in_flight=MAX_RECORDS_IN_FLIGHT,
-               reload_seconds=RELOAD_SECONDS):
-    """The ASGI application serving ``model_path`` (a model file with a threshold)."""
+               reload_seconds=RELOAD_SECONDS, threshold=None):
+    """The ASGI application serving ``model_path`` (a model file with a threshold, or
+    ``threshold``: then that one, whatever the file says)."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -136,7 +138,7 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
 
     from ..describe import describe
 
-    served = ServedModel(model_path, top_features)
+    served = ServedModel(model_path, top_features, threshold)
     registry = CollectorRegistry()
     requests = Counter("streammix_requests", "HTTP requests", ["path", "status"],
                        registry=registry)
