@@ -333,7 +333,8 @@ def test_http_refuses_adaptive_options_in_one_line(tmp_path, model_file):
         assert len(done.stderr.strip().splitlines()) == 1
 
 
-def test_a_group_destroyed_mid_run_stops_the_consumer_in_one_line(server, model_file):
+@pytest.mark.parametrize("remove", ["group", "stream"])
+def test_a_group_destroyed_mid_run_stops_the_consumer_in_one_line(server, model_file, remove):
     import threading
 
     from streammix.scoring.redis import ConsumerGroupError, StreamConsumer
@@ -356,7 +357,10 @@ def test_a_group_destroyed_mid_run_stops_the_consumer_in_one_line(server, model_
     deadline = time.monotonic() + 30
     while len(outputs_by_entry(client)) < 100 and time.monotonic() < deadline:
         time.sleep(0.05)
-    client.xgroup_destroy("in", "g")
+    if remove == "group":
+        client.xgroup_destroy("in", "g")
+    else:
+        client.delete("in")
     thread.join(timeout=30)
     assert not thread.is_alive() and failed and "'g' of stream 'in' no longer exists" in failed[0]
     found = outputs_by_entry(client)

@@ -379,7 +379,8 @@ class StreamConsumer:
                             self.scoring.save_snapshot(self.snapshot)  # after the acks
                             self._snapshot_at = self.processed
                 except redis.ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
+                    # NOGROUP: read without the group; UNBLOCKED: removed while waiting
+                    if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                         raise
                     writes.forget()
                     ahead.forget()
