@@ -1,43 +1,64 @@
 """Adaptive stream scoring: follow a drifting stream without learning its anomalies.
 
-After each micro-batch is scored (with the current model and threshold):
+Records are scored one fixed-size **block** (``block`` records, 256 by default)
+at a time, counted from the stream's first scored record, whatever the
+transport's micro-batches: each record is judged by the model and threshold
+as they were at the end of the previous block, and the adaptation runs at
+each block's end. A stream scored in one run, or in several runs resumed from
+snapshots (which keep the unfinished block), gives the same outputs line for
+line.
+
+At each block's end:
 
 * **the model** takes one ``partial_fit`` step (stepwise EM, or streaming
-  variational Bayes for a Bayesian mixture) on the batch's records that were
-  *not* flagged — the anomalies it detects never
-  teach it (as River's ``QuantileFilter`` protects its model) — with a
-  per-record forgetting factor f: a batch of n records has step size
-  1 - f**n, so the model's memory is about 1 / (1 - f) records whatever the
-  batch sizes;
-* **the threshold** becomes the ``contamination`` quantile of the recent
-  scores (every record's, flagged or not), from a REQ sketch of Apache
-  DataSketches (accurate at low ranks): the scores of the last ``window`` to
-  ``2 * window`` records, in two sketches that take turns. After a drift
-  alarm the scores seen are forgotten (they belong to the old regime, and
-  would drag the threshold down to the shifted records' low scores, letting
-  anomalies through): the threshold holds until ``window`` scores of the new
-  regime are in;
+  variational Bayes for a Bayesian mixture) on the block's records, each
+  weighted by how typical it is under the **anchor** (the calibrated model):
+  weight 1 at or above the anchor's threshold, falling linearly to 0 at its
+  floor, the quantile of its own scores ten times further into the tail. A
+  record far beyond what the calibrated model calls normal teaches nothing,
+  a borderline one little; the model is not taught by the current model's
+  own flags (a model that narrowed would flag more, learn narrower and
+  spiral). The forgetting factor f is per unit of weight: the model
+  remembers about 1 / (1 - f) typical records. What the slow path can
+  follow is therefore bounded by the anchor: drift within the region the
+  calibrated model calls normal, not a creep beyond it, however slow.
+* **degenerate blocks are refused**: a block whose weighted spread is 16
+  times narrower (in variance, on average per axis) than the narrowest
+  component (a run of identical records, a stuck feature), and any step that
+  would shrink a component's covariance to less than a quarter of the
+  anchor's (in geometric-mean variance) or make it singular. Refusals are
+  counted (``refused_updates``) and reported; scoring goes on.
+* **the threshold** is a quantile of the *model's own* score distribution
+  (20,000 seeded draws from the model, the same draws each time), at the
+  level the calibrated threshold has under the calibrated model, re-evaluated
+  every ``window`` records and moving at most a quarter of the anchor's
+  median-to-threshold gap per window. It follows the model, which only
+  typical records teach, so anomalies cannot drag it, whatever their share
+  of the stream: above ``contamination`` they are all flagged.
 * **a drift alarm** (Page-Hinkley, for a drop of the scores) runs whether or
-  not the model adapts: see :class:`PageHinkley`. When it fires during
-  adaptation, a sudden change is under way that small steps would follow
-  badly (the shifted records are all flagged, so the model would not learn
-  them, and their low scores would drag the threshold down): the scorer keeps
-  the model and threshold for the next ``window`` records, gathers them, and
-  then refits the model on them (EM from the current parameters, then again
-  without the lowest-scoring ``contamination`` of them, so the anomalies
-  among them teach nothing) and recalibrates the threshold on them.
+  not the model adapts: see :class:`PageHinkley`. During adaptation an alarm
+  holds the model and threshold for the next ``window`` records and gathers
+  them. If more than half of them were flagged, the stream has changed
+  regime: the model is refitted on them (EM from the current parameters,
+  then again without those beyond the first fit's floor), the
+  threshold is set at the calibrated level of the new model's own scores, and
+  the new model becomes the anchor. Otherwise the alarm was a burst of
+  anomalies, not a new regime: nothing is learnt from it
+  (``refused_relearns``). A change followed by fewer than half of the records
+  (slow poisoning by a minority of the traffic) is never relearnt.
 
 Each input record still gets exactly one output record, in order; a drift
 alarm adds one event record ``{"event": "drift", ...}`` after the record where
 it fired.
 
-**Snapshots.** With ``snapshot=PATH`` the model, the threshold and the state
-of the adaptation (sketches, drift test, counts, records gathered after an
-alarm) are written to one file every ``snapshot_every`` records or
-``snapshot_seconds`` seconds, and at the end: an ``.npz`` written atomically
-(temporary file, fsync, rename), never pickle. A scorer started with an
-existing snapshot resumes from it (after checking every field, and that it
-was made with the same options) and says how many records it had applied.
+**Snapshots.** With ``snapshot=PATH`` the model, the anchor, the threshold
+and the state of the adaptation (the unfinished block, drift test, counts,
+records gathered after an alarm) are written to one file every
+``snapshot_every`` records or ``snapshot_seconds`` seconds, and at the end:
+an ``.npz`` written atomically (temporary file, fsync, rename), never pickle.
+A scorer started with an existing snapshot resumes from it (after checking
+every field, and that it was made with the same options) and says how many
+records it had applied.
 """
 
 from __future__ import annotations
@@ -55,13 +76,25 @@ from ..core import gaussian as gm
 from ..estimators.mixture import BaseMixture
 from ..io.atomic import remove_stale_temporaries
 from . import pipeline
-from .records import MAX_LATENCY_MS, MICRO_BATCH, micro_batches
+from .records import MAX_LATENCY_MS, MICRO_BATCH, ParsedBatch, micro_batches, parse_batch
 
 #: Defaults of the adaptation, documented in docs/user-guide.md.
 FORGETTING_FACTOR = 0.999
 WINDOW = 5000
+BLOCK = 256
 #: Page-Hinkley's defaults, in standard deviations of the warm-up scores.
 DRIFT_WARMUP, DRIFT_DELTA, DRIFT_THRESHOLD, DRIFT_CLIP = 500, 0.1, 100.0, 5.0
+#: The model's own scores: how many draws, and their seed (the same draws every time).
+OWN_DRAWS, OWN_SEED = 20_000, 20_251_204
+#: The anchor's floor: its own scores' quantile at this share of its threshold's level.
+LENIENT = 0.1
+#: A window moves the threshold at most this share of the anchor's median-to-threshold gap.
+MAX_STEP = 0.25
+#: After an alarm, relearn only when more than this share of the gathered records was flagged.
+RELEARN_MAJORITY = 0.5
+#: Refused: a block this much narrower than the narrowest component (variance ratio per axis,
+#: geometric mean), or a step shrinking a component below this share of the anchor's.
+NARROW_BLOCK, SHRUNK_COMPONENT = 1 / 16, 1 / 4
 
 
 class PageHinkley:
@@ -120,52 +153,43 @@ class PageHinkley:
             setattr(self, key, value)
 
 
-class ThresholdTracker:
-    """The ``q`` quantile of the scores of the last ``window`` to ``2 * window`` records."""
-
-    def __init__(self, q: float, window: int = WINDOW, k: int = 12):
-        import datasketches
-
-        self._new = lambda: datasketches.req_floats_sketch(k, False)  # accurate at low ranks
-        self._kind = datasketches.req_floats_sketch
-        self.q, self.window = q, window
-        self.reset()
-
-    def reset(self):
-        """Forget the scores seen (after a drift: they were scores of another regime)."""
-        self.current, self.previous = self._new(), None
-
-    def update(self, scores: np.ndarray):
-        # -inf (a record beyond the model) is the lowest score: the lowest float32 stands in
-        low = np.finfo(np.float32).min
-        self.current.update(np.clip(np.nan_to_num(scores, nan=low, neginf=low), low, None)
-                            .astype(np.float32))
-        if self.current.n >= self.window:
-            self.previous, self.current = self.current, self._new()
-
-    def threshold(self) -> float | None:
-        """The quantile once ``window`` scores were seen, else None (keep the calibrated one)."""
-        if self.previous is None:
-            return None
-        merged = self._kind.deserialize(self.previous.serialize())
-        if not self.current.is_empty():
-            merged.merge(self.current)
-        return float(merged.get_quantile(self.q))
-
-    def state(self) -> dict:
-        return {"current": np.frombuffer(self.current.serialize(), np.uint8),
-                "previous": None if self.previous is None else
-                np.frombuffer(self.previous.serialize(), np.uint8)}
-
-    def restore(self, state: dict):
-        self.current = self._kind.deserialize(bytes(state["current"]))
-        self.previous = None if state["previous"] is None else \
-            self._kind.deserialize(bytes(state["previous"]))
-
-
 SNAPSHOT_FORMAT = "streammix-adaptive-snapshot"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 SNAPSHOT_EVERY, SNAPSHOT_SECONDS = 10_000, 60.0
+
+
+class Anchor:
+    """The calibrated model that adaptation stays tied to: its parameters, threshold,
+    the median of its own scores, and the level its threshold has among them."""
+
+    def __init__(self, model, threshold: float):
+        self.model = copy.deepcopy(model)
+        self.params = self.model._gaussian()
+        self.threshold = float(threshold)
+        own = own_scores(self.model)
+        self.level = float(np.clip(np.mean(own < self.threshold), 1 / len(own), 0.5))
+        self.median = float(np.median(own))
+        self.own_at_level = float(np.quantile(own, self.level))
+        # records scoring below this, far in the anchor's own tail, teach nothing
+        self.floor = float(np.quantile(own, self.level * LENIENT))
+        # the gap the threshold's steps are measured in (never zero)
+        self.gap = max(self.median - self.threshold, 1e-9 * max(1.0, abs(self.median)))
+
+    def weights(self, rows: np.ndarray) -> np.ndarray:
+        """How much each row may teach: 1 at the anchor's threshold or above, 0 at its
+        floor (``LENIENT`` times further into its own tail) or below, linear between."""
+        scores = gm.log_prob_resp(self.params, rows)[0]
+        span = max(self.threshold - self.floor, 1e-12)
+        return np.clip((scores - self.floor) / span, 0.0, 1.0)
+
+
+def own_scores(model) -> np.ndarray:
+    """The scores of ``OWN_DRAWS`` seeded draws from ``model`` (the same draws for the
+    same parameters: the threshold moves only when the model does)."""
+    params = model._gaussian()
+    draws, _ = gm.sample(params, np.asarray(model.covariances_, dtype=np.float64), OWN_DRAWS,
+                         np.random.default_rng(OWN_SEED))
+    return gm.log_prob_resp(params, draws)[0]
 
 
 class AdaptiveScoring:
@@ -183,9 +207,13 @@ class AdaptiveScoring:
         Update the model and threshold; False keeps them fixed and only runs
         the drift alarm.
     forgetting_factor : float in (0, 1), default=0.999
-        Per record: the model's memory is about 1 / (1 - f) records.
+        Per typical record: the model's memory is about 1 / (1 - f) records.
     window : int, default=5000
-        The threshold is a quantile of the last ``window`` to ``2 * window`` scores.
+        Records between two re-evaluations of the threshold, and gathered after
+        a drift alarm.
+    block : int, default=256
+        Records scored with the same model and threshold; the adaptation runs at
+        each block's end (blocks count scored records from the stream's start).
     drift : PageHinkley or False, optional
         The drift test (default: :class:`PageHinkley` with its defaults); False:
         none (no drift events, and no refit after an alarm).
@@ -193,17 +221,29 @@ class AdaptiveScoring:
         Where to keep the snapshot (see the module); resumed from when it exists.
     snapshot_every, snapshot_seconds : int, float
         Write the snapshot after this many records, or this many seconds.
+
+    Attributes
+    ----------
+    records, applied : int
+        Records scored, and records that taught the model (any weight).
+    refused_updates, relearns, refused_relearns : int
+        Degenerate block updates refused; drift alarms relearnt, and refused as
+        bursts of anomalies.
     """
 
     def __init__(self, scorer, *, adapt=True, forgetting_factor=FORGETTING_FACTOR,
-                 window=WINDOW, drift=None, snapshot=None, snapshot_every=SNAPSHOT_EVERY,
-                 snapshot_seconds=SNAPSHOT_SECONDS):
+                 window=WINDOW, block=BLOCK, drift=None, snapshot=None,
+                 snapshot_every=SNAPSHOT_EVERY, snapshot_seconds=SNAPSHOT_SECONDS):
         model = scorer.model
         if adapt and not isinstance(model, BaseMixture):
             raise TypeError(f"adaptive scoring updates a Gaussian mixture online; a "
                             f"{type(model).__name__} cannot (score it without adapting)")
         if not 0 < forgetting_factor < 1:
             raise ValueError(f"forgetting_factor must be in (0, 1), got {forgetting_factor!r}")
+        if not (isinstance(block, int) and block >= 1 and isinstance(window, int)
+                and window >= block):
+            raise ValueError(f"block must be a positive integer and window an integer of at "
+                             f"least block, got block={block!r}, window={window!r}")
         if adapt and scorer.contamination is None:
             raise ValueError("adaptive scoring keeps flagging the scorer's contamination: "
                              "give it one")
@@ -211,12 +251,19 @@ class AdaptiveScoring:
         self.scorer.offset_ = scorer._offset()
         self._started_from = _digest(model)  # a snapshot resumes only the same start
         self.adapt, self.forgetting_factor = adapt, forgetting_factor
-        self.tracker = ThresholdTracker(scorer.contamination, window)
+        self.contamination = scorer.contamination
+        self.window, self.block = window, block
         self.drift = None if drift is False else drift if drift is not None else PageHinkley()
+        self.anchor = Anchor(model, self.scorer.offset_) if adapt else None
         self.records = 0  # records scored
-        self.applied = 0  # records that updated the model
-        self._relearning = None  # rows gathered since a drift alarm
-        self.skipped_updates = 0  # updates the model maths refused (the model was kept)
+        self.applied = 0  # records that taught the model
+        self.refused_updates = self.relearns = self.refused_relearns = 0
+        n_features = len(self.scorer.feature_names())
+        self._rows = np.empty((0, n_features))  # the unfinished block
+        self._flags = np.empty(0, dtype=bool)
+        self._gather_from = None  # where the records gathered after an alarm start
+        self._gathered = None  # (rows, flags) gathered since an alarm
+        self._since_threshold = 0  # records since the threshold was last re-evaluated
         self.snapshot_path = None if snapshot is None else str(snapshot)
         self.snapshot_every, self.snapshot_seconds = snapshot_every, snapshot_seconds
         self.resumed = False
@@ -231,22 +278,85 @@ class AdaptiveScoring:
     def model(self):
         return self.scorer.model
 
+    @property
+    def skipped_updates(self) -> int:
+        """The old name of :attr:`refused_updates`."""
+        return self.refused_updates
+
     def feature_names(self) -> list[str]:
         return self.scorer.feature_names()
 
     def score_batch(self, records, **options) -> list[dict]:
-        """One output per record of an in-memory micro-batch, in order, then the model and
-        threshold updates; a drift alarm adds an event record after the record where it
-        fired. Writes no snapshot: the caller does, once the outputs are delivered."""
-        scored = self.scorer._scored(records, pipeline.RecordOptions.of(options))
-        events = self._after_batch(scored.outputs, scored.rows, scored.positions)
-        outputs = scored.outputs
-        if events:
-            outputs = []
-            for position, out in enumerate(scored.outputs):
-                outputs.append(out)
-                outputs.extend(events.get(position, []))
-        return outputs
+        """One output per record of an in-memory micro-batch, in order, each judged by the
+        model and threshold of its block; a drift alarm adds an event record after the
+        record where it fired. Writes no snapshot: the caller does, once the outputs are
+        delivered."""
+        record_options = pipeline.RecordOptions.of(options)
+        names = self.feature_names()
+        fields = list(record_options.fields) if record_options.fields is not None else names
+        parsed = parse_batch(records, fields, record_options.id_field,
+                             max_bytes=record_options.max_record_bytes,
+                             max_depth=record_options.max_depth)
+        outputs: list = [None] * len(parsed)
+        for position, message in parsed.errors.items():
+            outputs[position] = {"id": parsed.ids[position], "error": message}
+        events: dict = {}
+        done = 0
+        while done < len(parsed.positions):  # the part of the batch in one block
+            take = min(len(parsed.positions) - done, self.block - len(self._rows))
+            positions = parsed.positions[done:done + take]
+            part = ParsedBatch([parsed.ids[p] for p in positions],
+                               parsed.rows[done:done + take], list(range(take)), {})
+            scored = self.scorer._scored(part, record_options).outputs
+            for position, out in zip(positions, scored, strict=True):
+                outputs[position] = out
+            self._take(part.rows, scored, positions, events)
+            done += take
+        if not events:
+            return outputs
+        merged = []
+        for position, out in enumerate(outputs):
+            merged.append(out)
+            merged.extend(events.get(position, []))
+        return merged
+
+    def _take(self, rows, outputs, positions, events):
+        """Scored records into the block: the drift test, record by record; the block's
+        end runs the adaptation."""
+        threshold = self.scorer._offset()
+        for index, (position, out) in enumerate(zip(positions, outputs, strict=True)):
+            self.records += 1
+            if self.adapt:
+                out["threshold"] = threshold  # the threshold the record was judged by
+            statistic = None if self.drift is None else self.drift.update(out["score"])
+            if statistic is not None:
+                events.setdefault(position, []).append({
+                    "event": "drift", "after_id": out["id"], "record": self.records,
+                    "statistic": round(statistic, 3)})
+                if self.adapt and self._gathered is None and self._gather_from is None:
+                    self._gather_from = len(self._rows) + index + 1  # the new regime's start
+        if not self.adapt:
+            return
+        self._rows = np.concatenate([self._rows, rows])
+        self._flags = np.concatenate([self._flags, [bool(o["anomaly"]) for o in outputs]])
+        if len(self._rows) == self.block:
+            rows, flags, start = self._rows, self._flags, self._gather_from
+            self._rows, self._flags = rows[:0], flags[:0]
+            self._gather_from = None
+            self._end_block(rows, flags, start)
+
+    def _end_block(self, rows, flags, gather_from):
+        if gather_from is not None:
+            self._gathered = (rows[gather_from:], flags[gather_from:])
+        elif self._gathered is not None:
+            self._gathered = (np.concatenate([self._gathered[0], rows]),
+                              np.concatenate([self._gathered[1], flags]))
+        else:
+            self._follow(rows, flags)
+            return
+        if len(self._gathered[0]) >= self.window:
+            gathered, self._gathered = self._gathered, None
+            self._after_alarm(*gathered)
 
     def score_batches(self, records, *, batch_size=MICRO_BATCH,
                       max_latency_ms=MAX_LATENCY_MS, **options):
@@ -263,6 +373,11 @@ class AdaptiveScoring:
         finally:
             self.close()
 
+    def score_records(self, records, **options):
+        """One output per record, in order (and the drift events), adapting as it goes."""
+        for batch in self.score_batches(records, **options):
+            yield from batch
+
     def close(self):
         """A clean stop: the snapshot (if any) is written."""
         if self.snapshot_path is not None:
@@ -276,39 +391,115 @@ class AdaptiveScoring:
                 time.monotonic() - when >= self.snapshot_seconds:
             self.save_snapshot(self.snapshot_path)
 
+    # -- adaptation -----------------------------------------------------------
+    def _follow(self, rows, flags):
+        """Small changes: one weighted step on the block (see the module), then, once a
+        window has passed, the threshold."""
+        weights = self.anchor.weights(rows)
+        taught = weights > 0
+        candidate = None
+        if taught.any():
+            candidate = self._step(rows[taught], weights[taught])
+        if candidate is None:
+            self.refused_updates += bool(taught.any())
+        else:
+            self.scorer.model = candidate
+            self.applied += int(taught.sum())
+        self._since_threshold += len(rows)
+        if self._since_threshold >= self.window:
+            self._since_threshold = 0
+            moved = self.anchor.threshold + float(
+                np.quantile(own_scores(self.model), self.anchor.level)) - self.anchor.own_at_level
+            step = MAX_STEP * self.anchor.gap
+            offset = self.scorer._offset()
+            self.scorer.offset_ = float(np.clip(moved, offset - step, offset + step))
+
+    def _step(self, rows, weights):
+        """The model after one weighted online step on ``rows``, or None when the block or
+        the step is degenerate (see the module), or the maths refuses it."""
+        from ..exceptions import StreammixError
+
+        params = self.model._gaussian()
+        n_features = rows.shape[1]
+        if _narrower(rows, weights, params, NARROW_BLOCK):
+            return None
+        candidate = copy.deepcopy(self.model)
+        candidate.forgetting_factor = self.forgetting_factor  # the scorer's own copy
+        try:
+            stepped = candidate._online_update(params, gm.estep_stats(params, rows, weights))
+        except (StreammixError, ValueError, ArithmeticError, np.linalg.LinAlgError):
+            return None
+        # log_det is -1/2 log|covariance|: a component shrunk to a quarter of the anchor's
+        # geometric-mean variance has grown it by d/2 log 4
+        limit = self.anchor.params.log_det + 0.5 * n_features * math.log(1 / SHRUNK_COMPONENT)
+        real = self.anchor.params.weights >= 0.01
+        if not (np.all(np.isfinite(stepped.log_det)) and np.all(np.isfinite(stepped.means))
+                and np.all((stepped.log_det <= limit) | ~real)):
+            return None
+        return candidate
+
+    def _after_alarm(self, rows, flags):
+        """The ``window`` records after a drift alarm: a new regime when most were flagged
+        (relearnt, and the new model becomes the anchor), else a burst of anomalies
+        (nothing learnt)."""
+        if flags.mean() <= RELEARN_MAJORITY:
+            self.refused_relearns += 1
+            return
+        from ..exceptions import StreammixError
+
+        try:
+            level = self.anchor.level
+            fitted = _refit(self.model, rows)
+            # without what the first fit places far in its own tail: the anomalies
+            floor = np.quantile(own_scores(fitted), level * LENIENT)
+            kept = rows[fitted.score_samples(rows) >= floor]
+            fitted = _refit(fitted, kept)
+            threshold = float(np.quantile(own_scores(fitted), level))
+        except (StreammixError, ValueError, ArithmeticError, np.linalg.LinAlgError):
+            self.refused_relearns += 1
+            return
+        model = self.model
+        fitted.set_params(warm_start=model.warm_start, max_iter=model.max_iter,
+                          verbose=model.verbose, checkpoint=model.checkpoint,
+                          scheduler=model.scheduler)
+        fitted.n_steps_ = getattr(model, "n_steps_", 0)
+        self.scorer.model = fitted
+        self.scorer.offset_ = threshold
+        self.anchor = Anchor(fitted, threshold)
+        self._since_threshold = 0
+        self.relearns += 1
+        self.applied += len(kept)
+
     # -- snapshots ------------------------------------------------------------
     def _options(self) -> dict:
         return {"adapt": self.adapt, "forgetting_factor": self.forgetting_factor,
-                "window": self.tracker.window, "contamination": self.tracker.q,
+                "window": self.window, "block": self.block,
+                "contamination": self.contamination,
                 "drift": None if self.drift is None else [
                     self.drift.warmup, self.drift.delta, self.drift.threshold, self.drift.clip],
                 "model": self._started_from}
 
     def save_snapshot(self, path):
-        """Write the model, threshold and adaptation state to ``path`` atomically."""
-        from ..estimators.persistence import model_file_arrays
+        """Write the model, anchor, threshold and adaptation state to ``path`` atomically."""
         from ..io.npz import write_npz
 
-        model = self.model
-        model.anomaly_threshold_ = self.scorer._offset()
-        model.anomaly_contamination_ = self.tracker.q
-        buffer = io.BytesIO()
-        np.savez(buffer, **model_file_arrays(model))
-        tracker = self.tracker.state()
         state = {"format": SNAPSHOT_FORMAT, "version": SNAPSHOT_VERSION,
                  "options": self._options(), "records": self.records, "applied": self.applied,
+                 "refused_updates": self.refused_updates, "relearns": self.relearns,
+                 "refused_relearns": self.refused_relearns,
+                 "since_threshold": self._since_threshold, "gather_from": self._gather_from,
+                 "threshold": self.scorer._offset(),
+                 "anchor_threshold": None if self.anchor is None else self.anchor.threshold,
                  "drift": None if self.drift is None else self.drift.state(),
-                 "has_previous": tracker["previous"] is not None,
-                 "relearning": self._relearning is not None}
-        arrays = {"model": np.frombuffer(buffer.getvalue(), np.uint8),
+                 "gathering": self._gathered is not None}
+        arrays = {"model": _model_bytes(self.model, self.scorer._offset(), self.contamination),
                   "state": np.frombuffer(json.dumps(state).encode(), np.uint8),
-                  "tracker_current": tracker["current"]}
-        if tracker["previous"] is not None:
-            arrays["tracker_previous"] = tracker["previous"]
-        if self._relearning is not None:
-            gathered = [r for r in self._relearning if len(r)]
-            arrays["relearning"] = np.concatenate(gathered) if gathered else \
-                np.empty((0, model.n_features_in_))
+                  "block_rows": self._rows, "block_flags": self._flags}
+        if self.anchor is not None:
+            arrays["anchor"] = _model_bytes(self.anchor.model, self.anchor.threshold,
+                                            self.contamination)
+        if self._gathered is not None:
+            arrays["gathered_rows"], arrays["gathered_flags"] = self._gathered
         write_npz(path, arrays)
         self._saved_at = (self.records, time.monotonic())
 
@@ -331,126 +522,97 @@ class AdaptiveScoring:
                         f"{path}: it was made with other options ({state.get('options')}); "
                         "restart with the same ones, or remove the snapshot to start afresh")
                 model = load(io.BytesIO(npz.read("model").tobytes()))
-                current = npz.read("tracker_current")
-                previous = npz.read("tracker_previous") if state["has_previous"] else None
-                relearning = npz.read("relearning") if state["relearning"] else None
-            records, applied = state["records"], state["applied"]
-            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
-                       for v in (records, applied)):
+                anchor = load(io.BytesIO(npz.read("anchor").tobytes())) if self.adapt \
+                    else None
+                rows, flags = npz.read("block_rows"), npz.read("block_flags")
+                gathered = (npz.read("gathered_rows"), npz.read("gathered_flags")) \
+                    if state["gathering"] is True else None
+            counts = ("records", "applied", "refused_updates", "relearns", "refused_relearns",
+                      "since_threshold")
+            if not all(isinstance(state[k], int) and not isinstance(state[k], bool)
+                       and state[k] >= 0 for k in counts):
                 raise ValueError("its record counts are not counts")
-            same = ("n_components", "covariance_type", "n_features_in_")
-            if type(model) is not type(self.model) or any(
-                    getattr(model, name) != getattr(self.model, name) for name in same):
-                raise ValueError("its model is not the scorer's model")
-            threshold = getattr(model, "anomaly_threshold_", None)
-            if threshold is None:
-                raise ValueError("its model has no threshold")
-            if relearning is not None and (relearning.ndim != 2 or
-                                           relearning.shape[1] != model.n_features_in_):
-                raise ValueError("its gathered records have the wrong shape")
+            for other in (model, anchor):
+                if other is not None and not _same_shape(other, self.model):
+                    raise ValueError("its model is not the scorer's model")
+            threshold = _finite(state["threshold"], "threshold")
+            n_features = self.model.n_features_in_
+            _check_block(rows, flags, n_features, self.block - 1, "unfinished block")
+            if gathered is not None:
+                _check_block(*gathered, n_features, None, "gathered records")
+            gather_from = state["gather_from"]
+            if gather_from is not None and not (
+                    isinstance(gather_from, int) and 0 <= gather_from <= len(rows)):
+                raise ValueError("its alarm position is not in its block")
             if self.drift is not None:  # the options matched: both have one, or neither
                 self.drift.restore(_checked_drift(state["drift"]))
-            self.tracker.restore({"current": current, "previous": previous})
+            if anchor is not None:
+                anchor = Anchor(anchor, _finite(state["anchor_threshold"], "anchor threshold"))
         except SnapshotError:
             raise
         except ModelFileError as exc:
             raise SnapshotError(f"{path}: its model is damaged ({exc})") from None
         except (OSError, ValueError, KeyError, TypeError, IndexError, RuntimeError,
-                RecursionError, NpzError) as exc:  # datasketches: IndexError, RuntimeError
+                RecursionError, NpzError) as exc:
             raise SnapshotError(f"{path}: not a usable snapshot ({type(exc).__name__}: "
                                 f"{str(exc)[:200]}); remove it to start afresh") from None
         # where and how to compute come from this run, never from the file
         runtime = ("scheduler", "n_workers", "verbose", "storage_options", "chunk_size")
         model.set_params(**{name: getattr(self.model, name) for name in runtime})
         self.scorer.model = model
-        self.scorer.offset_ = float(threshold)
-        self.records, self.applied = records, applied
-        self._relearning = None if relearning is None else [relearning]
+        self.scorer.offset_ = threshold
+        self.anchor = anchor
+        for name in counts[:-1]:
+            setattr(self, name, state[name])
+        self._since_threshold = state["since_threshold"]
+        self._rows, self._flags = rows.astype(np.float64), flags.astype(bool)
+        self._gather_from, self._gathered = gather_from, gathered
 
-    def score_records(self, records, **options):
-        """One output per record, in order (and the drift events), adapting as it goes."""
-        for batch in self.score_batches(records, **options):
-            yield from batch
 
-    def _after_batch(self, outputs, rows, positions) -> dict:
-        """Drift test, then threshold and model updates; the drift events by position."""
-        events = {}
-        scores = np.array([outputs[p]["score"] for p in positions], dtype=np.float64)
-        fired_at = None
-        for index, (position, score) in enumerate(zip(positions, scores, strict=True)):
-            self.records += 1
-            statistic = None if self.drift is None else self.drift.update(score)
-            if statistic is not None:
-                fired_at = index if fired_at is None else fired_at
-                events.setdefault(position, []).append({
-                    "event": "drift", "after_id": outputs[position]["id"],
-                    "record": self.records, "statistic": round(statistic, 3)})
-        if self.adapt and len(rows):
-            for out in outputs:  # the threshold each record was judged by
-                if "score" in out:
-                    out["threshold"] = self.scorer._offset()
-            if fired_at is not None and self._relearning is None:
-                self._relearning = [rows[fired_at + 1:]]  # the new regime starts here
-            elif self._relearning is not None:
-                self._relearning.append(rows)
-                if sum(len(r) for r in self._relearning) >= self.tracker.window:
-                    gathered, self._relearning = np.concatenate(self._relearning), None
-                    self._safely(self._relearn, gathered)
-            else:
-                self._follow(rows, scores, [not outputs[p]["anomaly"] for p in positions])
-        return events
+def _narrower(rows, weights, params, ratio) -> bool:
+    """Whether the weighted spread of ``rows`` is degenerate: fewer effective rows than
+    features plus one, or a covariance whose determinant is below ``ratio`` ** d times
+    the narrowest component's."""
+    n_features = rows.shape[1]
+    if weights.sum() ** 2 < (n_features + 1) * (weights ** 2).sum():
+        return True
+    mean = weights @ rows / weights.sum()
+    centred = rows - mean
+    spread = (centred * weights[:, None]).T @ centred / weights.sum()
+    sign, log_det = np.linalg.slogdet(spread)
+    narrowest = -2.0 * float(np.max(params.log_det))  # log|covariance| of the narrowest
+    return bool(sign <= 0 or log_det < narrowest + n_features * math.log(ratio))
 
-    def _follow(self, rows, scores, normal):
-        """Small changes: the threshold tracks the recent scores, the model learns the
-        records it did not flag."""
-        self.tracker.update(scores)
-        normal = np.asarray(normal)
-        if normal.any():
-            self._safely(self._step, rows[normal])
-        threshold = self.tracker.threshold()
-        if threshold is not None:
-            self.scorer.offset_ = threshold
 
-    def _safely(self, update, rows):
-        """A model update that cannot stop the stream: if the maths refuses these rows
-        (a component collapsing on degenerate data, say), the model stays as it was and
-        ``skipped_updates`` counts it; scoring goes on."""
-        from ..exceptions import StreammixError
+def _model_bytes(model, threshold, contamination) -> np.ndarray:
+    """A model as the bytes of its model file (with the threshold it goes with)."""
+    from ..estimators.persistence import model_file_arrays
 
-        try:
-            update(rows)
-        except (StreammixError, ValueError, ArithmeticError, np.linalg.LinAlgError):
-            self.skipped_updates += 1
+    model = copy.copy(model)
+    model.anomaly_threshold_, model.anomaly_contamination_ = float(threshold), contamination
+    buffer = io.BytesIO()
+    np.savez(buffer, **model_file_arrays(model))
+    return np.frombuffer(buffer.getvalue(), np.uint8)
 
-    def _relearn(self, rows):
-        """After a drift alarm: the model refitted on the ``window`` records that followed
-        it (from the current parameters, then once more without the lowest-scoring
-        ``contamination`` of them, so the anomalies among them teach nothing), and the
-        threshold recalibrated on them."""
-        model, q = self.model, self.tracker.q
-        fitted = _refit(model, rows)
-        scores = fitted.score_samples(rows)
-        kept = rows[scores >= np.quantile(scores, q)]
-        fitted = _refit(fitted, kept)
-        scores = fitted.score_samples(rows)
-        fitted.set_params(warm_start=model.warm_start, max_iter=model.max_iter,
-                          verbose=model.verbose, checkpoint=model.checkpoint,
-                          scheduler=model.scheduler)
-        fitted.n_steps_ = getattr(model, "n_steps_", 0)
-        self.scorer.model = fitted
-        self.scorer.offset_ = float(np.quantile(scores, q))
-        self.tracker.reset()
-        self.tracker.update(scores)
-        self.applied += len(kept)
 
-    def _step(self, rows):
-        """One online update of the model on ``rows`` (flagged records excluded): its
-        ``partial_fit`` step, with this scorer's per-record forgetting factor."""
-        model = self.model
-        model.forgetting_factor = self.forgetting_factor  # the scorer's own copy
-        params = model._gaussian()
-        model._online_update(params, gm.estep_stats(params, rows))
-        self.applied += len(rows)
+def _same_shape(model, other) -> bool:
+    same = ("n_components", "covariance_type", "n_features_in_")
+    return type(model) is type(other) and all(
+        getattr(model, name) == getattr(other, name) for name in same)
+
+
+def _finite(value, name) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or \
+            not math.isfinite(value):
+        raise ValueError(f"its {name} is not a finite number")
+    return float(value)
+
+
+def _check_block(rows, flags, n_features, most, name):
+    if rows.ndim != 2 or rows.shape[1] != n_features or flags.shape != (len(rows),) or \
+            (most is not None and len(rows) > most) or not np.isfinite(rows).all() or \
+            flags.dtype != bool:
+        raise ValueError(f"its {name} has the wrong shape or values")
 
 
 def _digest(model) -> str:
