@@ -346,3 +346,16 @@ def test_the_command_line_reports_the_degenerate_updates_it_refused(tmp_path):
     refused = re.search(r"(\d+) degenerate updates refused", done.stderr)
     assert refused and 10 <= int(refused.group(1)) <= 13, done.stderr
     assert re.search(r"\d+ relearnt, \d+ not relearnt", done.stderr), done.stderr
+
+
+def test_a_window_shorter_than_a_block_is_refused_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from streammix.cli import main
+    from streammix.scoring.adaptive import BLOCK
+    from tests.test_adaptive_threats import sim
+
+    sim.calibrated().save(tmp_path / "m.npz")
+    done = CliRunner().invoke(main, ["score", str(tmp_path / "m.npz"), "-", "--adapt",
+                                     "--window", str(BLOCK - 1)], input="")
+    assert done.exit_code == 2 and "--window" in done.output and str(BLOCK) in done.output

@@ -55,8 +55,10 @@ _TABLE = "to DATA or --watch (a stream is scored here, its outputs to stdout)"
 @click.option("--forgetting-factor", default=adaptive.FORGETTING_FACTOR, show_default=True,
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="--adapt: per record; the model remembers about 1/(1-f) records.")
-@click.option("--window", default=adaptive.WINDOW, show_default=True, type=click.IntRange(100),
-              help="--adapt: the threshold is a quantile of the last WINDOW to 2 WINDOW scores.")
+@click.option("--window", default=adaptive.WINDOW, show_default=True,
+              type=click.IntRange(adaptive.BLOCK),
+              help="--adapt: records between two moves of the threshold, and gathered after a "
+                   f"drift alarm (at least a block, {adaptive.BLOCK} records).")
 @click.option("--drift/--no-drift", default=None,
               help="stdin: a Page-Hinkley test on the scores writes a drift event record "
                    '({"event": "drift", ...}) after the record where it fires '
