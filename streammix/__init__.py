@@ -24,6 +24,7 @@ from .exceptions import (
     ModelFileWarning,
     NotFittedError,
     PrecisionWarning,
+    SelectionWarning,
     StreammixError,
 )
 from .io import as_source, read_parquet, read_zarr
@@ -44,6 +45,7 @@ __all__ = [
     "ModelFileError",
     "ModelFileWarning",
     "Selection",
+    "SelectionWarning",
     "NotFittedError",
     "PrecisionWarning",
     "StreammixError",

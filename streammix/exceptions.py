@@ -111,6 +111,11 @@ class ConvergenceWarning(_sklearn.ConvergenceWarning):
     """
 
 
+class SelectionWarning(UserWarning):
+    """A model selection's pick is doubtful: the best candidate lies on the grid's edge
+    (widen it), or candidates with more free parameters than rows were left out."""
+
+
 class ModelFileWarning(UserWarning):
     """A model file holds something that loading ignored (runtime-only parameters)."""
 
