@@ -18,7 +18,7 @@ from ..estimators import (
     select,
     select_kmeans,
 )
-from ..estimators.selection import SILHOUETTE_SAMPLE
+from ..estimators.selection import SCREEN_SIZE, SILHOUETTE_SAMPLE
 from ..scoring import AnomalyScorer
 from ..scoring.configure import DEFAULT_CONTAMINATION
 from .app import main, quiet_cluster_logs
@@ -171,7 +171,8 @@ def _features(source, shown=8) -> str:
 @main.command(name="select")
 @click.argument("data")
 @click.option("-k", "--n-components", "ks", default="1..10", show_default=True,
-              type=IntegerList(), help="Candidates: 1..10 (both ends included), 2,4,8 or 3.")
+              type=IntegerList(), help="Candidates: 1..10 (both ends included; 10..1 is the "
+                                       "same), 2,4,8 or 3.")
 @click.option("--covariance-type", "kinds", default="full,tied,diag,spherical",
               type=CovarianceTypes(), help="Comma-separated: full, tied, diag, spherical (gmm).")
 @click.option("--criterion", default="bic", type=click.Choice(["bic", "aic"]),
@@ -184,7 +185,15 @@ def _features(source, shown=8) -> str:
 @click.option("--max-iter", type=click.IntRange(1),
               help="Iterations per candidate (default: the estimator's, 100 gmm, 300 kmeans).")
 @click.option("--n-init", type=click.IntRange(1),
-              help="Initialisations per candidate (default: the estimator's).")
+              help="Starts per candidate; the best is kept (default: 10 gmm, the estimator's "
+                   "for kmeans).")
+@click.option("--screen-size", default=SCREEN_SIZE, show_default=True, type=click.IntRange(0),
+              help="gmm: on more rows than this, screen the starts on a seeded sample of this "
+                   "many rows and fit only each candidate's best on all rows (0: every start "
+                   "on all rows).")
+@click.option("--allow-overparameterized", is_flag=True,
+              help="gmm: also fit candidates with more free parameters than rows (left out, "
+                   "with a warning, by default).")
 @click.option("--sample-size", default=SILHOUETTE_SAMPLE, type=click.IntRange(10),
               help="kmeans: rows of the silhouette sample.")
 @click.option("--seed", type=int, help="Random seed (random_state): each candidate equals "
@@ -197,12 +206,15 @@ def _features(source, shown=8) -> str:
 @weight_option
 @verbosity_options
 def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter, n_init,
-                   sample_size, seed, checkpoint, restart, columns, exclude_columns, id_field,
+                   screen_size, allow_overparameterized, sample_size, seed, checkpoint, restart, columns, exclude_columns, id_field,
                    chunk_size, dtype, scheduler, workers, weight_column, verbose, quiet):
     """Fit every candidate of a grid, sharing the data passes, and keep the best.
 
     For Gaussian mixtures: BIC and AIC of every (k, covariance type); the
-    lowest --criterion wins. For k-means (--model kmeans): inertia (the elbow)
+    lowest --criterion wins. Each candidate gets --n-init starts (screened on
+    a sample of --screen-size rows when DATA has more) and keeps its best; a
+    warning says when the best lies on the grid's edge, or when candidates
+    with more free parameters than rows were left out. For k-means (--model kmeans): inertia (the elbow)
     and the silhouette on a seeded sample; the highest silhouette wins.
 
     \b
@@ -221,19 +233,20 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
     params.update({n: v for n, v in {"max_iter": max_iter, "n_init": n_init}.items()
                    if v is not None})
     if kind == "gmm":
-        result = select(source, n_components=ks,
-                        covariance_types=kinds,
-                        criterion=criterion, **params)
+        # select() itself warns (SelectionWarning, one line here) about the grid's edge
+        result = select(source, n_components=ks, covariance_types=kinds, criterion=criterion,
+                        screen_size=screen_size or None,
+                        allow_overparameterized=allow_overparameterized, **params)
         draw = plotting.plot_selection
     else:
         result = select_kmeans(source, n_clusters=ks, sample_size=sample_size,
                                **params)
         draw = plotting.plot_kmeans_selection
     click.echo(str(result))
-    best_k = getattr(result.best_, "n_components", getattr(result.best_, "n_clusters", None))
-    edge = plotting.edge_warning(sorted(set(ks)), best_k)
-    if edge:
-        click.echo(f"Warning: {edge}", err=True)
+    if kind != "gmm":
+        edge = plotting.edge_warning(sorted(set(ks)), result.best_.n_clusters)
+        if edge:
+            click.echo(f"Warning: {edge}", err=True)
     result.best_.save(output)
     if plot_path:
         draw(result, plot_path)

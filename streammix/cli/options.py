@@ -185,7 +185,8 @@ class FloatList(click.ParamType):
 
 
 class IntegerList(click.ParamType):
-    """``"1..10"`` (both ends included), ``"2,4,8"``, ``"3"`` or a mix: positive integers."""
+    """``"1..10"`` (both ends included, either order), ``"2,4,8"``, ``"3"`` or a mix:
+    positive integers."""
 
     name = "list"
 
@@ -196,8 +197,9 @@ class IntegerList(click.ParamType):
         try:
             for part in str(value).split(","):
                 if ".." in part:
-                    low, high = part.split("..")
-                    values.extend(range(int(low), int(high) + 1))
+                    low, high = sorted((int(end) for end in part.split("..")))
+                    # 8..4 is read as 4..8: the set of candidates is what counts
+                    values.extend(range(low, high + 1))
                 elif part.strip():
                     values.append(int(part))
         except ValueError:
