@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
@@ -105,10 +106,41 @@ def test_select_gmm_picks_textbook_answer_and_plots(tmp_path, data):
     path, _ = data
     result = ok("select", path, "--columns", "a,b", "-k", "1..6", "--seed", 0, "-o",
                 tmp_path / "best.npz", "--plot", tmp_path / "bic.png")
-    assert "full" in result.stdout and result.stdout.count("\n") == 1 + 6 * 4
+    # a header, one line per candidate, and the summary with the time taken
+    assert "full" in result.stdout and result.stdout.count("\n") == 1 + 6 * 4 + 1
+    assert re.search(r"24 candidates, 10 starts each \(on all rows\) in [0-9.]+ s",
+                     result.stdout)
     best = sm.load(tmp_path / "best.npz")
     assert (best.n_components, best.covariance_type) == (3, "full")
     assert (tmp_path / "bic.png").read_bytes()[:8] == PNG
+
+
+def test_select_reversed_range_is_the_same_grid_and_edges_warn(tmp_path, data):
+    path, _ = data
+    results = [ok("select", path, "--columns", "a,b", "-k", ks, "--covariance-type", "full",
+                  "--seed", 0, "-o", tmp_path / f"{i}.npz") for i, ks in enumerate(["8..6",
+                                                                                     "6..8"])]
+    grids = [[line.split()[0] for line in r.stdout.splitlines()[1:-1]] for r in results]
+    assert grids[0] == grids[1] == ["6", "7", "8"]
+    # 3 components is the answer: 6..8 has its best on the lower edge, said in one line
+    assert "Warning: the best k (6 full) is the smallest tried" in results[0].stderr
+    # and both pick the same model
+    np.testing.assert_allclose(sm.load(tmp_path / "0.npz").means_,
+                               sm.load(tmp_path / "1.npz").means_, rtol=1e-12)
+
+
+def test_select_leaves_out_overparameterized_candidates_unless_allowed(tmp_path, data):
+    _, X = data
+    few = tmp_path / "few.parquet"
+    pq.write_table(pa.table({"a": X[:12, 0], "b": X[:12, 1]}), few)
+    # full k: 6 k - 1 free parameters for 2 features; 3 > 12 / 6 is left out
+    result = ok("select", few, "-k", "1..3", "--covariance-type", "full", "--seed", 0,
+                "-o", tmp_path / "f.npz")
+    assert "left out 1 candidate(s) with more free parameters than the 12 rows: 3 full (17)" \
+        in result.stderr
+    forced = ok("select", few, "-k", "1..3", "--covariance-type", "full", "--seed", 0,
+                "--allow-overparameterized", "-o", tmp_path / "g.npz")
+    assert len(forced.stdout.splitlines()) == 1 + 3 + 1
 
 
 def test_select_kmeans_silhouette_on_five_blobs(tmp_path):

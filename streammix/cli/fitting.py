@@ -206,16 +206,17 @@ def _features(source, shown=8) -> str:
 @weight_option
 @verbosity_options
 def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter, n_init,
-                   screen_size, allow_overparameterized, sample_size, seed, checkpoint, restart, columns, exclude_columns, id_field,
-                   chunk_size, dtype, scheduler, workers, weight_column, verbose, quiet):
+                   screen_size, allow_overparameterized, sample_size, seed, checkpoint, restart,
+                   columns, exclude_columns, id_field, chunk_size, dtype, scheduler, workers, weight_column, verbose, quiet):
     """Fit every candidate of a grid, sharing the data passes, and keep the best.
 
     For Gaussian mixtures: BIC and AIC of every (k, covariance type); the
     lowest --criterion wins. Each candidate gets --n-init starts (screened on
     a sample of --screen-size rows when DATA has more) and keeps its best; a
     warning says when the best lies on the grid's edge, or when candidates
-    with more free parameters than rows were left out. For k-means (--model kmeans): inertia (the elbow)
-    and the silhouette on a seeded sample; the highest silhouette wins.
+    with more free parameters than rows were left out. For k-means (--model
+    kmeans): inertia (the elbow) and the silhouette on a seeded sample; the
+    highest silhouette wins.
 
     \b
     Examples:

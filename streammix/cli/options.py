@@ -197,7 +197,7 @@ class IntegerList(click.ParamType):
         try:
             for part in str(value).split(","):
                 if ".." in part:
-                    low, high = sorted((int(end) for end in part.split("..")))
+                    low, high = sorted(int(end) for end in part.split(".."))
                     # 8..4 is read as 4..8: the set of candidates is what counts
                     values.extend(range(low, high + 1))
                 elif part.strip():

@@ -13,8 +13,8 @@ import numpy as np
 from ..core import gaussian as gm
 from ..core import kmeans as km
 from ..engine import Run, iterate, sample_rows
-from ..engine.sampling import sample_weighted_rows
 from ..engine.iterate import batch_map_reduce
+from ..engine.sampling import sample_weighted_rows
 from ..exceptions import ConvergenceWarning, SelectionWarning
 from .base import restart_seeds
 from .gaussian_mixture import GaussianMixture, initial_gaussians

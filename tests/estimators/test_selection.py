@@ -116,7 +116,7 @@ def geron():
     X1, _ = make_blobs(n_samples=1000, centers=((4, -4), (0, 0)), random_state=42)
     X1 = X1 @ np.array([[0.374, 0.95], [0.732, 0.598]])
     X2, _ = make_blobs(n_samples=250, centers=1, random_state=42)
-    return np.concatenate([X1, X2 + [6, -8]])
+    return np.concatenate([X1, X2 + np.array([6, -8])])
 
 
 @pytest.mark.slow
