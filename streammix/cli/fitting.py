@@ -207,7 +207,8 @@ def _features(source, shown=8) -> str:
 @verbosity_options
 def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter, n_init,
                    screen_size, allow_overparameterized, sample_size, seed, checkpoint, restart,
-                   columns, exclude_columns, id_field, chunk_size, dtype, scheduler, workers, weight_column, verbose, quiet):
+                   columns, exclude_columns, id_field, chunk_size, dtype, scheduler, workers,
+                   weight_column, verbose, quiet):
     """Fit every candidate of a grid, sharing the data passes, and keep the best.
 
     For Gaussian mixtures: BIC and AIC of every (k, covariance type); the
