@@ -25,6 +25,7 @@ from .exceptions import (
     NotFittedError,
     PrecisionWarning,
     StreammixError,
+    ThresholdWarning,
 )
 from .io import as_source, read_parquet, read_zarr
 from .scoring import AnomalyScorer
@@ -47,6 +48,7 @@ __all__ = [
     "NotFittedError",
     "PrecisionWarning",
     "StreammixError",
+    "ThresholdWarning",
     "__version__",
     "as_source",
     "load",
