@@ -20,6 +20,12 @@ from .base import Chunk, Source
 from .memory import ArraySource
 
 
+def split_seed(root: np.random.SeedSequence) -> int:
+    """The split's key (128 bits, as Philox takes) from a root seed."""
+    low, high = (int(v) for v in root.generate_state(2, np.uint64))
+    return low | high << 64
+
+
 def held_out(seed: int, start: int, n_rows: int, fraction: float) -> np.ndarray:
     """Which of rows ``start:start + n_rows`` the split with ``seed`` holds out."""
     return row_uniforms(seed, start, n_rows)[:, 0] < fraction

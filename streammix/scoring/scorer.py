@@ -22,7 +22,7 @@ from ..estimators.kmeans import _labels as center_labels
 from ..estimators.mixture import BaseMixture
 from ..estimators.mixture import _labels as gmm_labels
 from ..exceptions import ThresholdWarning
-from ..io.split import split_rows
+from ..io.split import split_rows, split_seed
 from . import pipeline
 from .adaptive import AdaptiveScoring
 from .records import MAX_LATENCY_MS, MICRO_BATCH, micro_batches
@@ -260,9 +260,7 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
         if isinstance(fraction, bool) or not isinstance(fraction, float | int) or \
                 not 0 < fraction < 1:
             raise ValueError(f"holdout_fraction must be in (0, 1), got {fraction!r}")
-        low, high = (int(v) for v in check_random_state(self.random_state)
-                     .generate_state(2, np.uint64))
-        seed = low | high << 64  # a Philox key of 128 bits
+        seed = split_seed(check_random_state(self.random_state))
         source = clone(model)._source(X)
         kept = split_rows(source, seed, fraction, holdout=False)
         held = split_rows(source, seed, fraction, holdout=True, weighted=False)
