@@ -17,7 +17,15 @@ from ..scoring.watch import POLL_SECONDS
 from ..scoring.watch import watch as watch_folder
 from . import options
 from .app import main
-from .options import CONTAMINATION, OutputPath, cluster_options, load_model, say, verbosity, verbosity_options
+from .options import (
+    CONTAMINATION,
+    OutputPath,
+    cluster_options,
+    load_model,
+    say,
+    verbosity,
+    verbosity_options,
+)
 
 _STREAM = "to a stream on stdin (DATA -)"
 _TABLE = "to DATA or --watch (a stream is scored here, its outputs to stdout)"

@@ -22,9 +22,9 @@ import numpy as np
 from sklearn.base import DensityMixin
 
 from ..core import gaussian as gm
+from ..core.calibration import mixture_score_range
 from ..core.kmeans import nearest
 from ..core.random import row_uniforms
-from ..core.calibration import mixture_score_range
 from ..engine import Run, iterate
 from ..engine.iterate import batch_map_reduce
 from ..engine.sampling import rows_at

@@ -28,9 +28,9 @@ X = make_blobs(3000, seed=11)
 START = X[[0, 1700, 2800]]  # one row per cluster: every fit starts alike
 
 
-def held_rows(random_state, fraction, n=len(X)) -> np.ndarray:
+def held_rows(random_state, fraction) -> np.ndarray:
     """The rows a split seeded by ``random_state`` holds out, from the generator itself."""
-    return row_uniforms(split_seed(check_random_state(random_state)), 0, n)[:, 0] < fraction
+    return row_uniforms(split_seed(check_random_state(random_state)), 0, len(X))[:, 0] < fraction
 
 
 # -- held-out calibration (28.3) -----------------------------------------------------------
