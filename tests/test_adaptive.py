@@ -321,3 +321,41 @@ def test_the_drift_options_do_what_they_say(tmp_path, scorer, options, events):
     assert sum("score" in o for o in outputs) == 8000
     assert any(o.get("event") == "drift" for o in outputs) == events
     assert all(("threshold" in o) == ("--adapt" in options) for o in outputs if "score" in o)
+
+
+def test_the_command_line_reports_the_degenerate_updates_it_refused(tmp_path):
+    """A run of 3,000 identical records holds at least 10 whole blocks of 256, each one
+    degenerate: the summary line says each was refused (none is silently dropped)."""
+    import json
+    import re
+
+    from click.testing import CliRunner
+
+    from streammix.cli import main
+    from tests.test_adaptive_threats import sim
+
+    sim.calibrated().save(tmp_path / "m.npz")
+    rng = np.random.default_rng(3)
+    X = np.concatenate([sim.draw(rng, 1000), np.repeat(sim.CENTRES[:1] + 0.1, 3000, axis=0),
+                        sim.draw(rng, 1000)])
+    text = "".join(json.dumps({"id": i, "x0": a, "x1": b, "x2": c}) + "\n"
+                   for i, (a, b, c) in enumerate(X.tolist()))
+    done = CliRunner().invoke(main, ["score", str(tmp_path / "m.npz"), "-", "--adapt",
+                                     "--window", "1000"], input=text)
+    assert done.exit_code == 0, done.output
+    refused = re.search(r"(\d+) degenerate updates refused", done.stderr)
+    assert refused and 10 <= int(refused.group(1)) <= 13, done.stderr
+    assert re.search(r"\d+ relearnt, \d+ not relearnt", done.stderr), done.stderr
+
+
+def test_a_window_shorter_than_a_block_is_refused_in_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from streammix.cli import main
+    from streammix.scoring.adaptive import BLOCK
+    from tests.test_adaptive_threats import sim
+
+    sim.calibrated().save(tmp_path / "m.npz")
+    done = CliRunner().invoke(main, ["score", str(tmp_path / "m.npz"), "-", "--adapt",
+                                     "--window", str(BLOCK - 1)], input="")
+    assert done.exit_code == 2 and "--window" in done.output and str(BLOCK) in done.output

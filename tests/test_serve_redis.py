@@ -205,7 +205,7 @@ def test_a_stream_that_does_not_exist_yet_and_adaptive_snapshots_after_acks(serv
 
     _, scorer = model_file
     client = server.client()
-    scoring = scorer.adapt(window=200)
+    scoring = scorer.adapt(window=256)
     consumer = StreamConsumer(scoring, client, "later", "g", "c1", "out", batch=50,
                               snapshot=tmp_path / "state.npz", snapshot_every=100)
     done = threading.Event()
@@ -218,7 +218,7 @@ def test_a_stream_that_does_not_exist_yet_and_adaptive_snapshots_after_acks(serv
         client.xadd("later", {"id": i, "x0": float(row[0]), "x1": float(row[1])})
     thread.join(timeout=60)
     assert done.is_set() and len(outputs_by_entry(client)) == 500
-    resumed = scorer.adapt(window=200, snapshot=tmp_path / "state.npz")
+    resumed = scorer.adapt(window=256, snapshot=tmp_path / "state.npz")
     assert resumed.resumed and resumed.records == 500  # the last snapshot, after the last ack
 
 

@@ -57,13 +57,16 @@ _TABLE = "to DATA or --watch (a stream is scored here, its outputs to stdout)"
               type=click.IntRange(1),
               help="JSON records nested deeper are error records.")
 @click.option("--adapt", is_flag=True,
-              help="stdin: adapt to drift: the model learns the records it does not flag, the "
-                   "threshold follows the recent scores (a gaussian mixture model).")
+              help="stdin: adapt to drift: the model learns from the records its calibrated "
+                   "model calls typical, the threshold follows the model (a gaussian "
+                   "mixture model; docs/user-guide.md, adaptive scoring).")
 @click.option("--forgetting-factor", default=adaptive.FORGETTING_FACTOR, show_default=True,
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="--adapt: per record; the model remembers about 1/(1-f) records.")
-@click.option("--window", default=adaptive.WINDOW, show_default=True, type=click.IntRange(100),
-              help="--adapt: the threshold is a quantile of the last WINDOW to 2 WINDOW scores.")
+@click.option("--window", default=adaptive.WINDOW, show_default=True,
+              type=click.IntRange(adaptive.BLOCK),
+              help="--adapt: records between two moves of the threshold, and gathered after a "
+                   f"drift alarm (at least a block, {adaptive.BLOCK} records).")
 @click.option("--drift/--no-drift", default=None,
               help="stdin: a Page-Hinkley test on the scores writes a drift event record "
                    '({"event": "drift", ...}) after the record where it fires '
@@ -136,10 +139,17 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, mic
                          max_latency_ms=max_latency_ms, max_record_bytes=max_record_bytes,
                          max_depth=max_depth)
     if counts is not None:
-        drift_events = f", {counts['drift events']} drift events" \
-            if isinstance(scoring, AdaptiveScoring) else ""
         click.echo(f"{counts['records']} records, {counts['anomalies']} anomalies, "
-                   f"{counts['errors']} errors{drift_events}", err=True)
+                   f"{counts['errors']} errors{_adaptation(scoring, counts)}", err=True)
+
+
+def _adaptation(scoring, counts) -> str:
+    """What the adaptive scorer did and refused (docs/user-guide.md, adaptive scoring)."""
+    if not isinstance(scoring, AdaptiveScoring):
+        return ""
+    return (f", {counts['drift events']} drift events, {scoring.relearns} relearnt, "
+            f"{scoring.refused_relearns} not relearnt (mostly normal after the alarm), "
+            f"{scoring.refused_updates} degenerate updates refused")
 
 
 def _refuse_unused(data, watch, adapt, snapshot, threshold, contamination):

@@ -306,14 +306,22 @@ class AdaptiveScoring:
         events: dict = {}
         done = 0
         while done < len(parsed.positions):  # the part of the batch in one block
-            take = min(len(parsed.positions) - done, self.block - len(self._rows))
+            offset = self.records % self.block
+            take = min(len(parsed.positions) - done, self.block - offset)
             positions = parsed.positions[done:done + take]
-            part = ParsedBatch([parsed.ids[p] for p in positions],
-                               parsed.rows[done:done + take], list(range(take)), {})
-            scored = self.scorer._scored(part, record_options).outputs
+            rows = parsed.rows[done:done + take]
+            # scored at its place in a whole block of rows: BLAS rounds a row the same way
+            # only in the same shape and place, so the outputs cannot depend on how the
+            # stream was cut into micro-batches
+            padded = np.zeros((self.block, rows.shape[1]))
+            padded[offset:offset + take] = rows
+            ids = [None] * self.block
+            ids[offset:offset + take] = [parsed.ids[p] for p in positions]
+            part = ParsedBatch(ids, padded, list(range(self.block)), {})
+            scored = self.scorer._scored(part, record_options).outputs[offset:offset + take]
             for position, out in zip(positions, scored, strict=True):
                 outputs[position] = out
-            self._take(part.rows, scored, positions, events)
+            self._take(rows, scored, positions, events)
             done += take
         if not events:
             return outputs

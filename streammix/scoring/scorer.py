@@ -387,8 +387,8 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
         """Nothing to keep: static scoring has no state (the Scoring protocol)."""
 
     def adapt(self, **options):
-        """This scorer, adapting to its stream: the model learns from the records it
-        does not flag, the threshold follows the recent scores, and a drift alarm
+        """This scorer, adapting to its stream: the model learns from the records the
+        calibrated model calls typical, the threshold follows the model, and a drift alarm
         watches the scores. See :class:`streammix.scoring.adaptive.AdaptiveScoring`
         for the options (``adapt=False``: the drift alarm only).
 

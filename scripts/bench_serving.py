@@ -1,6 +1,6 @@
 """Benchmark: the scoring service over HTTP and Redis Streams, on 127.0.0.1.
 
-Run:  .venv/bin/python benchmarks/bench_serving.py [--records 100000]
+Run:  .venv/bin/python scripts/bench_serving.py [--records 100000]
 
 A GaussianMixture (K=16, 16 features, calibrated), with and without
 explanations, measured in one process run:
@@ -39,7 +39,7 @@ import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
 from _benchlib import best_time
 
 STREAMMIX = os.path.join(os.path.dirname(sys.executable), "streammix")
