@@ -26,6 +26,7 @@ from .exceptions import (
     PrecisionWarning,
     SelectionWarning,
     StreammixError,
+    ThresholdWarning,
 )
 from .io import as_source, read_parquet, read_zarr
 from .scoring import AnomalyScorer
@@ -49,6 +50,7 @@ __all__ = [
     "NotFittedError",
     "PrecisionWarning",
     "StreammixError",
+    "ThresholdWarning",
     "__version__",
     "as_source",
     "load",

@@ -122,3 +122,8 @@ class ModelFileWarning(UserWarning):
 
 class PrecisionWarning(UserWarning):
     """Reduced-precision arithmetic (``dtype="float32"``) has lost digits the result needs."""
+
+
+class ThresholdWarning(UserWarning):
+    """A threshold given explicitly flags every record, or almost none, of the data the
+    model describes: outside the range of scores the model gives its own data."""

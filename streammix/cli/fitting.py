@@ -23,6 +23,7 @@ from ..scoring import AnomalyScorer
 from ..scoring.configure import DEFAULT_CONTAMINATION
 from .app import main, quiet_cluster_logs
 from .options import (
+    CONTAMINATION,
     CovarianceTypes,
     FloatList,
     IntegerList,
@@ -64,8 +65,14 @@ MIXTURES = ("gmm", "bayesian-gmm")
 @click.option("--checkpoint", type=OutputPath("dir", urls=True),
               help="Checkpoint directory: resume a killed fit from its last iteration.")
 @click.option("--restart", is_flag=True, help="Discard what --checkpoint holds; start afresh.")
-@click.option("--contamination", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
-              help="Also calibrate the anomaly threshold: flag this fraction of DATA.")
+@click.option("--contamination", type=CONTAMINATION,
+              help="Also calibrate the anomaly threshold: flag this fraction of DATA "
+                   "(of the held-out rows with --calibration-fraction).")
+@click.option("--calibration-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Hold out this share of DATA's rows (a split seeded by --seed): the model "
+                   "never sees them, the threshold is calibrated on them (at --contamination, "
+                   f"default {DEFAULT_CONTAMINATION}). Flags about that share of new normal "
+                   "records, where calibrating on the training rows flags more.")
 @click.option("--weight-prior-type", type=click.Choice(PRIOR_TYPES),
               help="bayesian-gmm: the weights' prior [default: dirichlet_process].")
 @click.option("--weight-concentration-prior", type=click.FloatRange(0, min_open=True),
@@ -87,7 +94,8 @@ MIXTURES = ("gmm", "bayesian-gmm")
 @cluster_options
 @verbosity_options
 def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg_covar,
-        batch_size, seed, checkpoint, restart, contamination, weight_prior_type,
+        batch_size, seed, checkpoint, restart, contamination, calibration_fraction,
+        weight_prior_type,
         weight_concentration_prior, mean_precision_prior, mean_prior, degrees_of_freedom_prior,
         covariance_prior, columns, exclude_columns, id_field, chunk_size, dtype, weight_column,
         scheduler, workers, verbose, quiet):
@@ -101,6 +109,7 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
       streammix fit data/ -k 5 --scheduler tcp://10.0.0.5:8786 -o model.npz
       streammix fit data/ --model kmeans -k 8 --weight-column count -o kmeans.npz
       streammix fit data/ --model bayesian-gmm -k 20 -o bgm.npz   # the data picks k
+      streammix fit data/ -k 5 --contamination 0.01 --calibration-fraction 0.2 -o model.npz
     """
     level = verbosity(verbose, quiet)
     quiet_cluster_logs(scheduler)
@@ -131,13 +140,24 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
         optional.update(init=init, batch_size=batch_size if kind == "minibatch-kmeans" else None)
         model = MODELS[kind](k, **params, **{n: v for n, v in optional.items() if v is not None})
     began = time.perf_counter()
+    held_out = None
     with contextlib.redirect_stdout(sys.stderr):  # the estimators' verbose lines: not data
-        model.fit(source)
+        if calibration_fraction is not None:  # fit on the kept rows, calibrate on the others
+            held_out = AnomalyScorer(model, contamination=contamination or DEFAULT_CONTAMINATION,
+                                     calibration="holdout", holdout_fraction=calibration_fraction,
+                                     random_state=seed).fit(source)
+            model = held_out.model_
+        else:
+            model.fit(source)
     summary = (f"lower bound {model.lower_bound_:.6f}, converged={model.converged_}"
                if kind in MIXTURES else f"inertia {model.inertia_:.6g}")
     if kind == "bayesian-gmm":
         summary += f", {len(model.effective_components())} effective components"
-    if contamination is not None:  # a quantile of the rows, not of their weights
+    if held_out is not None:
+        held_out.save(output)
+        summary += (f", anomaly threshold {held_out.offset_:.6g} (calibrated on a held-out "
+                    f"{calibration_fraction:.0%} of the rows)")
+    elif contamination is not None:  # a quantile of the rows, not of their weights
         unweighted = source if weight_column is None else open_source(data, **choice)
         scorer = AnomalyScorer(model, contamination=contamination).fit(unweighted)
         scorer.save(output)
@@ -262,7 +282,7 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
 @click.argument("model_path", metavar="MODEL")
 @click.argument("data")
 @click.option("--contamination", default=DEFAULT_CONTAMINATION, show_default=True,
-              type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
+              type=CONTAMINATION,
               help="Fraction of DATA to put below the threshold.")
 @click.option("-o", "--output", type=OutputPath(urls=True),
               help="Write the calibrated model here (default: MODEL).")

@@ -16,6 +16,9 @@ from ..exceptions import ConvergenceWarning
 from ..io.storage import is_url
 from .app import quiet_cluster_logs
 
+#: A share of anomalies: in (0, 0.5], as everywhere (beyond half, they are the normal).
+CONTAMINATION = click.FloatRange(0, 0.5, min_open=True)
+
 
 class CovarianceTypes(click.ParamType):
     """Covariance types, comma-separated (``full,diag``); ``single`` takes exactly one."""

@@ -17,7 +17,15 @@ from ..scoring.watch import POLL_SECONDS
 from ..scoring.watch import watch as watch_folder
 from . import options
 from .app import main
-from .options import OutputPath, cluster_options, load_model, say, verbosity, verbosity_options
+from .options import (
+    CONTAMINATION,
+    OutputPath,
+    cluster_options,
+    load_model,
+    say,
+    verbosity,
+    verbosity_options,
+)
 
 _STREAM = "to a stream on stdin (DATA -)"
 _TABLE = "to DATA or --watch (a stream is scored here, its outputs to stdout)"
@@ -29,7 +37,7 @@ _TABLE = "to DATA or --watch (a stream is scored here, its outputs to stdout)"
 @click.option("-o", "--output", type=OutputPath("either", urls=True),
               help="Parquet file of scores (DATA), or a folder or URL prefix (one part per "
                    "chunk, written by the workers, then committed); with --watch a folder.")
-@click.option("--contamination", type=click.FloatRange(0, 0.5, min_open=True, max_open=True),
+@click.option("--contamination", type=CONTAMINATION,
               help="Calibrate on DATA itself: flag this fraction of it.")
 @click.option("--threshold", type=float, help="Use this score threshold.")
 @click.option("--id-field", default="id", show_default=True,

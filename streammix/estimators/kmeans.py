@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from operator import add
 from typing import ClassVar
@@ -242,6 +243,11 @@ class CentersModel(ClassNamePrefixFeaturesOutMixin, TransformerMixin, ClusterMix
     def _model_arrays(self) -> dict:
         """Fitted arrays of a model file, with their shapes."""
         return {"cluster_centers_": (self.n_clusters, self.n_features_in_)}
+
+    def _score_range(self) -> tuple[float, float]:
+        """Scores (minus the distance to the nearest centre) are at most 0; how low the
+        model's own data goes only its calibration can say."""
+        return -math.inf, 0.0
 
     def _check_model(self):
         """Check loaded attributes beyond their types and shapes."""

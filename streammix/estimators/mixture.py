@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.base import DensityMixin
 
 from ..core import gaussian as gm
+from ..core.calibration import mixture_score_range
 from ..core.kmeans import nearest
 from ..core.random import row_uniforms
 from ..engine import Run, iterate
@@ -352,6 +353,11 @@ class BaseMixture(DensityMixin, StreammixEstimator, metaclass=ABCMeta):
     def _gaussian(self) -> gm.GaussianParams:
         """The parameters of the model's density (E-step, predictions, scores)."""
         return self._mixture()
+
+    def _score_range(self) -> tuple[float, float]:
+        """Scores the model gives its own data: never above the first bound, below the
+        second only for a share 1e-9 of its draws (see :mod:`streammix.core.calibration`)."""
+        return mixture_score_range(self._gaussian(), np.asarray(self.weights_, np.float64))
 
     def _per_row(self, fn, X, width=None):
         dtype = np.int64 if fn is _labels else None

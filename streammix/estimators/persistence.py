@@ -27,6 +27,7 @@ import zipfile
 
 import numpy as np
 
+from ..core.calibration import check_contamination, outside
 from ..exceptions import ModelFileError, ModelFileWarning
 from ..io.npz import NpzError, NpzReader, json_bytes, write_npz
 
@@ -39,8 +40,10 @@ _REGISTRY: dict[str, type] = {}
 RUNTIME_PARAMS = frozenset({"verbose", "verbose_interval", "scheduler", "n_workers", "checkpoint",
                             "restart", "cache", "chunk_size", "storage_options", "progress"})
 
-#: Saved with any model that has them: the anomaly threshold and how it was set.
-CALIBRATION_ATTRIBUTES = {"anomaly_threshold_": float, "anomaly_contamination_": float | None}
+#: Saved with any model that has them: the anomaly threshold, how it was set, and the
+#: range of scores the model gives its own data (the threshold must lie in it).
+CALIBRATION_ATTRIBUTES = {"anomaly_threshold_": float, "anomaly_contamination_": float | None,
+                          "anomaly_score_range_": list[float]}
 
 #: Entries that files of streammix 0.1 may hold and that are no longer read (the
 #: training data's labels are not part of a model).
@@ -185,14 +188,29 @@ def _check_feature_names(names) -> None:
 
 
 def _check_calibration(estimator) -> None:
-    """The calibration saved with the model obeys AnomalyScorer's own rule."""
+    """The calibration saved with the model obeys AnomalyScorer's own rules: a
+    contamination in (0, 0.5], and a threshold within the range of scores the model
+    gives its own data (the recorded range; derived from the model for files without)."""
     contamination = getattr(estimator, "anomaly_contamination_", None)
-    if contamination is not None and not 0 < contamination < 0.5:
-        raise _Invalid(f"attribute 'anomaly_contamination_' must be in (0, 0.5), got "
-                       f"{contamination!r}")
-    if contamination is not None and getattr(estimator, "anomaly_threshold_", None) is None:
-        raise _Invalid("attribute 'anomaly_contamination_' is set without "
-                       "'anomaly_threshold_'")
+    threshold = getattr(estimator, "anomaly_threshold_", None)
+    recorded = getattr(estimator, "anomaly_score_range_", None)
+    if contamination is not None:
+        try:
+            check_contamination(contamination, "attribute 'anomaly_contamination_'")
+        except ValueError as exc:
+            raise _Invalid(str(exc)) from None
+    for name, value in (("anomaly_contamination_", contamination),
+                        ("anomaly_score_range_", recorded)):
+        if value is not None and threshold is None:
+            raise _Invalid(f"attribute {name!r} is set without 'anomaly_threshold_'")
+    if recorded is not None and not (len(recorded) == 2 and recorded[0] < recorded[1]):
+        raise _Invalid(f"attribute 'anomaly_score_range_' must be two numbers, low < high, "
+                       f"got {str(recorded)[:80]}")
+    if threshold is not None:
+        score_range = recorded if recorded is not None else estimator._score_range()
+        why = outside(score_range, threshold)
+        if why is not None:
+            raise _Invalid(f"attribute 'anomaly_threshold_': {why}")
 
 
 def _params(meta, cls, npz, path) -> dict:
@@ -247,7 +265,6 @@ def _load(npz: NpzReader, path):
                        f"{estimator.n_features_in_} features")
     if names is not None:
         _check_feature_names(list(names))
-    _check_calibration(estimator)
     try:
         estimator._check_params(estimator.n_features_in_)
     except (ValueError, TypeError) as exc:
@@ -269,6 +286,7 @@ def _load(npz: NpzReader, path):
         estimator._check_model()
     except ValueError as exc:
         raise _Invalid(str(exc)) from None
+    _check_calibration(estimator)
     return estimator
 
 

@@ -73,6 +73,7 @@ import time
 import numpy as np
 
 from ..core import gaussian as gm
+from ..core.calibration import check_contamination, widened
 from ..estimators.mixture import BaseMixture
 from ..io.atomic import remove_stale_temporaries
 from . import pipeline
@@ -234,7 +235,7 @@ class AdaptiveScoring:
     def __init__(self, scorer, *, adapt=True, forgetting_factor=FORGETTING_FACTOR,
                  window=WINDOW, block=BLOCK, drift=None, snapshot=None,
                  snapshot_every=SNAPSHOT_EVERY, snapshot_seconds=SNAPSHOT_SECONDS):
-        model = scorer.model
+        model = scorer.model_
         if adapt and not isinstance(model, BaseMixture):
             raise TypeError(f"adaptive scoring updates a Gaussian mixture online; a "
                             f"{type(model).__name__} cannot (score it without adapting)")
@@ -247,6 +248,8 @@ class AdaptiveScoring:
         if adapt and scorer.contamination is None:
             raise ValueError("adaptive scoring keeps flagging the scorer's contamination: "
                              "give it one")
+        if adapt:
+            check_contamination(scorer.contamination)
         self.scorer = copy.deepcopy(scorer)
         self.scorer.offset_ = scorer._offset()
         self._started_from = _digest(model)  # a snapshot resumes only the same start
@@ -276,7 +279,7 @@ class AdaptiveScoring:
 
     @property
     def model(self):
-        return self.scorer.model
+        return self.scorer.model_
 
     @property
     def skipped_updates(self) -> int:
@@ -411,7 +414,7 @@ class AdaptiveScoring:
         if candidate is None:
             self.refused_updates += bool(taught.any())
         else:
-            self.scorer.model = candidate
+            self.scorer.model_ = candidate
             self.applied += int(taught.sum())
         self._since_threshold += len(rows)
         if self._since_threshold >= self.window:
@@ -471,7 +474,7 @@ class AdaptiveScoring:
                           verbose=model.verbose, checkpoint=model.checkpoint,
                           scheduler=model.scheduler)
         fitted.n_steps_ = getattr(model, "n_steps_", 0)
-        self.scorer.model = fitted
+        self.scorer.model_ = fitted
         self.scorer.offset_ = threshold
         self.anchor = Anchor(fitted, threshold)
         self._since_threshold = 0
@@ -567,7 +570,7 @@ class AdaptiveScoring:
         # where and how to compute come from this run, never from the file
         runtime = ("scheduler", "n_workers", "verbose", "storage_options", "chunk_size")
         model.set_params(**{name: getattr(self.model, name) for name in runtime})
-        self.scorer.model = model
+        self.scorer.model_ = model
         self.scorer.offset_ = threshold
         self.anchor = anchor
         for name in counts[:-1]:
@@ -593,11 +596,14 @@ def _narrower(rows, weights, params, ratio) -> bool:
 
 
 def _model_bytes(model, threshold, contamination) -> np.ndarray:
-    """A model as the bytes of its model file (with the threshold it goes with)."""
+    """A model as the bytes of its model file (with the threshold it goes with, and the
+    range of the model's own scores widened to hold it: a threshold that lags a model
+    that moved is still the adaptation's own, and the snapshot must load)."""
     from ..estimators.persistence import model_file_arrays
 
     model = copy.copy(model)
     model.anomaly_threshold_, model.anomaly_contamination_ = float(threshold), contamination
+    model.anomaly_score_range_ = list(widened(model._score_range(), float(threshold)))
     buffer = io.BytesIO()
     np.savez(buffer, **model_file_arrays(model))
     return np.frombuffer(buffer.getvalue(), np.uint8)

@@ -121,7 +121,7 @@ def score_to_parquet(scorer: AnomalyScorer, data, output, *, id_field="id") -> d
     ``cluster``. Returns counts of rows and anomalies.
     """
     score, params, labels = scorer._scoring()
-    counts = write_rows(scorer.model, data, output, _scores_and_clusters, (score, params, labels),
+    counts = write_rows(scorer.model_, data, output, _scores_and_clusters, (score, params, labels),
                         partial(_score_columns, scorer._offset()), id_field=id_field)
     return {"rows": counts["rows"], "anomalies": counts.get("anomalies", 0)}
 

@@ -3,6 +3,7 @@ every transport (stdin, folder, HTTP, Redis) uses: the option rules live here on
 
 from __future__ import annotations
 
+from ..core.calibration import check_contamination
 from . import adaptive
 from .pipeline import TOP_FEATURES, Scoring, require_threshold
 from .scorer import AnomalyScorer
@@ -25,7 +26,9 @@ def scoring_for(model, *, threshold=None, contamination=None, top_features=TOP_F
     the fraction the model was calibrated at). ``drift`` (default: ``adapt``)
     runs the drift alarm; ``adapt`` with ``drift=False`` adapts without one. A
     snapshot keeps the state of adaptation, so it needs ``adapt``; a fixed threshold
-    contradicts adaptation, so it is refused with it.
+    contradicts adaptation, so it is refused with it. A contamination outside (0, 0.5]
+    is a ValueError; a threshold outside the range of scores the model gives its own
+    data a :class:`~streammix.ThresholdWarning`.
     """
     if snapshot and not adapt:
         raise ValueError("--snapshot keeps the state of --adapt: give --adapt too")
@@ -33,11 +36,15 @@ def scoring_for(model, *, threshold=None, contamination=None, top_features=TOP_F
         raise ValueError("--adapt keeps flagging a fraction of the stream, which a fixed "
                          "--threshold does not say: use a model calibrated with "
                          "--contamination (fit or calibrate)")
+    if contamination is not None:
+        check_contamination(contamination)
     contamination = contamination or getattr(model, "anomaly_contamination_", None) \
         or DEFAULT_CONTAMINATION
     scorer = AnomalyScorer(model, contamination=contamination, threshold=threshold,
                            top_features=top_features)
     require_threshold(scorer)
+    if threshold is not None:
+        scorer._warn_if_outside(threshold)
     drift = adapt if drift is None else drift
     if not (adapt or drift):
         return scorer

@@ -3,25 +3,35 @@ threshold calibrated on the training data; it scores streams through the pipelin
 
 from __future__ import annotations
 
+import math
+import warnings
 from operator import add
 
 import numpy as np
-from sklearn.base import OutlierMixin
+from sklearn.base import OutlierMixin, clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from ..core import gaussian as gm
 from ..core import kmeans as km
 from ..core import quantile as qt
-from ..estimators.base import StreammixEstimator
+from ..core.calibration import check_contamination, outside, widened
+from ..estimators.base import StreammixEstimator, check_random_state
 from ..estimators.kmeans import CentersModel
 from ..estimators.kmeans import _labels as center_labels
 from ..estimators.mixture import BaseMixture
 from ..estimators.mixture import _labels as gmm_labels
+from ..exceptions import ThresholdWarning
+from ..io.split import split_rows, split_seed
 from . import pipeline
 from .adaptive import AdaptiveScoring
 from .records import MAX_LATENCY_MS, MICRO_BATCH, micro_batches
 
 #: Scores kept in the first calibration pass; brackets the quantile tightly.
 CALIBRATION_SAMPLE = 100_000
+
+#: Where ``fit`` calibrates: on the rows the model was fitted on, or on rows it never saw.
+CALIBRATIONS = ("train", "holdout")
 
 
 def _gmm_scores(params, block, start):
@@ -70,12 +80,30 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
     Parameters
     ----------
     model : GaussianMixture, BayesianGaussianMixture, KMeans or MiniBatchKMeans
-        A fitted model. If it carries a calibrated threshold (see
+        Unfitted: ``fit`` fits a clone of it (so the scorer clones, and goes into
+        ``cross_val_score`` and ``GridSearchCV`` as IsolationForest does). Fitted
+        (or wrapped in scikit-learn's ``FrozenEstimator``): used as it is, and
+        ``fit`` only calibrates. If it carries a calibrated threshold (see
         :meth:`save`, ``streammix calibrate``), ``offset_`` starts from it.
-    contamination : float, default=0.01
-        Fraction of the training data that ``fit`` puts below the threshold.
+    contamination : float in (0, 0.5], default=0.01
+        Fraction of the calibration rows that ``fit`` puts below the threshold.
     threshold : float, optional
-        An explicit threshold on the score; ``fit`` is then not needed.
+        An explicit threshold on the score; ``fit`` then only fits an unfitted
+        model. A threshold outside the range of scores the model gives its own
+        data (it would flag every record, or almost none) gives a
+        :class:`~streammix.ThresholdWarning`.
+    calibration : {"train", "holdout"}, default="train"
+        ``"holdout"``: ``fit`` fits the model on the rows of ``X`` outside a seeded
+        share ``holdout_fraction`` and calibrates the threshold on that share, which
+        the fit never sees. The threshold then flags about ``contamination`` of new
+        normal records; calibrated on the training rows, it flags more (the model
+        fits them better than new ones). Needs an unfitted ``model``.
+    holdout_fraction : float in (0, 1), default=0.2
+        The share of rows held out with ``calibration="holdout"``. A row is held
+        out by a draw keyed by ``random_state`` and its row number: the same rows
+        whatever the chunking, and out-of-core.
+    random_state : int, Generator or None, default=None
+        Seeds the held-out split.
     top_features : int, default=3
         Features named in each record's explanation.
 
@@ -83,6 +111,15 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
     ----------
     offset_ : float
         The threshold: ``decision_function = score_samples - offset_``.
+    model_ : estimator
+        The fitted model that scores: ``model`` when it was fitted, else the clone
+        ``fit`` fitted.
+    score_range_ : tuple of float
+        The range of scores the model gives its own data (for a Gaussian mixture:
+        its highest density, and the score only a share 1e-9 of its own draws
+        falls below; for k-means: 0, and twice the largest distance seen in
+        calibration), widened to hold a calibrated threshold. Saved with the
+        model; a model file whose threshold lies outside it does not load.
 
     Examples
     --------
@@ -94,16 +131,46 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
     0.05
     >>> scorer.predict(np.array([[0.0, 0.0], [9.0, 9.0]])).tolist()
     [1, -1]
+
+    An unfitted model is fitted by ``fit``; with ``calibration="holdout"`` on 80 %
+    of the rows, the threshold calibrated on the other 20 %:
+
+    >>> held = sm.AnomalyScorer(sm.GaussianMixture(1, random_state=0), contamination=0.05,
+    ...                         calibration="holdout", random_state=0).fit(X)
+    >>> held.model_.n_features_in_
+    2
     """
 
     _fitted_attribute = "offset_"
 
-    def __init__(self, model, *, contamination=0.01, threshold=None,
-                 top_features=pipeline.TOP_FEATURES):
+    def __init__(self, model, *, contamination=0.01, threshold=None, calibration="train",
+                 holdout_fraction=0.2, random_state=None, top_features=pipeline.TOP_FEATURES):
         self.model = model
         self.contamination = contamination
         self.threshold = threshold
+        self.calibration = calibration
+        self.holdout_fraction = holdout_fraction
+        self.random_state = random_state
         self.top_features = top_features
+
+    @property
+    def model_(self):
+        """The fitted model that scores: the one ``fit`` fitted, else ``model`` itself."""
+        fitted = self.__dict__.get("_fitted_model")
+        return fitted if fitted is not None else _unfrozen(self.model)
+
+    @model_.setter
+    def model_(self, model):
+        self._fitted_model = model
+
+    @property
+    def score_range_(self) -> tuple[float, float]:
+        """The range of scores the model gives its own data (see the class)."""
+        calibrated = self.__dict__.get("_score_range")
+        if calibrated is not None:
+            return calibrated
+        recorded = getattr(self.model_, "anomaly_score_range_", None)
+        return tuple(recorded) if recorded is not None else self.model_._score_range()
 
     @property
     def offset_(self) -> float:
@@ -112,7 +179,7 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
             return self._calibrated
         if self.threshold is not None:
             return float(self.threshold)
-        saved = getattr(self.model, "anomaly_threshold_", None)
+        saved = getattr(self.model_, "anomaly_threshold_", None)
         if saved is None:
             raise AttributeError("offset_")
         return float(saved)
@@ -121,16 +188,25 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
     def offset_(self, value):
         self._calibrated = float(value)
 
+    def _warn_if_outside(self, threshold) -> None:
+        """A :class:`ThresholdWarning` when an explicit ``threshold`` flags every record,
+        or almost none, of the model's own data."""
+        why = outside(self.score_range_, float(threshold))
+        if why is not None:
+            warnings.warn(f"{why}; the model's own data scores in [{self.score_range_[0]:.6g}, "
+                          f"{self.score_range_[1]:.6g}]", ThresholdWarning, stacklevel=3)
+
     # -- the model's scores ---------------------------------------------------
     def _kernel(self) -> pipeline.Kernel:
         """The wrapped model's score, label and explanation functions, with its parameters."""
-        if isinstance(self.model, BaseMixture):
-            return pipeline.Kernel(_gmm_scores, gmm_labels, _gmm_explain, self.model._gaussian())
-        if isinstance(self.model, CentersModel):
+        model = self.model_
+        if isinstance(model, BaseMixture):
+            return pipeline.Kernel(_gmm_scores, gmm_labels, _gmm_explain, model._gaussian())
+        if isinstance(model, CentersModel):
             return pipeline.Kernel(_center_scores, center_labels, _center_explain,
-                                   self.model._centers64())
+                                   model._centers64())
         raise TypeError(f"AnomalyScorer needs a GaussianMixture, KMeans or MiniBatchKMeans, "
-                        f"got {type(self.model).__name__}")
+                        f"got {type(model).__name__}")
 
     def _scoring(self):
         """(score function, its parameters, label function) for the wrapped model's chunks."""
@@ -141,42 +217,84 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
         return pipeline.require_threshold(self)
 
     def fit(self, X, y=None):
-        """Calibrate ``offset_``: the ``contamination`` quantile of the scores of ``X``.
+        """Fit the model when it is not fitted, and calibrate ``offset_``: the
+        ``contamination`` quantile of the scores of the calibration rows.
 
-        Out-of-core in two passes (a sample of scores to bracket the quantile,
-        then the exact order statistics inside the bracket); the result equals
-        ``np.percentile(score_samples(X), 100 * contamination)``.
+        The calibration rows are ``X`` (``calibration="train"``), or the share of
+        ``X`` held out of the fit (``"holdout"``). Out-of-core in two passes (a
+        sample of scores to bracket the quantile, then the exact order statistics
+        inside the bracket); the result equals
+        ``np.percentile(score_samples(rows), 100 * contamination)``.
         """
+        if self.threshold is None:
+            check_contamination(self.contamination)
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, got "
+                             f"{self.calibration!r}")
+        given = _unfrozen(self.model)
+        prefit = _is_fitted(self.model)
+        fit_rows = calibration_rows = X
+        if self.calibration == "holdout":
+            if prefit:
+                raise ValueError("calibration='holdout' fits the model on the rows it does not "
+                                 "hold out: give an unfitted model (calibration='train' "
+                                 "calibrates a fitted one)")
+            fit_rows, calibration_rows = self._split(given, X)
+        model = given if prefit else clone(given).fit(fit_rows)
+        self.model_ = model
+        self._score_range = None
         if self.threshold is not None:
+            self._warn_if_outside(self.threshold)
             self.offset_ = float(self.threshold)
             return self
+        self.offset_, sample = self._calibrate(model, calibration_rows)
+        low, high = model._score_range()
+        if not math.isfinite(low):  # k-means: twice the largest distance calibration saw
+            low = 2 * min(float(np.min(sample)), self.offset_, -np.finfo(np.float64).tiny)
+        self._score_range = widened((low, high), self.offset_)
+        return self
+
+    def _split(self, model, X):
+        """(rows to fit on, held-out rows to calibrate on) of ``X``, by a seeded split."""
+        fraction = self.holdout_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, float | int) or \
+                not 0 < fraction < 1:
+            raise ValueError(f"holdout_fraction must be in (0, 1), got {fraction!r}")
+        seed = split_seed(check_random_state(self.random_state))
+        source = clone(model)._source(X)
+        kept = split_rows(source, seed, fraction, holdout=False)
+        held = split_rows(source, seed, fraction, holdout=True, weighted=False)
+        for part, what in ((kept, "fit on"), (held, "calibrate on")):
+            if part.n_rows == 0:
+                raise ValueError(f"holdout_fraction={fraction} of {source.n_rows} rows leaves "
+                                 f"no row to {what}")
+        return kept, held
+
+    def _calibrate(self, model, X) -> tuple[float, np.ndarray]:
+        """The ``contamination`` quantile of the scores of ``X``, and a sample of them."""
         q = self.contamination
-        if not 0 < q < 0.5:
-            raise ValueError(f"contamination must be in (0, 0.5), got {q!r}")
         score, params, _ = self._scoring()
-        source = self.model._source(X, fitted=True)
+        source = model._source(X, fitted=True)
         if source.weighted:
             raise ValueError("the anomaly threshold is a quantile of unweighted rows: calibrate "
                              "on the data read without weight_column")
         n = source.n_rows
-        with self.model._engine() as engine:
+        with model._engine() as engine:
             sample = engine.map_reduce(_sample_scores, (score, params, CALIBRATION_SAMPLE, 0),
                                        source, finite=False)
             if n <= CALIBRATION_SAMPLE:  # the sample is every score
-                self.offset_ = float(np.percentile(sample.values, 100 * q))
-                return self
+                return float(np.percentile(sample.values, 100 * q)), sample.values
             low, high = qt.bracket_from_sample(sample, q)
             while (offset := qt.quantile_from_bracket(engine.map_reduce(
                     _bracket_scores, (score, params, low, high), source, finite=False),
                     q, n)) is None:
                 low, high = -np.inf, np.inf  # missed (vanishingly rare): take everything
-        self.offset_ = offset
-        return self
+        return offset, sample.values
 
     def score_samples(self, X):
         """The model's score of each row (higher is more normal)."""
         score, params, _ = self._scoring()
-        return self.model._apply(score, params, X)
+        return self.model_._apply(score, params, X)
 
     def decision_function(self, X):
         """``score_samples(X) - offset_``: negative means anomalous."""
@@ -191,8 +309,9 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
     def fraction_below(self, X) -> float:
         """Fraction of the rows of ``X`` below the threshold (one pass)."""
         score, params, _ = self._scoring()
-        source = self.model._source(X, fitted=True)
-        with self.model._engine() as engine:
+        model = self.model_
+        source = model._source(X, fitted=True)
+        with model._engine() as engine:
             below, n = engine.map_reduce(_count_below, (score, params, self._offset()), source,
                                          add, finite=False)
         return below / n
@@ -200,10 +319,10 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
     # -- explanations and streams (the Scoring protocol) -------------------------
     def feature_names(self) -> list[str]:
         """The model's feature names (``x0``, ``x1``... when it was fitted without)."""
-        names = getattr(self.model, "feature_names_in_", None)
+        names = getattr(self.model_, "feature_names_in_", None)
         if names is not None:
             return [str(n) for n in names]
-        return [f"x{j}" for j in range(self.model.n_features_in_)]
+        return [f"x{j}" for j in range(self.model_.n_features_in_)]
 
     _feature_names = feature_names  # the name it had
 
@@ -288,9 +407,38 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
 
     # -- files ----------------------------------------------------------------
     def save(self, path):
-        """Save the model with the threshold (read back by ``AnomalyScorer(sm.load(path))``)."""
-        self.model.anomaly_threshold_ = self._offset()
-        self.model.anomaly_contamination_ = None if self.threshold is not None else \
-            float(self.contamination)
-        self.model.save(path)
+        """Save the model with the threshold (read back by ``AnomalyScorer(sm.load(path))``),
+        the contamination it was calibrated at, and the range of scores the model gives
+        its own data. A threshold outside that range is refused (the file would not load).
+        """
+        offset = self._offset()
+        why = outside(self.score_range_, offset)
+        if why is not None:
+            raise ValueError(f"not saved: {why}")
+        contamination = None if self.threshold is not None else \
+            check_contamination(self.contamination)
+        _record_calibration(self.model_, offset, contamination, self.score_range_)
+        self.model_.save(path)
 
+
+def _record_calibration(model, threshold, contamination, score_range) -> None:
+    """Set the attributes a model file keeps of a calibration (a range with an unknown
+    end is not kept: a file without one derives it from the model)."""
+    model.anomaly_threshold_, model.anomaly_contamination_ = float(threshold), contamination
+    if all(math.isfinite(end) for end in score_range):
+        model.anomaly_score_range_ = [float(end) for end in score_range]
+    elif hasattr(model, "anomaly_score_range_"):
+        del model.anomaly_score_range_
+
+
+def _unfrozen(model):
+    """The model inside scikit-learn's ``FrozenEstimator``, or ``model``."""
+    return model.estimator if type(model).__name__ == "FrozenEstimator" else model
+
+
+def _is_fitted(model) -> bool:
+    try:
+        check_is_fitted(model)
+    except NotFittedError:
+        return False
+    return True

@@ -87,13 +87,45 @@ BAD_META = {
     # the second red team: values AnomalyScorer itself refuses, names that mis-score
     "contamination 5": (lambda m: m["attributes"].update(anomaly_threshold_=-3.0,
                                                          anomaly_contamination_=5.0),
-                        r"'anomaly_contamination_' must be in \(0, 0.5\), got 5.0"),
+                        r"'anomaly_contamination_' must be in \(0, 0.5\], got 5.0"),
     "contamination negative": (lambda m: m["attributes"].update(anomaly_threshold_=-3.0,
                                                                 anomaly_contamination_=-0.3),
-                               r"'anomaly_contamination_' must be in \(0, 0.5\)"),
+                               r"'anomaly_contamination_' must be in \(0, 0.5\]"),
     "contamination without threshold": (
         lambda m: m["attributes"].update(anomaly_contamination_=0.01),
         r"'anomaly_contamination_' is set without 'anomaly_threshold_'"),
+    # issue 31: calibration values out of range (each loaded before, silently wrong)
+    "contamination 0.9": (lambda m: m["attributes"].update(anomaly_threshold_=-3.0,
+                                                           anomaly_contamination_=0.9),
+                          r"'anomaly_contamination_' must be in \(0, 0.5\], got 0.9"),
+    "contamination -1": (lambda m: m["attributes"].update(anomaly_threshold_=-3.0,
+                                                          anomaly_contamination_=-1),
+                         r"'anomaly_contamination_' must be in \(0, 0.5\], got -1"),
+    "threshold 1e308, no recorded range": (
+        lambda m: m["attributes"].update(anomaly_threshold_=1e308),
+        r"'anomaly_threshold_': threshold 1e\+308 is above every score .*flags every record"),
+    "threshold -1e308, no recorded range": (
+        lambda m: m["attributes"].update(anomaly_threshold_=-1e308),
+        r"'anomaly_threshold_': threshold -1e\+308 is below .*flags almost none"),
+    "threshold 1e308 outside the recorded range": (
+        lambda m: m["attributes"].update(anomaly_threshold_=1e308,
+                                         anomaly_score_range_=[-40.0, -2.0]),
+        r"'anomaly_threshold_': threshold 1e\+308 .*\(at most -2\): it flags every record"),
+    "threshold -1e308 outside the recorded range": (
+        lambda m: m["attributes"].update(anomaly_threshold_=-1e308,
+                                         anomaly_score_range_=[-40.0, -2.0]),
+        r"'anomaly_threshold_': threshold -1e\+308 .*\(from -40\): it flags almost none"),
+    "range reversed": (lambda m: m["attributes"].update(anomaly_threshold_=-3.0,
+                                                        anomaly_score_range_=[-2.0, -40.0]),
+                       r"'anomaly_score_range_' must be two numbers, low < high"),
+    "range of three": (lambda m: m["attributes"].update(anomaly_threshold_=-3.0,
+                                                        anomaly_score_range_=[-9.0, -4.0, -2.0]),
+                       r"'anomaly_score_range_' must be two numbers"),
+    "range infinite": (lambda m: m["attributes"].update(anomaly_threshold_=-3.0,
+                                                        anomaly_score_range_=[-1e400, -2.0]),
+                       r"'anomaly_score_range_' must be a finite number"),
+    "range without threshold": (lambda m: m["attributes"].update(
+        anomaly_score_range_=[-40.0, -2.0]), r"'anomaly_score_range_' is set without"),
     "repeated feature name": (lambda m: m["attributes"].update(feature_names_in_=["a", "b", "a"]),
                               r"names 'a' twice"),
     "surrogate feature name": (
