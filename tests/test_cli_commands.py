@@ -101,6 +101,42 @@ def test_bayesian_gmm_priors_info_lists_the_effective_components_and_plot(tmp_pa
     assert refused.exit_code == 2 and "for --model bayesian-gmm" in refused.output
 
 
+def test_sklearn_bayesian_posterior_counts_the_rows():
+    """The identity ``info`` reads the rows from: beta_k = beta_0 + N_k, so the N_k sum to
+    the number of rows (scikit-learn's own fit)."""
+    from sklearn.mixture import BayesianGaussianMixture
+
+    X = textbook()
+    bgm = BayesianGaussianMixture(n_components=6, random_state=0, max_iter=300).fit(X)
+    rows = bgm.mean_precision_ - bgm.mean_precision_prior_
+    assert rows.sum() == pytest.approx(len(X), rel=1e-9)
+
+
+def test_info_on_a_bayesian_model_hides_empty_components_and_shows_the_bound_per_row(tmp_path):
+    X = textbook()
+    bgm = sm.BayesianGaussianMixture(12, weight_concentration_prior=1e-3, max_iter=500,
+                                     random_state=0).fit(X)
+    bgm.save(tmp_path / "b.npz")
+    rows = bgm.mean_precision_ - bgm.mean_precision_prior_
+    # the documented rule: under 0.1 % of the weight, or under one row's worth
+    shown = [k for k in range(12) if bgm.weights_[k] >= 1e-3 and rows[k] >= 1]
+    assert 3 <= len(shown) < 12  # some are hidden, the data's clusters are not
+    text = ok("info", tmp_path / "b.npz").stdout
+    listed = [int(line.split(":")[0]) for line in text.splitlines() if line.startswith("  ")
+              and line.strip()[0].isdigit()]
+    assert listed == shown
+    assert f"({12 - len(shown)} components of about zero weight not shown: --all" in text
+    every = ok("info", tmp_path / "b.npz", "--all").stdout
+    assert [int(line.split(":")[0]) for line in every.splitlines()
+            if line.startswith("  ") and line.strip()[0].isdigit()] == list(range(12))
+    assert "not shown" not in every
+    # the bound per row, as the GaussianMixture's lower_bound_ is one
+    info = json.loads(ok("info", tmp_path / "b.npz", "--json").stdout)
+    assert info["training_rows"] == pytest.approx(len(X), rel=1e-9)
+    assert info["lower_bound_per_row"] == pytest.approx(bgm.lower_bound_ / len(X), rel=1e-12)
+    assert f"lower bound {bgm.lower_bound_ / len(X):.6f} per row" in text
+
+
 def test_select_gmm_picks_textbook_answer_and_plots(tmp_path, data):
     path, _ = data
     result = ok("select", path, "--columns", "a,b", "-k", "1..6", "--seed", 0, "-o",
