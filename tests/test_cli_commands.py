@@ -323,3 +323,38 @@ def test_help_shows_every_default_and_explains_every_select_option():
         p.name in ("verbose", "quiet") for p in main.commands["info"].params)
     # one meaning per option name: --batch-size is fit's mini-batch rows only
     assert not any(p.name == "batch_size" for p in main.commands["score"].params)
+
+
+def test_fit_summary_lists_every_feature_and_warns_of_a_forgotten_label(tmp_path):
+    """20 measured features and a forgotten ``label`` column (the cluster's number), and a
+    ``visits`` count of 4 values: the summary names all 22 columns, the two are warned
+    about (by name; by few integer values), no measured feature is."""
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 3, 600)
+    columns = {f"x{j}": rng.normal(label * 5.0, 1.0) for j in range(20)}
+    columns.update(label=label, visits=rng.integers(1, 5, 600).astype(float))
+    pq.write_table(pa.table(columns), tmp_path / "d.parquet")
+    result = ok("fit", tmp_path / "d.parquet", "-k", 3, "--seed", 0, "-o", tmp_path / "m.npz")
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 2, result.stderr
+    assert "'label' looks like a label (its name)" in warnings[0]
+    assert "--exclude-columns label" in warnings[0]
+    assert "'visits' looks like a label (4 distinct integer values)" in warnings[1]
+    assert "22 features (x0..x19, label, visits)" in result.stderr
+    kept = ok("fit", tmp_path / "d.parquet", "-k", 3, "--seed", 0, "--exclude-columns",
+              "label,visits", "-o", tmp_path / "m2.npz")
+    assert "Warning" not in kept.stderr
+    assert "20 features (x0..x19)" in kept.stderr
+
+
+@pytest.mark.parametrize("names, shown", [
+    (["a", "b", "c"], "a, b, c"),
+    (["x0", "x1"], "x0, x1"),  # a run of two stays as it is
+    (["x0", "x1", "x2", "y", "f9", "f10", "f11"], "x0..x2, y, f9..f11"),
+    (["x1", "x3", "x4", "x5"], "x1, x3..x5"),
+    (["x01", "x02", "x03"], "x01, x02, x03"),  # zero-padded: not a plain count
+])
+def test_compact_feature_names(names, shown):
+    from streammix.cli.fitting import compact_names
+
+    assert compact_names(names) == shown
