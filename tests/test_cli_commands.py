@@ -358,3 +358,33 @@ def test_compact_feature_names(names, shown):
     from streammix.cli.fitting import compact_names
 
     assert compact_names(names) == shown
+
+
+@pytest.mark.parametrize("model, stages", [
+    ("gmm", ["initialisation: k-means||", "initialisation: k-means iterations",
+             "initialisation: responsibilities from k-means"]),
+    ("bayesian-gmm", ["priors: the data's mean and covariance", "initialisation: k-means||",
+                      "initialisation: k-means iterations",
+                      "initialisation: responsibilities from k-means"]),
+])
+def test_fit_verbose_names_the_passes_before_the_first_iteration(tmp_path, data, model,
+                                                                 stages):
+    """``fit -v`` on Parquet (k-means|| seeding): each pass before "Iteration 1" is named
+    by its stage, in order; a stage that says how many passes it makes makes that many."""
+    import re
+
+    path, _ = data
+    loud = ok("fit", path, "--model", model, "-k", 3, "--columns", "a,b", "--seed", 0,
+              "-o", tmp_path / "m.npz", "-v")
+    before = loud.stderr.split("  Iteration 1\n")[0]
+    # tqdm redraws each bar; its first drawing (0 rows) names the pass once
+    named = [m.groups() for line in re.split(r"[\r\n]", before)
+             if (m := re.match(r"^(.*?)\s*\bpass (\d+)(?:/(\d+))?: +0%", line))]
+    assert named and all(stage for stage, _, _ in named), named  # no bare "pass N"
+    order = list(dict.fromkeys(stage for stage, _, _ in named))
+    assert order == [*stages, "iterations"]  # the first iteration's own pass comes last
+    for stage in stages:
+        numbers = [(int(i), total) for name, i, total in named if name == stage]
+        assert [i for i, _ in numbers] == list(range(1, len(numbers) + 1))
+        if numbers[0][1]:  # a declared count is the count made
+            assert {int(total) for _, total in numbers} == {len(numbers)}

@@ -211,7 +211,8 @@ degrees_of_freedom_prior_, covariance_prior_
         n_features, kind = source.n_features, self.covariance_type
         data = None
         if self.mean_prior is None or self.covariance_prior is None:
-            data = engine.map_reduce(_moments, kind in ("full", "tied"), source)
+            with engine.stage("priors: the data's mean and covariance", 1):
+                data = engine.map_reduce(_moments, kind in ("full", "tied"), source)
         mean = data.mean if self.mean_prior is None else np.asarray(self.mean_prior, float)
         covariance = data.covariance(kind) if self.covariance_prior is None else \
             np.asarray(self.covariance_prior, dtype=np.float64)

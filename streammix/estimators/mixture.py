@@ -107,16 +107,19 @@ def initial_statistics(engine, source, candidates, seeds, init_params, n_rows):
         # One KMeans run (n_init=1) per candidate, then the statistics of the
         # partition of all rows by nearest centre.
         starts = initial_centers(engine, source, resolve_init("auto", source), ks, seeds)
-        runs = run_lloyd(engine, source, starts, max_iter=300, tol=1e-4, final_pass=False)
+        with engine.stage("initialisation: k-means iterations"):  # until they converge
+            runs = run_lloyd(engine, source, starts, max_iter=300, tol=1e-4, final_pass=False)
         shifts = [run.params.centers for run in runs]
         specs = [(centers, kind) for centers, (_, kind) in zip(shifts, candidates, strict=True)]
-        all_stats = batch_map_reduce(engine, source, _hard_assignment_stats, specs)
+        with engine.stage("initialisation: responsibilities from k-means", 1):
+            all_stats = batch_map_reduce(engine, source, _hard_assignment_stats, specs)
     elif init_params == "random":
-        reference = rows_at(engine, source, [0])[0]
-        shifts = [np.tile(reference, (k, 1)) for k in ks]
-        specs = [(int(np.random.default_rng(seed).integers(2**63)), shift, kind)
-                 for seed, shift, (_, kind) in zip(seeds, shifts, candidates, strict=True)]
-        all_stats = batch_map_reduce(engine, source, _random_stats, specs)
+        with engine.stage("initialisation: random responsibilities", 2):
+            reference = rows_at(engine, source, [0])[0]
+            shifts = [np.tile(reference, (k, 1)) for k in ks]
+            specs = [(int(np.random.default_rng(seed).integers(2**63)), shift, kind)
+                     for seed, shift, (_, kind) in zip(seeds, shifts, candidates, strict=True)]
+            all_stats = batch_map_reduce(engine, source, _random_stats, specs)
     else:  # k seed rows: by k-means++, or uniformly at random
         how = "k-means++" if init_params == "k-means++" else "random"
         shifts = initial_centers(engine, source, how, ks, seeds)
@@ -240,8 +243,10 @@ class BaseMixture(DensityMixin, StreammixEstimator, metaclass=ABCMeta):
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         with self._fit_engine(source) as engine:
             runs = self._initial_runs(engine, source, do_init)
-            iterate(engine, source, runs, step=_em_stats, update=self._em_update,
-                    max_iter=self.max_iter, on_iteration=self._report if self.verbose else None)
+            with engine.stage("iterations"):  # one pass each: "Iteration i" follows it
+                iterate(engine, source, runs, step=_em_stats, update=self._em_update,
+                        max_iter=self.max_iter,
+                        on_iteration=self._report if self.verbose else None)
         self._set_features(source)
         self._keep_best(runs, source.dtype)
         return self
