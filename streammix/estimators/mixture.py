@@ -131,6 +131,15 @@ def initial_statistics(engine, source, candidates, seeds, init_params, n_rows):
     return list(zip(all_stats, shifts, strict=True))
 
 
+def initial_gaussians(engine, source, candidates, seeds, init_params, reg_covar, n_rows):
+    """Initial (weights, means, covariances) for each (k, covariance type) and seed
+    (see :func:`initial_statistics`)."""
+    return [gm.estimate_parameters(stats, shift, reg_covar, kind, normalise_weights=False)
+            for (stats, shift), (_, kind) in zip(
+                initial_statistics(engine, source, candidates, seeds, init_params, n_rows),
+                candidates, strict=True)]
+
+
 def check_definite(value: np.ndarray, label: str, matrices: bool):
     """scikit-learn's check of given precisions (or a covariance prior), with its
     messages: symmetric positive-definite matrices (on the last two axes) when
@@ -202,6 +211,50 @@ class BaseMixture(DensityMixin, StreammixEstimator, metaclass=ABCMeta):
             raise ValueError(f"init_params must be one of {INIT_PARAMS}, got {self.init_params!r}")
         self._check_number("tol")
         self._check_number("reg_covar")
+
+    def _check_initial_params(self, n_features):
+        """scikit-learn's checks and messages for the initial parameters (``weights_init``,
+        ``means_init``, ``precisions_init``)."""
+        k, kind = self.n_components, self.covariance_type
+        if self.weights_init is not None:
+            w = self._param_array("weights_init", "'weights'", (k,))
+            if w.min() < 0 or w.max() > 1:
+                raise ValueError(f"The parameter 'weights' should be in the range [0, 1], but "
+                                 f"got max value {w.min():.5f}, min value {w.max():.5f}")
+            if not np.allclose(w.sum(), 1.0, rtol=0, atol=1e-6):
+                raise ValueError("The parameter 'weights' should be normalized, but got "
+                                 f"sum(weights) = {w.sum():.5f}")
+        if self.means_init is not None:
+            self._param_array("means_init", "'means'", (k, n_features))
+        if self.precisions_init is not None:
+            name = f"'{kind} precision'"
+            p = self._param_array("precisions_init", name, gm.covariance_shape(k, n_features, kind))
+            check_definite(p, name, matrices=kind in ("full", "tied"))
+
+    def _initial_params(self, engine, source, seeds, n_rows):
+        """One GaussianParams per initialisation (sharing the data passes)."""
+        given = (self.weights_init, self.means_init, self.precisions_init)
+        if all(v is not None for v in given):
+            # Nothing left to estimate: every restart would start (and end) the same.
+            return [self._override(None, None, None)]
+        candidates = [(self.n_components, self.covariance_type)] * len(seeds)
+        return [self._override(*start) for start in initial_gaussians(
+            engine, source, candidates, seeds, self.init_params, self.reg_covar, n_rows)]
+
+    def _override(self, weights, means, covariances):
+        """Initial parameters, with those given by the user taking precedence."""
+        kind = self.covariance_type
+        if self.weights_init is not None:
+            weights = np.asarray(self.weights_init, dtype=np.float64)
+        if self.means_init is not None:
+            means = np.asarray(self.means_init, dtype=np.float64)
+        if self.precisions_init is not None:
+            chol = gm.precision_cholesky_from_precisions(
+                np.asarray(self.precisions_init, dtype=np.float64), kind)
+            covariances = gm.covariances_from_cholesky(chol, kind)
+        else:
+            chol = gm.precision_cholesky(covariances, kind)
+        return gm.GaussianParams(weights, means, chol, kind, covariances)
 
     def _param_array(self, name, label, shape):
         """Parameter ``name`` as a float64 array of ``shape`` (scikit-learn's message)."""
