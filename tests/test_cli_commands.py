@@ -102,6 +102,42 @@ def test_bayesian_gmm_priors_info_lists_the_effective_components_and_plot(tmp_pa
     assert refused.exit_code == 2 and "for --model bayesian-gmm" in refused.output
 
 
+def test_sklearn_bayesian_posterior_counts_the_rows():
+    """The identity ``info`` reads the rows from: beta_k = beta_0 + N_k, so the N_k sum to
+    the number of rows (scikit-learn's own fit)."""
+    from sklearn.mixture import BayesianGaussianMixture
+
+    X = textbook()
+    bgm = BayesianGaussianMixture(n_components=6, random_state=0, max_iter=300).fit(X)
+    rows = bgm.mean_precision_ - bgm.mean_precision_prior_
+    assert rows.sum() == pytest.approx(len(X), rel=1e-9)
+
+
+def test_info_on_a_bayesian_model_hides_empty_components_and_shows_the_bound_per_row(tmp_path):
+    X = textbook()
+    bgm = sm.BayesianGaussianMixture(12, weight_concentration_prior=1e-3, max_iter=500,
+                                     random_state=0).fit(X)
+    bgm.save(tmp_path / "b.npz")
+    rows = bgm.mean_precision_ - bgm.mean_precision_prior_
+    # the documented rule: under 0.1 % of the weight, or under one row's worth
+    shown = [k for k in range(12) if bgm.weights_[k] >= 1e-3 and rows[k] >= 1]
+    assert 3 <= len(shown) < 12  # some are hidden, the data's clusters are not
+    text = ok("info", tmp_path / "b.npz").stdout
+    listed = [int(line.split(":")[0]) for line in text.splitlines() if line.startswith("  ")
+              and line.strip()[0].isdigit()]
+    assert listed == shown
+    assert f"({12 - len(shown)} components of about zero weight not shown: --all" in text
+    every = ok("info", tmp_path / "b.npz", "--all").stdout
+    assert [int(line.split(":")[0]) for line in every.splitlines()
+            if line.startswith("  ") and line.strip()[0].isdigit()] == list(range(12))
+    assert "not shown" not in every
+    # the bound per row, as the GaussianMixture's lower_bound_ is one
+    info = json.loads(ok("info", tmp_path / "b.npz", "--json").stdout)
+    assert info["training_rows"] == pytest.approx(len(X), rel=1e-9)
+    assert info["lower_bound_per_row"] == pytest.approx(bgm.lower_bound_ / len(X), rel=1e-12)
+    assert f"lower bound {bgm.lower_bound_ / len(X):.6f} per row" in text
+
+
 def test_select_gmm_picks_textbook_answer_and_plots(tmp_path, data):
     path, _ = data
     result = ok("select", path, "--columns", "a,b", "-k", "1..6", "--seed", 0, "-o",
@@ -319,3 +355,68 @@ def test_help_shows_every_default_and_explains_every_select_option():
         p.name in ("verbose", "quiet") for p in main.commands["info"].params)
     # one meaning per option name: --batch-size is fit's mini-batch rows only
     assert not any(p.name == "batch_size" for p in main.commands["score"].params)
+
+
+def test_fit_summary_lists_every_feature_and_warns_of_a_forgotten_label(tmp_path):
+    """20 measured features and a forgotten ``label`` column (the cluster's number), and a
+    ``visits`` count of 4 values: the summary names all 22 columns, the two are warned
+    about (by name; by few integer values), no measured feature is."""
+    rng = np.random.default_rng(0)
+    label = rng.integers(0, 3, 600)
+    columns = {f"x{j}": rng.normal(label * 5.0, 1.0) for j in range(20)}
+    columns.update(label=label, visits=rng.integers(1, 5, 600).astype(float))
+    pq.write_table(pa.table(columns), tmp_path / "d.parquet")
+    result = ok("fit", tmp_path / "d.parquet", "-k", 3, "--seed", 0, "-o", tmp_path / "m.npz")
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 2, result.stderr
+    assert "'label' looks like a label (its name)" in warnings[0]
+    assert "--exclude-columns label" in warnings[0]
+    assert "'visits' looks like a label (4 distinct integer values)" in warnings[1]
+    assert "22 features (x0..x19, label, visits)" in result.stderr
+    kept = ok("fit", tmp_path / "d.parquet", "-k", 3, "--seed", 0, "--exclude-columns",
+              "label,visits", "-o", tmp_path / "m2.npz")
+    assert "Warning" not in kept.stderr
+    assert "20 features (x0..x19)" in kept.stderr
+
+
+@pytest.mark.parametrize("names, shown", [
+    (["a", "b", "c"], "a, b, c"),
+    (["x0", "x1"], "x0, x1"),  # a run of two stays as it is
+    (["x0", "x1", "x2", "y", "f9", "f10", "f11"], "x0..x2, y, f9..f11"),
+    (["x1", "x3", "x4", "x5"], "x1, x3..x5"),
+    (["x01", "x02", "x03"], "x01, x02, x03"),  # zero-padded: not a plain count
+])
+def test_compact_feature_names(names, shown):
+    from streammix.cli.fitting import compact_names
+
+    assert compact_names(names) == shown
+
+
+@pytest.mark.parametrize("model, stages", [
+    ("gmm", ["initialisation: k-means||", "initialisation: k-means iterations",
+             "initialisation: responsibilities from k-means"]),
+    ("bayesian-gmm", ["priors: the data's mean and covariance", "initialisation: k-means||",
+                      "initialisation: k-means iterations",
+                      "initialisation: responsibilities from k-means"]),
+])
+def test_fit_verbose_names_the_passes_before_the_first_iteration(tmp_path, data, model,
+                                                                 stages):
+    """``fit -v`` on Parquet (k-means|| seeding): each pass before "Iteration 1" is named
+    by its stage, in order; a stage that says how many passes it makes makes that many."""
+    import re
+
+    path, _ = data
+    loud = ok("fit", path, "--model", model, "-k", 3, "--columns", "a,b", "--seed", 0,
+              "-o", tmp_path / "m.npz", "-v")
+    before = loud.stderr.split("  Iteration 1\n")[0]
+    # tqdm redraws each bar; its first drawing (0 rows) names the pass once
+    named = [m.groups() for line in re.split(r"[\r\n]", before)
+             if (m := re.match(r"^(.*?)\s*\bpass (\d+)(?:/(\d+))?: +0%", line))]
+    assert named and all(stage for stage, _, _ in named), named  # no bare "pass N"
+    order = list(dict.fromkeys(stage for stage, _, _ in named))
+    assert order == [*stages, "iterations"]  # the first iteration's own pass comes last
+    for stage in stages:
+        numbers = [(int(i), total) for name, i, total in named if name == stage]
+        assert [i for i, _ in numbers] == list(range(1, len(numbers) + 1))
+        if numbers[0][1]:  # a declared count is the count made
+            assert {int(total) for _, total in numbers} == {len(numbers)}

@@ -204,3 +204,81 @@ def test_serve_redis(tmp_path, model, combination):
         parsed.append({"score": float(o["score"]), "anomaly": o["anomaly"] == "true",
                        **({"threshold": float(o["threshold"])} if "threshold" in o else {})})
     _check_outputs(parsed, combination, threshold, tmp_path / "s.npz")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("combination", COMBINATIONS, ids=_name)
+def test_score_on_record_file(tmp_path, model, combination):
+    """A record file is a stream that is not stdin: the same rules as stdin."""
+    path, threshold, X = model
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(r) + "\n" for r in _records(X)))
+    result = CliRunner().invoke(main, ["score", str(path), str(events),
+                                       *_flags(combination, tmp_path / "s.npz", threshold)])
+    refusal = _refusal("stdin", combination)
+    if refusal:
+        _one_line_refusal(result, refusal)
+        assert not (tmp_path / "s.npz").exists()
+        return
+    assert result.exit_code == 0, result.output
+    outputs = [json.loads(line) for line in result.stdout.splitlines()]
+    _check_outputs(outputs, combination, threshold, tmp_path / "s.npz")
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".ndjson", ".csv"])
+def test_record_file_scores_as_stdin(tmp_path, model, suffix):
+    """``score MODEL events.jsonl`` (or .ndjson, .csv) writes to stdout the lines that the
+    same records on stdin give, with no -o."""
+    path, _, X = model
+    records = _records(X[:300])
+    if suffix == ".csv":
+        text = "id,x0,x1,x2\n" + "".join(
+            f"{r['id']},{r['x0']!r},{r['x1']!r},{r['x2']!r}\n" for r in records)
+    else:
+        text = "".join(json.dumps(r) + "\n" for r in records)
+    events = tmp_path / f"events{suffix}"
+    events.write_text(text)
+    from_file = CliRunner().invoke(main, ["score", str(path), str(events)])
+    from_stdin = CliRunner().invoke(main, ["score", str(path), "-"], input=text)
+    assert from_file.exit_code == 0, from_file.output
+    lines = from_file.stdout.splitlines()
+    assert len(lines) == len(records)
+    # CSV carries ids as text
+    assert [str(json.loads(line)["id"]) for line in lines] == [str(r["id"]) for r in records]
+    assert lines == from_stdin.stdout.splitlines()
+
+
+@pytest.mark.parametrize("flags, word", [
+    (["-o", "OUT"], "--output"),
+    (["--format", "csv"], "--format"),
+    (["--contamination", "0.01"], "calibrate"),
+    (["--once"], "--watch"),
+])
+def test_record_file_refusals(tmp_path, model, flags, word):
+    """Options that would do nothing for a record file are refused in one line."""
+    path, _, X = model
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps(r) + "\n" for r in _records(X[:10])))
+    flags = [str(tmp_path / "o.parquet") if f == "OUT" else f for f in flags]
+    result = CliRunner().invoke(main, ["score", str(path), str(events), *flags])
+    _one_line_refusal(result, word)
+    assert result.stdout.strip().count("\n") == 0
+
+
+def test_missing_record_file(tmp_path, model):
+    result = CliRunner().invoke(main, ["score", str(model[0]), str(tmp_path / "no.ndjson")])
+    _one_line_refusal(result, "no such record file")
+
+
+def test_serve_start_up_line_names_the_model_digest(model, monkeypatch):
+    """The start-up line carries the first 12 hex digits of the model file's SHA-256."""
+    import hashlib
+
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: None)
+    path = model[0]
+    result = CliRunner().invoke(main, ["serve", str(path), "--http", "127.0.0.1:9"])
+    assert result.exit_code == 0, result.output
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    assert f"(sha256 {digest})" in result.stderr

@@ -42,3 +42,29 @@ def test_quickstart_runs_top_to_bottom_in_an_empty_folder(tmp_path):
     flagged = {s["id"] for s in scored if s["anomaly"]}
     assert injected <= flagged  # every pushed-away record is caught
     assert len(flagged - injected) <= 0.03 * len(events)  # and about 1 % of the others
+
+
+DOCS_WITH_CURL = [Path(__file__).parents[1] / name
+                  for name in ("README.md", "docs/serving.md", "docs/quickstart.md")]
+
+
+def _curl_records(text: str) -> list[dict]:
+    """The JSON records the ``curl ... -d '...'`` examples of a page send."""
+    records = []
+    for body in re.findall(r"curl [^\n]*?-d '(.*?)'", text, re.S):
+        sent = json.loads(body)
+        records.extend(sent if isinstance(sent, list) else [sent])
+    return records
+
+
+def test_curl_examples_send_the_quickstart_models_features():
+    """Every page's curl example sends the features the quickstart's model is fitted on:
+    make-data's --features count, named x0 ... x{n-1} as make-data names them."""
+    fit_data = re.search(r"streammix make-data data/ [^\n]*--features (\d+)",
+                         QUICKSTART.read_text())
+    features = {f"x{j}" for j in range(int(fit_data.group(1)))}
+    for page in DOCS_WITH_CURL:
+        records = _curl_records(page.read_text())
+        assert records, f"{page.name}: no curl -d example"
+        for record in records:
+            assert set(record) - {"id"} == features, (page.name, sorted(record))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 import time
 
@@ -10,6 +11,7 @@ import click
 import numpy as np
 
 from ..core.bayesian import PRIOR_TYPES
+from ..describe import describe
 from ..estimators import (
     BayesianGaussianMixture,
     GaussianMixture,
@@ -139,6 +141,7 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
     else:
         optional.update(init=init, batch_size=batch_size if kind == "minibatch-kmeans" else None)
         model = MODELS[kind](k, **params, **{n: v for n, v in optional.items() if v is not None})
+    _warn_label_like(source)  # before the fit: a long one can be stopped at once
     began = time.perf_counter()
     held_out = None
     with contextlib.redirect_stdout(sys.stderr):  # the estimators' verbose lines: not data
@@ -149,7 +152,10 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
             model = held_out.model_
         else:
             model.fit(source)
-    summary = (f"lower bound {model.lower_bound_:.6f}, converged={model.converged_}"
+    bound = getattr(model, "lower_bound_", None)
+    if kind == "bayesian-gmm":  # a sum over the rows fitted (not the held-out ones): per row
+        bound = describe(model)["lower_bound_per_row"]
+    summary = (f"lower bound {bound:.6f} per row, converged={model.converged_}"
                if kind in MIXTURES else f"inertia {model.inertia_:.6g}")
     if kind == "bayesian-gmm":
         summary += f", {len(model.effective_components())} effective components"
@@ -178,12 +184,79 @@ def _covariance_prior(variance, covariance_type, n_features):
     return np.full(n_features, variance) if covariance_type == "diag" else variance
 
 
-def _features(source, shown=8) -> str:
-    """``3 features (a, b, c)``: which columns a fit used (the first few of many)."""
+def _features(source) -> str:
+    """``3 features (a, b, c)``: every column a fit used, numbered runs compacted
+    (``x0..x15``), so that a column that should not be there shows."""
     names = list(source.feature_names or [])
-    listed = ", ".join(names[:shown]) + (f", ... ({len(names) - shown} more)"
-                                         if len(names) > shown else "")
-    return f"{source.n_features} features" + (f" ({listed})" if names else "")
+    return f"{source.n_features} features" + (f" ({compact_names(names)})" if names else "")
+
+
+def compact_names(names) -> str:
+    """The names, comma-separated, with runs of 3 or more numbered alike (``x0, x1, x2``)
+    written as one range (``x0..x2``).
+
+    >>> compact_names(["x0", "x1", "x2", "x3", "label", "f9", "f10"])
+    'x0..x3, label, f9, f10'
+    """
+    parsed = [re.fullmatch(r"(.*?)(\d+)", name) for name in names]
+    parts, i = [], 0
+    while i < len(names):
+        j = i + 1
+        if parsed[i]:
+            prefix, number = parsed[i].group(1), int(parsed[i].group(2))
+            while (j < len(names) and parsed[j] and parsed[j].group(1) == prefix
+                   and parsed[j].group(2) == str(number + j - i)):
+                j += 1
+        parts.append(f"{names[i]}..{names[j - 1]}" if j - i >= 3 else ", ".join(names[i:j]))
+        i = j
+    return ", ".join(parts)
+
+
+#: Column names that usually hold the answer rather than a measurement.
+LABEL_NAMES = frozenset({"label", "labels", "target", "class", "y"})
+#: An integer column with at most this many distinct values in the first rows (of at
+#: least LABEL_MIN_ROWS) looks like a label or a category.
+LABEL_MAX_VALUES, LABEL_MIN_ROWS = 10, 100
+
+
+def label_like_columns(source) -> dict[str, str]:
+    """The columns that look like a label (a forgotten ``label`` or ``target``), and why:
+    by name, or integer-valued with few distinct values in the first chunk's rows."""
+    names = list(source.feature_names or [f"x{j}" for j in range(source.n_features)])
+    found = {name: "its name" for name in names if name.strip().lower() in LABEL_NAMES}
+    try:
+        block = _first_rows(source)
+    except Exception:  # a hint only: the fit reports bad data itself
+        return found
+    if block.shape[0] < LABEL_MIN_ROWS:
+        return found
+    for j, name in enumerate(names):
+        column = block[:, j]
+        if name in found or not np.all(np.isfinite(column)) or \
+                not np.array_equal(column, np.round(column)):
+            continue
+        distinct = len(np.unique(column))
+        if 1 < distinct <= LABEL_MAX_VALUES:
+            found[name] = f"{distinct} distinct integer values"
+    return found
+
+
+def _first_rows(source) -> np.ndarray:
+    """The first block of the first chunk (one read, on this machine)."""
+    chunk = source.plan()[0]
+    task = source.dask_input(chunk)
+    if task is not None:  # a chunk that is itself a Dask task (a Dask collection's block)
+        import dask
+
+        task = dask.compute(task, scheduler="sync")[0]
+    payload = task
+    return next(iter(source.read_chunk(chunk, payload)))[1]
+
+
+def _warn_label_like(source):
+    for name, why in label_like_columns(source).items():
+        click.echo(f"Warning: column {name!r} looks like a label ({why}) and is fitted as a "
+                   f"feature; if it is one, leave it out: --exclude-columns {name}", err=True)
 
 
 

@@ -25,10 +25,16 @@ from .options import (
 
 @main.command()
 @click.argument("model_path", metavar="MODEL")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (everything).")
+@click.option("--all", "show_all", is_flag=True,
+              help="Bayesian mixture: list the components that hold about nothing too.")
 @storage_option
-def info(model_path, as_json):
+def info(model_path, as_json, show_all):
     """Describe a saved model: type, parameters, features, k, weights, convergence, threshold.
+
+    \b
+    A Bayesian mixture's components of about zero weight (under 0.1 %, or
+    under one training row's worth) are counted but not listed, unless --all.
 
     \b
     Example:
@@ -45,7 +51,7 @@ def info(model_path, as_json):
     click.echo(f"features: {', '.join(info['feature_names'])}")
     if "lower_bound" in info:
         click.echo(f"converged: {info['converged']} after {info['n_iter']} iterations, "
-                   f"lower bound {info['lower_bound']:.6f}")
+                   f"{_lower_bound(info)}")
     else:
         click.echo(f"{info['n_iter']} iterations, inertia {info['inertia']:.6g}")
     effective = info.get("effective_components")
@@ -58,9 +64,27 @@ def info(model_path, as_json):
         click.echo(f"anomaly threshold: {info['anomaly_threshold']:.6g}"
                    + (f" (flags {how:.2%} of the training data)" if how else ""))
     weights = info.get("weights") or [None] * info["n_components"]
+    hidden = set() if show_all else set(info.get("empty_components", ()))
     for k, (w, mean) in enumerate(zip(weights, info["means"], strict=True)):
+        if k in hidden:
+            continue
         weight = f"weight {w:.4f}, " if w is not None else ""
         click.echo(f"  {k}: {weight}mean [{', '.join(f'{m:.3g}' for m in mean)}]")
+    if hidden:
+        click.echo(f"  ({len(hidden)} components of about zero weight not shown: "
+                   "--all lists them)")
+
+
+def _lower_bound(info) -> str:
+    """The lower bound per row for every mixture (a Bayesian one keeps a sum: its total
+    and rows follow)."""
+    if "lower_bound_per_row" not in info:
+        return f"lower bound {info['lower_bound']:.6f} per row"
+    per_row = info["lower_bound_per_row"]
+    if per_row is None:
+        return f"lower bound {info['lower_bound']:.6f} (a sum)"
+    return (f"lower bound {per_row:.6f} per row ({info['lower_bound']:.6g} summed over "
+            f"{info['training_rows']:,.0f} rows)")
 
 
 @main.command()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import click
 
 from ..io.storage import is_url
@@ -27,8 +30,17 @@ from .options import (
     verbosity_options,
 )
 
-_STREAM = "to a stream on stdin (DATA -)"
-_TABLE = "to DATA or --watch (a stream is scored here, its outputs to stdout)"
+_STREAM = "to a stream on stdin (DATA -) or a record file (.jsonl, .ndjson, .csv)"
+_STDIN = "to a stream on stdin (DATA -; a record file's extension names its format)"
+_TABLE = ("to a Parquet/Zarr DATA or --watch (stdin and record files are scored as streams, "
+          "their outputs to stdout)")
+#: Record files are scored as a stream, like stdin; the extension names the format.
+RECORD_FILES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+
+def record_format(data: str) -> str | None:
+    """The format of ``data`` when it is a record file (JSON lines or CSV), else None."""
+    return RECORD_FILES.get(os.path.splitext(data.lower())[1]) if data != "-" else None
 
 
 @main.command()
@@ -43,7 +55,8 @@ _TABLE = "to DATA or --watch (a stream is scored here, its outputs to stdout)"
 @click.option("--id-field", default="id", show_default=True,
               help="Field or column passed through to the output.")
 @click.option("--format", "fmt", default="auto", show_default=True,
-              type=click.Choice(["auto", "jsonl", "csv"]), help="Format of stdin records.")
+              type=click.Choice(["auto", "jsonl", "csv"]),
+              help="Format of stdin records (a record file's extension names its own).")
 @click.option("--micro-batch", "micro_batch", default=MICRO_BATCH, type=click.IntRange(1),
               help="stdin: records scored together (at most).")
 @click.option("--max-latency-ms", default=MAX_LATENCY_MS, show_default=True,
@@ -95,18 +108,24 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, mic
     With DATA "-" (the default), read JSON lines or CSV (with a header) from
     stdin and write one JSON line per record, in order: the id, score,
     anomaly flag, cluster and explanation, or an error for a bad record.
-    A summary goes to stderr at the end.
+    A summary goes to stderr at the end. A DATA file of records (.jsonl,
+    .ndjson or .csv) is scored the same way, as a stream; Parquet or Zarr
+    DATA is scored into -o OUT.parquet.
 
     \b
     Examples:
       tail -f events.jsonl | streammix score model.npz -
+      streammix score model.npz events.jsonl > scored.jsonl
       streammix score model.npz data/ -o scores.parquet --contamination 0.01
       streammix score model.npz --watch incoming/ -o scored/
       streammix score model.npz - --adapt --snapshot state.npz < events.jsonl
     """
+    records = record_format(data)
     _refuse_unused(data, watch, adapt, snapshot, threshold, contamination)
+    if records and not os.path.isfile(data):
+        raise click.UsageError(f"{data}: no such record file")
     model = load_model(model_path, scheduler, workers, verbosity(verbose, quiet))
-    if data != "-" or watch:
+    if (data != "-" and not records) or watch:
         scorer = AnomalyScorer(model, contamination=contamination or DEFAULT_CONTAMINATION,
                                threshold=threshold, top_features=top_features)
         if watch:
@@ -135,9 +154,10 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, mic
     if getattr(scoring, "resumed", False):
         say(f"resumed from {snapshot}: {scoring.records:,} records scored before, "
             f"{scoring.applied:,} applied to the model", quiet)
-    counts = score_lines(scoring, fmt=fmt, id_field=id_field, batch_size=micro_batch,
-                         max_latency_ms=max_latency_ms, max_record_bytes=max_record_bytes,
-                         max_depth=max_depth)
+    with open(data, "rb") if records else contextlib.nullcontext() as source:
+        counts = score_lines(scoring, source, fmt=records or fmt, id_field=id_field,
+                             batch_size=micro_batch, max_latency_ms=max_latency_ms,
+                             max_record_bytes=max_record_bytes, max_depth=max_depth)
     if counts is not None:
         click.echo(f"{counts['records']} records, {counts['anomalies']} anomalies, "
                    f"{counts['errors']} errors{_adaptation(scoring, counts)}", err=True)
@@ -155,7 +175,10 @@ def _adaptation(scoring, counts) -> str:
 def _refuse_unused(data, watch, adapt, snapshot, threshold, contamination):
     """Every option given must do what it says here, or the command stops before any work."""
     ctx = click.get_current_context()
-    stream, table = data == "-" and not watch, data != "-" and not watch
+    # a record file is a stream (scored line by line to stdout) that is not stdin
+    stdin = data == "-" and not watch
+    stream = stdin or bool(record_format(data))
+    table = not stream and not watch
     if watch and data != "-":
         raise click.UsageError("--watch scores the files appearing in its folder: give no DATA")
     if stream and contamination is not None and not adapt:
@@ -170,8 +193,9 @@ def _refuse_unused(data, watch, adapt, snapshot, threshold, contamination):
         ("scheduler", not stream, _TABLE),
         ("workers", not stream, _TABLE),
         ("contamination", table or adapt, "to DATA (calibrating on it) or with --adapt"),
+        ("fmt", stdin, _STDIN),
         *((name, stream, _STREAM) for name in (
-            "fmt", "micro_batch", "max_latency_ms", "max_record_bytes", "max_depth",
+            "micro_batch", "max_latency_ms", "max_record_bytes", "max_depth",
             "top_features", "adapt", "drift", "snapshot")),
         ("forgetting_factor", stream and adapt, "with --adapt"),
         ("window", stream and adapt, "with --adapt"),

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
+
 import click
 
 from ..estimators import load
@@ -105,7 +108,8 @@ def serve(model_path, address, redis_url, stream_name, group, consumer, output_s
             raise click.UsageError("--redis needs --stream IN and --output OUT")
         scoring = scoring_for(load(model_path), threshold=threshold, top_features=top_features,
                               adapt=adapt, drift=drift, snapshot=snapshot)
-        say(f"scoring {stream_name} into {output_stream} with {model_path} (group {group})")
+        say(f"scoring {stream_name} into {output_stream} with {model_path}{_digest(model_path)} "
+            f"(group {group})")
         consume(scoring, redis_url, stream_name, group, output_stream, consumer=consumer,
                 batch=batch, claim_idle_ms=claim_idle_ms, block_ms=read_block_ms,
                 snapshot=snapshot, snapshot_every=snapshot_every, explain=explain,
@@ -130,5 +134,18 @@ def serve(model_path, address, redis_url, stream_name, group, consumer, output_s
                                "anyone who reaches it can use it")
     app = create_app(model_path, token=token, max_body_bytes=max_body_bytes,
                      top_features=top_features, explain=explain, threshold=threshold)
-    say(f"serving {model_path} on http://{address} (POST /score, GET /healthz /model /metrics)")
+    say(f"serving {model_path}{_digest(model_path)} on http://{address} "
+        "(POST /score, GET /healthz /model /metrics)")
     uvicorn.run(app, host=host, port=int(port), log_level="warning")
+
+
+def _digest(model_path) -> str:
+    """`` (sha256 0123456789ab)``: which model file is served, to tell copies and versions
+    apart in logs (empty when the path is not a local file)."""
+    if not os.path.isfile(model_path):
+        return ""
+    digest = hashlib.sha256()
+    with open(model_path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return f" (sha256 {digest.hexdigest()[:12]})"

@@ -395,6 +395,7 @@ class Engine:
         self._worker_caches: dict = {}  # per source: chunk index -> future of decoded blocks
         self.progress = progress
         self.passes = 0
+        self._stage = None  # [name, passes so far, passes expected or None]: see stage()
         self._owned_client = None
         self.n_workers = n_workers or os.cpu_count() or 1
         if scheduler is None:
@@ -636,16 +637,46 @@ class Engine:
         return result
 
     @contextlib.contextmanager
+    def stage(self, name: str, passes: int | None = None):
+        """Name the data passes made inside: their progress bars read ``"{name} pass
+        i/{passes}"`` (or ``"{name} pass i"`` when their number is not known ahead).
+
+        The caller says what the passes are for (``"initialisation: k-means||"``);
+        the engine only counts them. Stages nest: the innermost names a pass.
+
+        Parameters
+        ----------
+        name : str
+            What the passes do, as the user should read it.
+        passes : int, optional
+            How many passes the stage makes, when known.
+        """
+        outer, self._stage = self._stage, [name, 0, passes]
+        try:
+            yield
+        finally:
+            self._stage = outer
+
+    def _pass_name(self) -> str:
+        """The name of the pass starting now (and count it in its stage)."""
+        if self._stage is None:
+            return f"pass {self.passes}"
+        self._stage[1] += 1
+        name, done, expected = self._stage
+        return f"{name} pass {done}" + (f"/{expected}" if expected else "")
+
+    @contextlib.contextmanager
     def _progress_bar(self, chunks):
         """A bar that advances as chunk tasks finish (whole pass at once on a cluster)."""
         self.passes += 1
+        desc = self._pass_name()
         if not self.progress:
             yield
             return
         from tqdm.auto import tqdm
 
         rows = sum(c.n_rows for c in chunks)
-        bar = tqdm(total=rows, desc=f"pass {self.passes}", unit="row", unit_scale=True,
+        bar = tqdm(total=rows, desc=desc, unit="row", unit_scale=True,
                    leave=False, file=sys.stderr, dynamic_ncols=True,
                    postfix=f"chunks 0/{len(chunks)}")
         sizes = {chunk.index: chunk.n_rows for chunk in chunks}

@@ -10,8 +10,9 @@ from ..core import bayesian as vb
 from ..core import gaussian as gm
 from ..core import online
 from ..engine import Run
+from ..engine.iterate import batch_map_reduce
 from .base import restart_seeds
-from .mixture import BaseMixture, check_definite, initial_statistics
+from .mixture import BaseMixture, _em_stats, check_definite, initial_statistics
 from .persistence import register
 
 #: Components whose weight is above this count as effective (``info``, ``plot``).
@@ -49,6 +50,16 @@ class BayesianGaussianMixture(BaseMixture):
     n_init : int, default=1
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
         The initial responsibilities, as for :class:`GaussianMixture`.
+    weights_init : array-like of shape (n_components,), optional
+    means_init : array-like of shape (n_components, n_features), optional
+    precisions_init : array-like, optional
+        A start of your own, as :class:`GaussianMixture` takes it (shapes and
+        checks are scikit-learn's ``GaussianMixture``'s): the fit starts from
+        the responsibilities this Gaussian mixture gives the rows (one more
+        pass), i.e. scikit-learn's ``BayesianGaussianMixture`` initialised
+        with them. Those not given come from ``init_params``'s start, as in
+        :class:`GaussianMixture`. With all three given every restart is the
+        same, so one is run.
     weight_concentration_prior_type : {"dirichlet_process", "dirichlet_distribution"}, \
 default="dirichlet_process"
         The prior on the weights: a (truncated, stick-breaking) Dirichlet
@@ -116,6 +127,9 @@ degrees_of_freedom_prior_, covariance_prior_
         max_iter=100,
         n_init=1,
         init_params="kmeans",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
         weight_concentration_prior_type="dirichlet_process",
         weight_concentration_prior=None,
         mean_precision_prior=None,
@@ -143,6 +157,9 @@ degrees_of_freedom_prior_, covariance_prior_
         self.max_iter = max_iter
         self.n_init = n_init
         self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
         self.weight_concentration_prior_type = weight_concentration_prior_type
         self.weight_concentration_prior = weight_concentration_prior
         self.mean_precision_prior = mean_precision_prior
@@ -168,6 +185,7 @@ degrees_of_freedom_prior_, covariance_prior_
         """Validate the parameters for data of ``n_features`` columns (ValueError),
         with scikit-learn's messages for the priors."""
         self._check_mixture_params()
+        self._check_initial_params(n_features)
         factor = self.forgetting_factor
         if factor is not None and not (_is_number(factor) and 0 < factor < 1):
             raise ValueError(f"forgetting_factor must be None or in (0, 1), got {factor!r}")
@@ -211,7 +229,8 @@ degrees_of_freedom_prior_, covariance_prior_
         n_features, kind = source.n_features, self.covariance_type
         data = None
         if self.mean_prior is None or self.covariance_prior is None:
-            data = engine.map_reduce(_moments, kind in ("full", "tied"), source)
+            with engine.stage("priors: the data's mean and covariance", 1):
+                data = engine.map_reduce(_moments, kind in ("full", "tied"), source)
         mean = data.mean if self.mean_prior is None else np.asarray(self.mean_prior, float)
         covariance = data.covariance(kind) if self.covariance_prior is None else \
             np.asarray(self.covariance_prior, dtype=np.float64)
@@ -232,12 +251,25 @@ degrees_of_freedom_prior_, covariance_prior_
                         extra={"posterior": self._posterior()})]
         seeds = restart_seeds(self._root_seed(engine), self.n_init)
         candidates = [(self.n_components, self.covariance_type)] * len(seeds)
+        if any(v is not None for v in (self.weights_init, self.means_init,
+                                       self.precisions_init)):
+            starts = self._given_start(engine, source, seeds)
+        else:
+            starts = initial_statistics(engine, source, candidates, seeds, self.init_params,
+                                        source.total_weight())
         runs = []
-        for stats, shift in initial_statistics(engine, source, candidates, seeds,
-                                               self.init_params, source.total_weight()):
+        for stats, shift in starts:
             posterior = self._m_step(stats, shift)
             runs.append(Run(self._estep(posterior), extra={"posterior": posterior}))
         return runs
+
+    def _given_start(self, engine, source, seeds):
+        """The statistics of the responsibilities the given Gaussian mixture (completed
+        from ``init_params``' start, as GaussianMixture completes it) gives the rows."""
+        gaussians = self._initial_params(engine, source, seeds, source.total_weight())
+        with engine.stage("initialisation: responsibilities of the given start", 1):
+            stats = batch_map_reduce(engine, source, _em_stats, gaussians)
+        return [(s, g.shift()) for s, g in zip(stats, gaussians, strict=True)]
 
     def _m_step(self, stats, shift) -> vb.Posterior:
         kind = self.covariance_type

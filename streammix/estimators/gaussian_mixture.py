@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from ..core import gaussian as gm
 from ..core import online
 from ..engine import Run
 from .base import restart_seeds
-from .mixture import BaseMixture, check_definite, initial_statistics
+from .mixture import BaseMixture, initial_gaussians  # noqa: F401 -- selection imports it here
 from .persistence import register
-
-
-def initial_gaussians(engine, source, candidates, seeds, init_params, reg_covar, n_rows):
-    """Initial (weights, means, covariances) for each (k, covariance type) and seed
-    (see :func:`initial_statistics`)."""
-    return [gm.estimate_parameters(stats, shift, reg_covar, kind, normalise_weights=False)
-            for (stats, shift), (_, kind) in zip(
-                initial_statistics(engine, source, candidates, seeds, init_params, n_rows),
-                candidates, strict=True)]
 
 
 @register
@@ -212,22 +201,7 @@ class GaussianMixture(BaseMixture):
         """Validate the parameters for data of ``n_features`` columns (ValueError)."""
         self._check_mixture_params()
         self._check_online_params()
-        # scikit-learn's checks and messages for the initial parameters.
-        k, kind = self.n_components, self.covariance_type
-        if self.weights_init is not None:
-            w = self._param_array("weights_init", "'weights'", (k,))
-            if w.min() < 0 or w.max() > 1:
-                raise ValueError(f"The parameter 'weights' should be in the range [0, 1], but "
-                                 f"got max value {w.min():.5f}, min value {w.max():.5f}")
-            if not np.allclose(w.sum(), 1.0, rtol=0, atol=1e-6):
-                raise ValueError("The parameter 'weights' should be normalized, but got "
-                                 f"sum(weights) = {w.sum():.5f}")
-        if self.means_init is not None:
-            self._param_array("means_init", "'means'", (k, n_features))
-        if self.precisions_init is not None:
-            name = f"'{kind} precision'"
-            p = self._param_array("precisions_init", name, gm.covariance_shape(k, n_features, kind))
-            check_definite(p, name, matrices=kind in ("full", "tied"))
+        self._check_initial_params(n_features)
 
     # -- fitting ----------------------------------------------------------
     def _initial_runs(self, engine, source, do_init) -> list[Run]:
@@ -237,31 +211,6 @@ class GaussianMixture(BaseMixture):
         seeds = restart_seeds(self._root_seed(engine), self.n_init)
         return [Run(p) for p in self._initial_params(engine, source, seeds,
                                                       source.total_weight())]
-
-    def _initial_params(self, engine, source, seeds, n_rows):
-        """One GaussianParams per initialisation (sharing the data passes)."""
-        given = (self.weights_init, self.means_init, self.precisions_init)
-        if all(v is not None for v in given):
-            # Nothing left to estimate: every restart would start (and end) the same.
-            return [self._override(None, None, None)]
-        candidates = [(self.n_components, self.covariance_type)] * len(seeds)
-        return [self._override(*start) for start in initial_gaussians(
-            engine, source, candidates, seeds, self.init_params, self.reg_covar, n_rows)]
-
-    def _override(self, weights, means, covariances):
-        """Initial parameters, with those given by the user taking precedence."""
-        kind = self.covariance_type
-        if self.weights_init is not None:
-            weights = np.asarray(self.weights_init, dtype=np.float64)
-        if self.means_init is not None:
-            means = np.asarray(self.means_init, dtype=np.float64)
-        if self.precisions_init is not None:
-            chol = gm.precision_cholesky_from_precisions(
-                np.asarray(self.precisions_init, dtype=np.float64), kind)
-            covariances = gm.covariances_from_cholesky(chol, kind)
-        else:
-            chol = gm.precision_cholesky(covariances, kind)
-        return gm.GaussianParams(weights, means, chol, kind, covariances)
 
     def _em_update(self, run, stats):
         """The M-step, and whether the lower bound has stopped moving."""

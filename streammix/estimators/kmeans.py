@@ -61,13 +61,17 @@ def initial_centers(engine, source, init, n_clusters, seeds, *, oversampling_fac
     if not isinstance(init, str) and not callable(init):
         return [np.array(init, dtype=np.float64)]
     if isinstance(init, str) and init == "k-means||":
-        return kmeans_parallel(engine, source, ks, rngs,
-                               oversampling_factor=oversampling_factor, rounds=rounds)
+        # a first centre, the rounds, and the candidates' counts
+        with engine.stage("initialisation: k-means||", rounds + 2):
+            return kmeans_parallel(engine, source, ks, rngs,
+                                   oversampling_factor=oversampling_factor, rounds=rounds)
     if source.in_memory:
         data, weights = source.checked_array(), source.sample_weight
     else:
-        data, weights = sample_weighted_rows(engine, source, INIT_SAMPLE_ROWS,
-                                             rngs[0].spawn(1)[0])
+        name = init if isinstance(init, str) else "given function"
+        with engine.stage(f"initialisation: {name} (sample rows)", 1):
+            data, weights = sample_weighted_rows(engine, source, INIT_SAMPLE_ROWS,
+                                                 rngs[0].spawn(1)[0])
     if callable(init):  # scikit-learn's call: init(X, n_clusters, random_state=RandomState)
         return [check_centers(init(data, k, random_state=np.random.RandomState(
             np.random.MT19937(rng.integers(2**63)))), k, source.n_features)

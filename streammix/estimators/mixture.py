@@ -108,16 +108,19 @@ def initial_statistics(engine, source, candidates, seeds, init_params, n_rows):
         # One KMeans run (n_init=1) per candidate, then the statistics of the
         # partition of all rows by nearest centre.
         starts = initial_centers(engine, source, resolve_init("auto", source), ks, seeds)
-        runs = run_lloyd(engine, source, starts, max_iter=300, tol=1e-4, final_pass=False)
+        with engine.stage("initialisation: k-means iterations"):  # until they converge
+            runs = run_lloyd(engine, source, starts, max_iter=300, tol=1e-4, final_pass=False)
         shifts = [run.params.centers for run in runs]
         specs = [(centers, kind) for centers, (_, kind) in zip(shifts, candidates, strict=True)]
-        all_stats = batch_map_reduce(engine, source, _hard_assignment_stats, specs)
+        with engine.stage("initialisation: responsibilities from k-means", 1):
+            all_stats = batch_map_reduce(engine, source, _hard_assignment_stats, specs)
     elif init_params == "random":
-        reference = rows_at(engine, source, [0])[0]
-        shifts = [np.tile(reference, (k, 1)) for k in ks]
-        specs = [(int(np.random.default_rng(seed).integers(2**63)), shift, kind)
-                 for seed, shift, (_, kind) in zip(seeds, shifts, candidates, strict=True)]
-        all_stats = batch_map_reduce(engine, source, _random_stats, specs)
+        with engine.stage("initialisation: random responsibilities", 2):
+            reference = rows_at(engine, source, [0])[0]
+            shifts = [np.tile(reference, (k, 1)) for k in ks]
+            specs = [(int(np.random.default_rng(seed).integers(2**63)), shift, kind)
+                     for seed, shift, (_, kind) in zip(seeds, shifts, candidates, strict=True)]
+            all_stats = batch_map_reduce(engine, source, _random_stats, specs)
     else:  # k seed rows: by k-means++, or uniformly at random
         how = "k-means++" if init_params == "k-means++" else "random"
         shifts = initial_centers(engine, source, how, ks, seeds)
@@ -127,6 +130,15 @@ def initial_statistics(engine, source, candidates, seeds, init_params, n_rows):
             # weights are N_k / n over all rows (n: their total weight), as in scikit-learn
             stats.n_rows = n_rows
     return list(zip(all_stats, shifts, strict=True))
+
+
+def initial_gaussians(engine, source, candidates, seeds, init_params, reg_covar, n_rows):
+    """Initial (weights, means, covariances) for each (k, covariance type) and seed
+    (see :func:`initial_statistics`)."""
+    return [gm.estimate_parameters(stats, shift, reg_covar, kind, normalise_weights=False)
+            for (stats, shift), (_, kind) in zip(
+                initial_statistics(engine, source, candidates, seeds, init_params, n_rows),
+                candidates, strict=True)]
 
 
 def check_definite(value: np.ndarray, label: str, matrices: bool):
@@ -201,6 +213,50 @@ class BaseMixture(DensityMixin, StreammixEstimator, metaclass=ABCMeta):
         self._check_number("tol")
         self._check_number("reg_covar")
 
+    def _check_initial_params(self, n_features):
+        """scikit-learn's checks and messages for the initial parameters (``weights_init``,
+        ``means_init``, ``precisions_init``)."""
+        k, kind = self.n_components, self.covariance_type
+        if self.weights_init is not None:
+            w = self._param_array("weights_init", "'weights'", (k,))
+            if w.min() < 0 or w.max() > 1:
+                raise ValueError(f"The parameter 'weights' should be in the range [0, 1], but "
+                                 f"got max value {w.min():.5f}, min value {w.max():.5f}")
+            if not np.allclose(w.sum(), 1.0, rtol=0, atol=1e-6):
+                raise ValueError("The parameter 'weights' should be normalized, but got "
+                                 f"sum(weights) = {w.sum():.5f}")
+        if self.means_init is not None:
+            self._param_array("means_init", "'means'", (k, n_features))
+        if self.precisions_init is not None:
+            name = f"'{kind} precision'"
+            p = self._param_array("precisions_init", name, gm.covariance_shape(k, n_features, kind))
+            check_definite(p, name, matrices=kind in ("full", "tied"))
+
+    def _initial_params(self, engine, source, seeds, n_rows):
+        """One GaussianParams per initialisation (sharing the data passes)."""
+        given = (self.weights_init, self.means_init, self.precisions_init)
+        if all(v is not None for v in given):
+            # Nothing left to estimate: every restart would start (and end) the same.
+            return [self._override(None, None, None)]
+        candidates = [(self.n_components, self.covariance_type)] * len(seeds)
+        return [self._override(*start) for start in initial_gaussians(
+            engine, source, candidates, seeds, self.init_params, self.reg_covar, n_rows)]
+
+    def _override(self, weights, means, covariances):
+        """Initial parameters, with those given by the user taking precedence."""
+        kind = self.covariance_type
+        if self.weights_init is not None:
+            weights = np.asarray(self.weights_init, dtype=np.float64)
+        if self.means_init is not None:
+            means = np.asarray(self.means_init, dtype=np.float64)
+        if self.precisions_init is not None:
+            chol = gm.precision_cholesky_from_precisions(
+                np.asarray(self.precisions_init, dtype=np.float64), kind)
+            covariances = gm.covariances_from_cholesky(chol, kind)
+        else:
+            chol = gm.precision_cholesky(covariances, kind)
+        return gm.GaussianParams(weights, means, chol, kind, covariances)
+
     def _param_array(self, name, label, shape):
         """Parameter ``name`` as a float64 array of ``shape`` (scikit-learn's message)."""
         value = np.asarray(getattr(self, name), dtype=np.float64)
@@ -241,8 +297,10 @@ class BaseMixture(DensityMixin, StreammixEstimator, metaclass=ABCMeta):
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         with self._fit_engine(source) as engine:
             runs = self._initial_runs(engine, source, do_init)
-            iterate(engine, source, runs, step=_em_stats, update=self._em_update,
-                    max_iter=self.max_iter, on_iteration=self._report if self.verbose else None)
+            with engine.stage("iterations"):  # one pass each: "Iteration i" follows it
+                iterate(engine, source, runs, step=_em_stats, update=self._em_update,
+                        max_iter=self.max_iter,
+                        on_iteration=self._report if self.verbose else None)
         self._set_features(source)
         self._keep_best(runs, source.dtype)
         return self

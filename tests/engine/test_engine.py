@@ -73,3 +73,25 @@ def test_blas_runs_one_thread_per_engine_thread_for_the_whole_session():
         engine.map_reduce(lambda p, b, s: b.sum(0), None, sm.as_source(np.ones((10, 2))), add)
         assert blas_threads() == {1}
     assert blas_threads() == before
+
+
+def test_stages_name_their_passes(blobs, monkeypatch):
+    """The caller names a stage and its number of passes; the engine counts the passes
+    and names their progress bars (innermost stage), others keep their global number."""
+    import tqdm.auto
+
+    names = []
+    real = tqdm.auto.tqdm
+    monkeypatch.setattr(tqdm.auto, "tqdm", lambda *a, desc, **kw: (names.append(desc),
+                                                                  real(*a, **kw))[1])
+    source = sm.as_source(blobs, chunk_size=50)
+    with Engine("synchronous", progress=True) as engine:
+        engine.map_reduce(first_column, None, source, concatenate)
+        with engine.stage("seeding", 2):
+            engine.map_reduce(first_column, None, source, concatenate)
+            with engine.stage("inner"):
+                engine.map_reduce(first_column, None, source, concatenate)
+            engine.map_reduce(first_column, None, source, concatenate)
+        engine.map_reduce(first_column, None, source, concatenate)
+    assert names == ["pass 1", "seeding pass 1/2", "inner pass 1", "seeding pass 2/2",
+                     "pass 5"]

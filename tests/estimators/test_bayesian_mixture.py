@@ -212,3 +212,59 @@ def test_the_stream_scorer_explains_with_the_variational_density(blobs):
     assert out[1]["anomaly"] is True and np.isfinite(out[1]["score"])  # far: flagged, not NaN
     assert "error" in out[2]
     assert out[0]["cluster"] in model.effective_components()
+
+
+def given_start(X, k, kind, seed=3):
+    """A start of one's own: weights, means near some rows, precisions of the data's
+    spread scaled per component, in ``kind``'s shape."""
+    rng = np.random.default_rng(seed)
+    weights = rng.dirichlet(np.full(k, 5.0))
+    means = X[rng.choice(len(X), k, replace=False)] + rng.normal(0, 0.3, (k, X.shape[1]))
+    scale = rng.uniform(0.5, 2.0, k)
+    inverse = np.linalg.inv(np.cov(X.T))
+    precisions = {"full": scale[:, None, None] * inverse, "tied": inverse,
+                  "diag": scale[:, None] / X.var(axis=0), "spherical": scale / X.var()}[kind]
+    return {"weights_init": weights, "means_init": means, "precisions_init": precisions}
+
+
+def sklearn_start_resp(X, k, kind, resp0, **given):
+    """The responsibilities scikit-learn's GaussianMixture gives X from the given start,
+    completed from ``resp0`` as its own ``_initialize`` completes it."""
+    from sklearn.mixture import GaussianMixture as SkGM
+
+    gmm = SkGM(k, covariance_type=kind, **given)
+    gmm._initialize(X, resp0)
+    _, log_resp = gmm._estimate_log_prob_resp(X)
+    return np.exp(log_resp)
+
+
+@pytest.mark.parametrize("given", ["all", "means"])
+@pytest.mark.parametrize("prior_type", PRIORS)
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_given_start_equals_sklearn_from_the_same_responsibilities(blobs, blobs_parquet,
+                                                                     kind, prior_type, given):
+    """weights_init / means_init / precisions_init start a BayesianGaussianMixture where
+    scikit-learn's starts from the responsibilities that mixture gives the rows, to 1e-8
+    (read from Parquet in odd chunks)."""
+    k = 4
+    start = given_start(blobs, k, kind)
+    if given == "means":  # the rest from init_params="random"'s start, as GaussianMixture
+        start = {"means_init": start["means_init"]}
+    params = {"n_components": k, "covariance_type": kind, "tol": 1e-10, "max_iter": 500,
+              "weight_concentration_prior_type": prior_type}
+    ours = sm.BayesianGaussianMixture(**params, **start, init_params="random", random_state=5)
+    ours.fit(sm.read_parquet(blobs_parquet, chunk_size=37))
+    SkFromResp.resp = sklearn_start_resp(blobs, k, kind, random_start(5, len(blobs), k),
+                                         **start)
+    theirs = same_stop(ours, SkFromResp(**params).fit(blobs), blobs)
+    assert theirs.n_iter_ > 3
+    assert_same_model(ours, theirs, rtol=1e-8)
+
+
+def test_a_given_start_is_checked_as_gaussian_mixture_checks_it(blobs):
+    with pytest.raises(ValueError, match="'weights' should be normalized"):
+        sm.BayesianGaussianMixture(2, weights_init=[0.5, 0.6]).fit(blobs)
+    with pytest.raises(ValueError, match="'means' should have the shape"):
+        sm.BayesianGaussianMixture(2, means_init=np.zeros((3, 3))).fit(blobs)
+    with pytest.raises(ValueError, match="symmetric, positive-definite"):
+        sm.BayesianGaussianMixture(2, precisions_init=-np.ones((2, 3, 3))).fit(blobs)
