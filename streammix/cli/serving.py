@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
 
 from ..estimators import load
+from ..exceptions import StreammixError
 from ..scoring import adaptive
 from ..scoring.configure import scoring_for
 from ..scoring.http import MAX_BODY_BYTES
@@ -15,6 +18,34 @@ from .app import main
 from .options import OutputPath, refuse_unused, say
 
 _REDIS, _HTTP = "with --redis", "to HTTP (not with --redis)"
+#: What each transport imports from the ``serve`` extra.
+_EXTRA = {"http": ("starlette", "uvicorn", "prometheus_client"), "redis": ("redis",)}
+#: The install line that works (the package is not on PyPI): README, Installing.
+INSTALL_SERVE = "pip install -e '.[serve]'"
+
+
+def _require_serving_extra(transport: str) -> None:
+    """Refuse in one line when a module of the ``serve`` extra is missing.
+
+    Parameters
+    ----------
+    transport : {"http", "redis"}
+        The transport about to be served.
+
+    Raises
+    ------
+    StreammixError
+        Naming the missing module and the install command (without this, the
+        first import deep in the command was a traceback).
+    """
+    for module in _EXTRA[transport]:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise StreammixError(
+                f"serve needs the serving extra ({module} is not installed): run "
+                f"{INSTALL_SERVE} in a clone of streammix, or install the wheel with "
+                "[serve] (README, Installing)") from None
 
 
 @main.command()
@@ -100,9 +131,10 @@ def serve(model_path, address, redis_url, stream_name, group, consumer, output_s
         ("token_file", not redis_url, _HTTP),
         ("max_body_bytes", not redis_url, _HTTP),
     ])
+    if redis_url and not (stream_name and output_stream):
+        raise click.UsageError("--redis needs --stream IN and --output OUT")
+    _require_serving_extra("redis" if redis_url else "http")
     if redis_url:
-        if not (stream_name and output_stream):
-            raise click.UsageError("--redis needs --stream IN and --output OUT")
         scoring = scoring_for(load(model_path), threshold=threshold, top_features=top_features,
                               adapt=adapt, drift=drift, snapshot=snapshot)
         say(f"scoring {stream_name} into {output_stream} with {model_path} (group {group})")
