@@ -366,3 +366,28 @@ def test_a_method_not_allowed_on_a_served_path_keeps_its_label_and_says_what_is(
     assert _metric(metrics, 'streammix_requests_total{path="/score",status="405"}') == 2
     assert _metric(metrics, 'streammix_requests_total{path="/healthz",status="405"}') == 1
     assert 'path="other"' not in metrics
+
+
+def test_serve_takes_the_anomaly_rate_window_for_http_only(tmp_path, monkeypatch):
+    import uvicorn
+    from click.testing import CliRunner
+
+    from streammix.cli import main
+
+    calibrated(tmp_path / "m.npz")
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    result = CliRunner().invoke(main, ["serve", str(tmp_path / "m.npz"), "--http",
+                                       "127.0.0.1:9", "--anomaly-rate-window", "4"])
+    assert result.exit_code == 0, result.output
+    quiet = [{"id": i, "x0": 0.0, "x1": 0.0} for i in range(10)]
+    loud = [{"id": 10 + i, "x0": 1e3, "x1": 1e3} for i in range(2)]
+    with serving(apps[0]) as base:
+        call(f"{base}/score", json.dumps(quiet + loud).encode(), token=None)
+        metrics = call(f"{base}/metrics", token=None)[2]
+    assert _metric(metrics, "streammix_anomaly_rate") == 0.5  # 2 of the last 4, not of 12
+    refused = CliRunner().invoke(main, ["serve", str(tmp_path / "m.npz"), "--redis",
+                                        "redis://127.0.0.1:9/0", "--stream", "in", "--output",
+                                        "out", "--anomaly-rate-window", "4"])
+    assert refused.exit_code == 2 and "--anomaly-rate-window" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1
