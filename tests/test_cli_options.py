@@ -282,3 +282,20 @@ def test_serve_start_up_line_names_the_model_digest(model, monkeypatch):
     assert result.exit_code == 0, result.output
     digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
     assert f"(sha256 {digest})" in result.stderr
+
+
+@pytest.mark.parametrize("transport, missing", [("http", "starlette"), ("http", "uvicorn"),
+                                                ("http", "prometheus_client"),
+                                                ("redis", "redis")])
+def test_serve_without_the_serving_extra_says_how_to_install_it(model, monkeypatch, transport,
+                                                                missing):
+    """A missing module of the extra (None in sys.modules: its import fails) is one line
+    with the install command that works from a clone (README, Installing)."""
+    path, _, _ = model
+    monkeypatch.setitem(sys.modules, missing, None)
+    extra = (["--http", "127.0.0.1:9"] if transport == "http" else
+             ["--redis", "redis://127.0.0.1:9/0", "--stream", "in", "--output", "out"])
+    result = CliRunner().invoke(main, ["serve", str(path), *extra])
+    _one_line_refusal(result, "pip install -e '.[serve]'")
+    assert f"({missing} is not installed)" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)

@@ -300,3 +300,94 @@ def test_a_client_that_goes_away_mid_body_is_dropped_quietly(tmp_path, caplog):
             assert call(f"{base}/healthz", token=None)[0] == 200
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], \
         [r.getMessage() for r in caplog.records]
+
+
+def _metric(text: str, sample: str) -> float:
+    """The value of one sample line (``name`` or ``name{labels}``) of Prometheus text."""
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.rsplit(" ", 1)[0] == sample]
+    assert len(values) == 1, (sample, text)
+    return values[0]
+
+
+def test_the_anomaly_rate_is_over_the_last_records_scored_and_skips_error_records(tmp_path):
+    from streammix.scoring.http import create_app
+
+    scorer = calibrated(tmp_path / "m.npz")
+    quiet = [{"id": i, "x0": 0.01 * (i % 7), "x1": -0.01 * (i % 5)} for i in range(1000)]
+    loud = [{"id": 2000 + i, "x0": 1e3 + i, "x1": -1e3} for i in range(30)]
+    broken = [{"id": 3000 + i, "x0": "n/a", "x1": 0} for i in range(20)]
+    # the verdicts, known without the server: near the mean of N(0, I) is normal, 1e3 away not
+    assert not any(o["anomaly"] for o in scorer.score_records(quiet))
+    assert all(o["anomaly"] for o in scorer.score_records(loud))
+    with serving(create_app(tmp_path / "m.npz", explain=False)) as base:
+        for start in range(0, 1000, 250):  # several requests: the window spans them
+            assert call(f"{base}/score", json.dumps(quiet[start:start + 250]).encode(),
+                        token=None)[0] == 200
+        mixed = [record for pair in zip(loud, broken + [None] * 10, strict=True)
+                 for record in pair if record is not None]
+        assert call(f"{base}/score", json.dumps(mixed).encode(), token=None)[0] == 200
+        metrics = call(f"{base}/metrics", token=None)[2]
+        # the last 1,000 scored: 970 quiet and 30 loud; the 20 error records are not among them
+        # (cumulative would be 30 / 1,030; with errors in the denominator, 30 / 1,050)
+        assert _metric(metrics, "streammix_anomaly_rate") == pytest.approx(30 / 1000)
+        assert _metric(metrics, "streammix_scored_records_total") == 1030
+        assert _metric(metrics, "streammix_records_total") == 1050
+        assert _metric(metrics, "streammix_record_errors_total") == 20
+        assert _metric(metrics, "streammix_anomalies_total") == 30
+        # 1,000 quiet records more push the loud ones out of the window
+        assert call(f"{base}/score", json.dumps(quiet).encode(), token=None)[0] == 200
+        metrics = call(f"{base}/metrics", token=None)[2]
+        assert _metric(metrics, "streammix_anomaly_rate") == 0.0
+        assert _metric(metrics, "streammix_scored_records_total") == 2030
+    # another window: the last 40 scored are 10 quiet and the 30 loud
+    with serving(create_app(tmp_path / "m.npz", anomaly_rate_window=40)) as base:
+        call(f"{base}/score", json.dumps(quiet[:100] + broken + loud).encode(), token=None)
+        metrics = call(f"{base}/metrics", token=None)[2]
+        assert _metric(metrics, "streammix_anomaly_rate") == pytest.approx(30 / 40)
+    with pytest.raises(ValueError, match="at least 1"):
+        create_app(tmp_path / "m.npz", anomaly_rate_window=0)
+
+
+def test_a_method_not_allowed_on_a_served_path_keeps_its_label_and_says_what_is(server):
+    base, _, _ = server
+    answers = {}
+    for method, path in (("GET", "/score"), ("PUT", "/score"), ("POST", "/healthz")):
+        request = urllib.request.Request(f"{base}{path}", data=b"{}" if method != "GET"
+                                         else None, method=method)
+        request.add_header("Authorization", "Bearer s3cret-token")
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(request, timeout=10)
+        answers[method, path] = caught.value
+        assert caught.value.code == 405 and "error" in json.loads(caught.value.read())
+    assert answers["GET", "/score"].headers["Allow"] == "POST"
+    assert set(answers["POST", "/healthz"].headers["Allow"].split(", ")) == {"GET", "HEAD"}
+    metrics = call(f"{base}/metrics")[2]
+    assert _metric(metrics, 'streammix_requests_total{path="/score",status="405"}') == 2
+    assert _metric(metrics, 'streammix_requests_total{path="/healthz",status="405"}') == 1
+    assert 'path="other"' not in metrics
+
+
+def test_serve_takes_the_anomaly_rate_window_for_http_only(tmp_path, monkeypatch):
+    import uvicorn
+    from click.testing import CliRunner
+
+    from streammix.cli import main
+
+    calibrated(tmp_path / "m.npz")
+    apps = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: apps.append(app))
+    result = CliRunner().invoke(main, ["serve", str(tmp_path / "m.npz"), "--http",
+                                       "127.0.0.1:9", "--anomaly-rate-window", "4"])
+    assert result.exit_code == 0, result.output
+    quiet = [{"id": i, "x0": 0.0, "x1": 0.0} for i in range(10)]
+    loud = [{"id": 10 + i, "x0": 1e3, "x1": 1e3} for i in range(2)]
+    with serving(apps[0]) as base:
+        call(f"{base}/score", json.dumps(quiet + loud).encode(), token=None)
+        metrics = call(f"{base}/metrics", token=None)[2]
+    assert _metric(metrics, "streammix_anomaly_rate") == 0.5  # 2 of the last 4, not of 12
+    refused = CliRunner().invoke(main, ["serve", str(tmp_path / "m.npz"), "--redis",
+                                        "redis://127.0.0.1:9/0", "--stream", "in", "--output",
+                                        "out", "--anomaly-rate-window", "4"])
+    assert refused.exit_code == 2 and "--anomaly-rate-window" in refused.output
+    assert len(refused.output.strip().splitlines()) == 1

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import os
 
 import click
 
 from ..estimators import load
+from ..exceptions import StreammixError
 from ..scoring import adaptive
 from ..scoring.configure import scoring_for
-from ..scoring.http import MAX_BODY_BYTES
+from ..scoring.http import ANOMALY_RATE_WINDOW, MAX_BODY_BYTES
 from ..scoring.pipeline import TOP_FEATURES
 from ..scoring.records import MAX_RECORD_BYTES
 from ..scoring.redis import BATCH, BLOCK_MS, CLAIM_IDLE_MS, consume
@@ -18,6 +20,34 @@ from .app import main
 from .options import OutputPath, refuse_unused, say
 
 _REDIS, _HTTP = "with --redis", "to HTTP (not with --redis)"
+#: What each transport imports from the ``serve`` extra.
+_EXTRA = {"http": ("starlette", "uvicorn", "prometheus_client"), "redis": ("redis",)}
+#: The install line that works (the package is not on PyPI): README, Installing.
+INSTALL_SERVE = "pip install -e '.[serve]'"
+
+
+def _require_serving_extra(transport: str) -> None:
+    """Refuse in one line when a module of the ``serve`` extra is missing.
+
+    Parameters
+    ----------
+    transport : {"http", "redis"}
+        The transport about to be served.
+
+    Raises
+    ------
+    StreammixError
+        Naming the missing module and the install command (without this, the
+        first import deep in the command was a traceback).
+    """
+    for module in _EXTRA[transport]:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            raise StreammixError(
+                f"serve needs the serving extra ({module} is not installed): run "
+                f"{INSTALL_SERVE} in a clone of streammix, or install the wheel with "
+                "[serve] (README, Installing)") from None
 
 
 @main.command()
@@ -59,6 +89,10 @@ _REDIS, _HTTP = "with --redis", "to HTTP (not with --redis)"
 @click.option("--max-body-bytes", default=MAX_BODY_BYTES, show_default=True,
               type=click.IntRange(1),
               help="Larger request bodies get 413.")
+@click.option("--anomaly-rate-window", default=ANOMALY_RATE_WINDOW, show_default=True,
+              type=click.IntRange(1),
+              help="The streammix_anomaly_rate metric covers this many of the latest records "
+                   "scored.")
 @click.option("--top-features", default=TOP_FEATURES, show_default=True, type=click.IntRange(0))
 @click.option("--explain/--no-explain", default=True, show_default=True,
               help="Outputs carry the explanation (cluster, probability, distance, top "
@@ -68,7 +102,8 @@ _REDIS, _HTTP = "with --redis", "to HTTP (not with --redis)"
               help="--redis: a larger entry is an error entry.")
 def serve(model_path, address, redis_url, stream_name, group, consumer, output_stream, batch,
           claim_idle_ms, read_block_ms, read_block_ms_old, threshold, adapt, drift, snapshot,
-          snapshot_every, token_file, max_body_bytes, top_features, explain, max_record_bytes):
+          snapshot_every, token_file, max_body_bytes, anomaly_rate_window, top_features, explain,
+          max_record_bytes):
     """Serve MODEL's anomaly scores over HTTP (Starlette on Uvicorn), or from one Redis
     stream into another (--redis: exactly once, adaptive with --adapt).
 
@@ -102,10 +137,12 @@ def serve(model_path, address, redis_url, stream_name, group, consumer, output_s
         ("snapshot_every", snapshot is not None, "with --snapshot"),
         ("token_file", not redis_url, _HTTP),
         ("max_body_bytes", not redis_url, _HTTP),
+        ("anomaly_rate_window", not redis_url, _HTTP),
     ])
+    if redis_url and not (stream_name and output_stream):
+        raise click.UsageError("--redis needs --stream IN and --output OUT")
+    _require_serving_extra("redis" if redis_url else "http")
     if redis_url:
-        if not (stream_name and output_stream):
-            raise click.UsageError("--redis needs --stream IN and --output OUT")
         scoring = scoring_for(load(model_path), threshold=threshold, top_features=top_features,
                               adapt=adapt, drift=drift, snapshot=snapshot)
         say(f"scoring {stream_name} into {output_stream} with {model_path}{_digest(model_path)} "
@@ -133,7 +170,8 @@ def serve(model_path, address, redis_url, stream_name, group, consumer, output_s
         raise click.UsageError(f"listening on {host} needs --token-file: without a token "
                                "anyone who reaches it can use it")
     app = create_app(model_path, token=token, max_body_bytes=max_body_bytes,
-                     top_features=top_features, explain=explain, threshold=threshold)
+                     top_features=top_features, explain=explain, threshold=threshold,
+                     anomaly_rate_window=anomaly_rate_window)
     say(f"serving {model_path}{_digest(model_path)} on http://{address} "
         "(POST /score, GET /healthz /model /metrics)")
     uvicorn.run(app, host=host, port=int(port), log_level="warning")

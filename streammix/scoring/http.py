@@ -29,6 +29,7 @@ process per core behind a proxy (docs/serving.md says why not ``--workers``).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import hmac
@@ -54,6 +55,37 @@ MAX_RECORDS_IN_FLIGHT = 1_000_000
 MIN_RECORD_BYTES = 2
 #: How often the model file is checked (seconds).
 RELOAD_SECONDS = 1.0
+#: Scored records the anomaly-rate gauge looks back over, by default.
+ANOMALY_RATE_WINDOW = 1000
+#: The paths served: anything else is labelled ``other`` in the metrics.
+PATHS = ("/score", "/healthz", "/model", "/metrics")
+
+
+class _RecentRate:
+    """The share of anomalies among the last ``window`` records scored.
+
+    Only records that were scored enter (an error record has no verdict, so it is
+    not in the denominator). Updated from the event loop only: no lock.
+    """
+
+    def __init__(self, window: int):
+        if window < 1:
+            raise ValueError(f"anomaly_rate_window must be at least 1, not {window}")
+        self._flags = collections.deque(maxlen=window)
+        self._flagged = 0  # kept with the deque, so an update is O(records), not O(window)
+
+    def add(self, flags) -> None:
+        """Push the verdicts (True for an anomaly) of newly scored records, oldest first."""
+        for flag in flags:
+            if len(self._flags) == self._flags.maxlen:
+                self._flagged -= self._flags[0]
+            self._flags.append(bool(flag))
+            self._flagged += bool(flag)
+
+    @property
+    def rate(self) -> float:
+        """Anomalies over records in the window (0.0 before any record is scored)."""
+        return self._flagged / len(self._flags) if self._flags else 0.0
 
 
 class ServedModel:
@@ -125,9 +157,36 @@ class _InFlight:
 
 def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_features=TOP_FEATURES,
                explain=True, max_records_in_flight=MAX_RECORDS_IN_FLIGHT,
-               reload_seconds=RELOAD_SECONDS, threshold=None):
-    """The ASGI application serving ``model_path`` (a model file with a threshold, or
-    ``threshold``: then that one, whatever the file says)."""
+               reload_seconds=RELOAD_SECONDS, threshold=None,
+               anomaly_rate_window=ANOMALY_RATE_WINDOW):
+    """The ASGI application serving a model file.
+
+    Parameters
+    ----------
+    model_path : str or path-like
+        A model file with a threshold (or any model file, given ``threshold``).
+    token : str, optional
+        The bearer token every request but ``/healthz`` must carry.
+    max_body_bytes : int
+        Largest request body; a larger one is a 413.
+    top_features : int
+        Features named in an anomaly's explanation.
+    explain : bool
+        Whether outputs carry explanations.
+    max_records_in_flight : int
+        Records decoded or scored at once; past it a request is a 429.
+    reload_seconds : float
+        How often the model file is checked for new content.
+    threshold : float, optional
+        Served instead of the file's threshold.
+    anomaly_rate_window : int
+        Scored records the ``streammix_anomaly_rate`` gauge covers (the most recent).
+
+    Returns
+    -------
+    starlette.applications.Starlette
+        The application; ``app.state.served`` is the :class:`ServedModel`.
+    """
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -145,15 +204,19 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
     records = Counter("streammix_records", "Records scored", registry=registry)
     errors = Counter("streammix_record_errors", "Records that could not be scored",
                      registry=registry)
+    scored = Counter("streammix_scored_records", "Records scored (error records excluded)",
+                     registry=registry)
     anomalies = Counter("streammix_anomalies", "Records flagged as anomalies",
                         registry=registry)
     latency = Histogram("streammix_request_seconds", "Time to answer POST /score",
                         registry=registry)
     version = Gauge("streammix_model_version", "Loads of the model file since start",
                     registry=registry)
-    rate = Gauge("streammix_anomaly_rate", "Share of the records scored that were flagged",
-                 registry=registry)
-    totals = {"records": 0, "anomalies": 0}
+    rate = Gauge("streammix_anomaly_rate",
+                 f"Share flagged of the last {anomaly_rate_window} records scored "
+                 "(error records excluded)", registry=registry)
+    # a recent window, not since start: a cumulative rate hides a shift after a long run
+    recent = _RecentRate(anomaly_rate_window)
     in_flight = _InFlight(max_records_in_flight)
 
     def error(status, message, path, headers=None):
@@ -229,13 +292,14 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
         if isinstance(result, str):
             return error(400, result, "/score")
         outputs, payload, media_type = result
-        flagged = sum(out.get("anomaly") is True for out in outputs)
+        # an error record has no verdict: it counts in records and errors, not in the rate
+        verdicts = [out.get("anomaly") is True for out in outputs if "error" not in out]
         records.inc(len(outputs))
-        errors.inc(sum("error" in out for out in outputs))
-        anomalies.inc(flagged)
-        totals["records"] += len(outputs)
-        totals["anomalies"] += flagged
-        rate.set(totals["anomalies"] / totals["records"] if totals["records"] else 0.0)
+        errors.inc(len(outputs) - len(verdicts))
+        scored.inc(len(verdicts))
+        anomalies.inc(sum(verdicts))
+        recent.add(verdicts)
+        rate.set(recent.rate)
         latency.observe(time.perf_counter() - began)
         requests.labels("/score", "200").inc()
         return Response(payload, media_type=media_type)
@@ -261,8 +325,11 @@ def create_app(model_path, *, token=None, max_body_bytes=MAX_BODY_BYTES, top_fea
         return Response(generate_latest(registry), media_type="text/plain; version=0.0.4")
 
     async def not_found(request, exc):
-        # one label for every other path: a client must not be able to grow the metrics
-        return error(exc.status_code, str(exc.detail), "other")
+        # a served path keeps its label (a 405 there is about that path); one label for
+        # every other path: a client must not be able to grow the metrics
+        path = request.url.path if request.url.path in PATHS else "other"
+        # the 405's Allow header (RFC 9110) comes with the exception
+        return error(exc.status_code, str(exc.detail), path, headers=exc.headers)
 
     async def watch_model():
         while True:
