@@ -95,13 +95,19 @@ def _one_line_refusal(result, word):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("source", ["stdin", "record file"])
 @pytest.mark.parametrize("combination", COMBINATIONS, ids=_name)
-def test_score_on_stdin(tmp_path, model, combination):
+def test_score_on_a_stream(tmp_path, model, combination, source):
+    """stdin, and a record file (a stream that is not stdin): the same rules."""
     path, threshold, X = model
-    stdin = "".join(json.dumps(r) + "\n" for r in _records(X))
-    result = CliRunner().invoke(main, ["score", str(path), "-",
-                                       *_flags(combination, tmp_path / "s.npz", threshold)],
-                                input=stdin)
+    text = "".join(json.dumps(r) + "\n" for r in _records(X))
+    flags = _flags(combination, tmp_path / "s.npz", threshold)
+    if source == "stdin":
+        result = CliRunner().invoke(main, ["score", str(path), "-", *flags], input=text)
+    else:
+        (tmp_path / "events.jsonl").write_text(text)
+        result = CliRunner().invoke(main, ["score", str(path), str(tmp_path / "events.jsonl"),
+                                           *flags])
     refusal = _refusal("stdin", combination)
     if refusal:
         _one_line_refusal(result, refusal)
@@ -204,25 +210,6 @@ def test_serve_redis(tmp_path, model, combination):
         parsed.append({"score": float(o["score"]), "anomaly": o["anomaly"] == "true",
                        **({"threshold": float(o["threshold"])} if "threshold" in o else {})})
     _check_outputs(parsed, combination, threshold, tmp_path / "s.npz")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("combination", COMBINATIONS, ids=_name)
-def test_score_on_record_file(tmp_path, model, combination):
-    """A record file is a stream that is not stdin: the same rules as stdin."""
-    path, threshold, X = model
-    events = tmp_path / "events.jsonl"
-    events.write_text("".join(json.dumps(r) + "\n" for r in _records(X)))
-    result = CliRunner().invoke(main, ["score", str(path), str(events),
-                                       *_flags(combination, tmp_path / "s.npz", threshold)])
-    refusal = _refusal("stdin", combination)
-    if refusal:
-        _one_line_refusal(result, refusal)
-        assert not (tmp_path / "s.npz").exists()
-        return
-    assert result.exit_code == 0, result.output
-    outputs = [json.loads(line) for line in result.stdout.splitlines()]
-    _check_outputs(outputs, combination, threshold, tmp_path / "s.npz")
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".ndjson", ".csv"])
