@@ -114,7 +114,8 @@ def _full_covariances(model: BaseMixture):
     return np.stack([np.eye(d) * c for c in cov])
 
 
-def plot_sample(model, data, path, *, features=None, sample_size=SAMPLE_ROWS, seed=0):
+def plot_sample(model, data, path, *, features=None, sample_size=SAMPLE_ROWS, seed=0,
+                show_empty=False):
     """Write a PNG of a seeded sample of ``data`` (rows drawn in one pass, out-of-core)
     coloured by ``model``'s clusters, with the model on top and, when it has a
     threshold, its anomalies marked (see :func:`plot_model`)."""
@@ -130,11 +131,18 @@ def plot_sample(model, data, path, *, features=None, sample_size=SAMPLE_ROWS, se
     anomalies = None
     if getattr(model, "anomaly_threshold_", None) is not None:
         anomalies = AnomalyScorer(model).predict(sample) == -1
-    plot_model(model, rows, model.predict(sample), path, features=features, anomalies=anomalies)
+    return plot_model(model, rows, model.predict(sample), path, features=features,
+                      anomalies=anomalies, show_empty=show_empty)
 
 
-def plot_model(model, X, labels, path, *, features=None, anomalies=None, title=None):
-    """Write a PNG of ``X`` (a sample) coloured by ``labels`` with the model on top."""
+def plot_model(model, X, labels, path, *, features=None, anomalies=None, title=None,
+               show_empty=False):
+    """Write a PNG of ``X`` (a sample) coloured by ``labels`` with the model on top.
+
+    A variational mixture's empty components (weight at most ``EMPTY_WEIGHT``)
+    are left out unless ``show_empty`` (then grey and dashed); the effective
+    ones are drawn in full colour. Returns the (closed) figure.
+    """
     plt = _pyplot()
     names = [str(n) for n in getattr(model, "feature_names_in_", [])] or \
         [f"x{j}" for j in range(X.shape[1])]
@@ -142,7 +150,7 @@ def plot_model(model, X, labels, path, *, features=None, anomalies=None, title=N
     points = (X - centre) @ matrix.T
     fig, ax = plt.subplots(figsize=(9, 7), dpi=110)
     cmap = _cluster_colours(plt, int(labels.max()) + 1)
-    ax.scatter(points[:, 0], points[:, 1], c=labels % cmap.N, cmap=cmap, s=4, alpha=0.45,
+    ax.scatter(points[:, 0], points[:, 1], c=labels % cmap.N, cmap=cmap, s=5, alpha=0.7,
                linewidths=0, vmin=0, vmax=cmap.N - 1)
     if isinstance(model, BaseMixture):
         from matplotlib.lines import Line2D
@@ -155,15 +163,20 @@ def plot_model(model, X, labels, path, *, features=None, anomalies=None, title=N
         used[model.effective_components() if hasattr(model, "effective_components")
              else slice(None)] = True
         for k, (mean, cov) in enumerate(zip(means, covs, strict=True)):
+            if not (used[k] or show_empty):
+                continue
             for sigma in (1, 2, 3):
                 _ellipse(ax, mean, cov, sigma, cmap(k % cmap.N) if used[k] else EMPTY_COLOUR,
                          dashed=not used[k])
         ax.scatter(means[used, 0], means[used, 1], marker="+", s=120, c="black",
                    linewidths=1.5, label="component means")
-        if not used.all():
+        if not used.all() and show_empty:
             ax.scatter(means[~used, 0], means[~used, 1], marker="+", s=80, c=EMPTY_COLOUR,
                        linewidths=1, label=f"empty components ({(~used).sum()}: weight at most "
                                            f"{EMPTY_WEIGHT:.0%}), greyed out")
+        elif not used.all():  # said, not drawn: they would clutter the middle
+            ax.plot([], [], " ", label=f"{(~used).sum()} empty components hidden "
+                                       "(--show-empty draws them)")
         # proxies, so that the legend says what the lines are
         ax.add_line(Line2D([], [], color="dimgray", lw=1.2,
                            label="ellipses: 1, 2, 3 \N{GREEK SMALL LETTER SIGMA} of each component "
@@ -187,6 +200,7 @@ def plot_model(model, X, labels, path, *, features=None, anomalies=None, title=N
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    return fig
 
 
 #: The density contours' colour, kept out of the clusters' palette.
@@ -211,7 +225,7 @@ def _ellipse(ax, mean, cov, sigma, color, dashed=False):
     angle = np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1]))
     width, height = 2 * sigma * np.sqrt(np.maximum(values[::-1], 0))
     ax.add_patch(Ellipse(mean, width, height, angle=angle, fill=False, color=color,
-                         lw=1.6 / sigma, alpha=0.9, ls="--" if dashed else "-"))
+                         lw=2.0 / sigma, alpha=0.5 if dashed else 1.0, ls="--" if dashed else "-"))
 
 
 def _density_contours(ax, weights, means, covs, points):
@@ -245,46 +259,48 @@ def _integer_ticks(ax):
 
 
 def plot_selection(result, path):
-    """BIC and AIC against k, one line per covariance type, each relative to its own best.
+    """BIC and AIC against k, every covariance type on one scale: the difference
+    from the overall best candidate (all types, all k).
 
-    Criteria of different covariance types can differ by far more than the
-    changes along k; relative to each type's best (on a symmetric log scale)
-    every curve shows its own minimum. The chosen candidate is marked on the
-    panel of the criterion that chose it.
+    Types can differ by far more than the changes along k, so the axis is
+    symmetric-log; one shared zero keeps a type that is much worse from looking
+    as good as the best (each type against its own best would). The chosen
+    candidate is ringed at its own point on the panel of the criterion that chose it.
     """
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110)
     kinds = list(dict.fromkeys(row["covariance_type"] for row in result.table))
     best = result.best_
     for ax, criterion in zip(axes, ("bic", "aic"), strict=True):
+        overall = min(r[criterion] for r in result.table)
         for kind in kinds:
             rows = [r for r in result.table if r["covariance_type"] == kind]
             lowest = min(r[criterion] for r in rows)
-            ax.plot([r["n_components"] for r in rows], [r[criterion] - lowest for r in rows],
-                    marker="o", label=f"{kind} (best {lowest:.6g})")
+            ax.plot([r["n_components"] for r in rows], [r[criterion] - overall for r in rows],
+                    marker="o", label=f"{kind} (its best: +{lowest - overall:.4g})")
         if criterion == result.criterion:
             chosen = next(r for r in result.table if (r["n_components"], r["covariance_type"])
                           == (best.n_components, best.covariance_type))
-            lowest = min(r[criterion] for r in result.table
-                         if r["covariance_type"] == best.covariance_type)
-            ax.scatter([chosen["n_components"]], [chosen[criterion] - lowest], s=160,
-                       facecolors="none", edgecolors="red", linewidths=2, label="chosen",
-                       zorder=3)
+            ax.scatter([chosen["n_components"]], [chosen[criterion] - overall], s=160,
+                       facecolors="none", edgecolors="red", linewidths=2,
+                       label=f"chosen: {best.n_components}, {best.covariance_type}", zorder=3)
         ax.set_yscale("symlog", linthresh=1.0)
         _integer_ticks(ax)
         ax.set_xlabel("number of components k")
-        ax.set_ylabel(f"{criterion.upper()} - best {criterion.upper()} of the type "
-                      "(lower is better)")
+        name = criterion.upper()
+        ax.set_ylabel(f"\N{GREEK CAPITAL LETTER DELTA}{name} from the best of all "
+                      f"({overall:.6g}), symlog")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     ks = sorted({r["n_components"] for r in result.table})
     warning = edge_warning(ks, best.n_components)
-    fig.suptitle(f"Model selection by {result.criterion.upper()}: best "
+    fig.suptitle(f"Model selection by {result.criterion.upper()} (lower is better): best "
                  f"{best.n_components} components, {best.covariance_type}"
                  + (f"\n{warning}" if warning else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    return fig
 
 
 def plot_kmeans_selection(result, path):
@@ -310,10 +326,21 @@ def plot_kmeans_selection(result, path):
     plt.close(fig)
 
 
-def plot_stream(outputs, path, *, title=None):
+#: Scores below this quantile of the unflagged records' scores are drawn on the
+#: axis floor, so that far anomalies (down to -1.8e308) do not squash the normal ones.
+STREAM_FLOOR_QUANTILE = 0.5
+
+
+def plot_stream(outputs, path, *, title=None, threshold=None):
     """A PNG of a scored stream (the JSON records ``streammix score`` writes): each
-    record's score, the threshold (as it moved, when the scorer adapted), the
-    anomalies, and the drift alarms."""
+    record's score, the threshold, the anomalies, and the drift alarms.
+
+    The threshold is the records' own when the scorer adapted (it moves), else
+    ``threshold`` (a static run's records carry none: take the model's). The
+    axis spans the unflagged records' scores from their ``STREAM_FLOOR_QUANTILE``
+    percentile up, and the threshold; lower scores sit on the floor, counted in
+    the legend. Returns the (closed) figure.
+    """
     plt = _pyplot()
     scored = [o for o in outputs if isinstance(o.get("score"), int | float)]
     if not scored:
@@ -321,21 +348,32 @@ def plot_stream(outputs, path, *, title=None):
     index = np.arange(1, len(scored) + 1)
     scores = np.array([o["score"] for o in scored], dtype=np.float64)
     anomaly = np.array([bool(o.get("anomaly")) for o in scored])
-    # far records score near -1.8e308: the axis shows the bulk, they sit on its floor
-    low, high = np.percentile(scores, [0.5, 100])
-    floor = low - 0.25 * (high - low)
+    moving = all("threshold" in o for o in scored)
+    lines = np.array([o["threshold"] for o in scored], dtype=np.float64) if moving else (
+        np.full(len(scored), float(threshold)) if threshold is not None else None)
+    normal = scores[~anomaly] if (~anomaly).any() else scores
+    low, high = np.percentile(normal, STREAM_FLOOR_QUANTILE), scores.max()
+    if lines is not None:
+        low, high = min(low, lines.min()), max(high, lines.max())
+    span = max(high - low, 1e-9 * max(abs(high), 1.0))
+    floor = low - 0.25 * span
+    clipped = scores < floor
     shown = np.maximum(scores, floor)
     fig, ax = plt.subplots(figsize=(11, 4.5), dpi=110)
     ax.scatter(index[~anomaly], shown[~anomaly], s=2, c="tab:blue", alpha=0.4, linewidths=0,
                label="score (log-density)")
     ax.scatter(index[anomaly], shown[anomaly], s=8, c="red", marker="x", linewidths=0.8,
                label=f"flagged ({anomaly.sum():,} of {len(scored):,})")
-    if all("threshold" in o for o in scored):
-        ax.plot(index, [o["threshold"] for o in scored], c="black", lw=1, label="threshold")
+    if lines is not None:
+        ax.plot(index, lines, c="black", lw=1,
+                label="threshold" + ("" if moving else f" {lines[0]:.6g} (static)"))
+    if clipped.any():
+        ax.axhline(floor, c="0.5", lw=0.8, ls=":",
+                   label=f"{clipped.sum():,} scores below {floor:.4g} drawn on this floor")
     for k, event in enumerate(o for o in outputs if o.get("event") == "drift"):
         ax.axvline(event.get("record", 0), c="darkorange", lw=1.2, ls="--",
                    label="drift alarm" if k == 0 else None)
-    ax.set_ylim(floor - 0.02 * (high - low), high + 0.05 * (high - low))
+    ax.set_ylim(floor - 0.02 * span, high + 0.05 * span)
     ax.set_xlabel("record")
     ax.set_ylabel("score (higher is more normal)")
     ax.set_title(title or f"scored stream: {len(scored):,} records", fontsize=10)
@@ -344,3 +382,4 @@ def plot_stream(outputs, path, *, title=None):
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+    return fig

@@ -94,14 +94,19 @@ def _lower_bound(info) -> str:
 @click.option("--stream", "stream_path", type=click.Path(dir_okay=False, exists=True),
               help="Instead: the JSON lines `streammix score MODEL -` wrote: scores, "
                    "threshold and drift alarms over the stream (no MODEL or DATA).")
+@click.option("--threshold", type=float,
+              help="--stream of a static run (its records carry no threshold): draw this "
+                   "threshold [default: MODEL's calibrated one, when MODEL is given].")
+@click.option("--show-empty", is_flag=True,
+              help="Bayesian mixture: also draw the empty components (grey, dashed).")
 @click.option("--features", help="Two features to plot (default: first two principal axes).")
 @click.option("--sample", "sample_size", default=SAMPLE_ROWS, show_default=True,
               type=click.IntRange(10), help="Rows drawn from DATA to show.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @cluster_options
 @verbosity_options
-def plot(model_path, data, output, stream_path, features, sample_size, seed, scheduler, workers,
-         verbose, quiet):
+def plot(model_path, data, output, stream_path, threshold, show_empty, features, sample_size, seed,
+         scheduler, workers, verbose, quiet):
     """Draw a sample of DATA coloured by cluster, with the model on top; or a scored stream.
 
     Gaussian mixtures get 1-3 sigma covariance ellipses and density contours;
@@ -112,20 +117,25 @@ def plot(model_path, data, output, stream_path, features, sample_size, seed, sch
       streammix plot model.npz data/ -o clusters.png --features x0,x3
       streammix score model.npz - --adapt < events.jsonl > scored.jsonl
       streammix plot --stream scored.jsonl -o stream.png
+      streammix plot model.npz --stream scored.jsonl -o stream.png   # static: model's threshold
     """
     from .. import plotting  # matplotlib: only when needed
     from ..scoring.stdin import read_scored
 
     if stream_path:
-        if model_path or data:
-            raise click.UsageError("--stream plots a scored stream on its own: give no MODEL "
-                                   "or DATA")
-        plotting.plot_stream(read_scored(stream_path), output)
+        if data:
+            raise click.UsageError("--stream plots a scored stream: give no DATA (MODEL only "
+                                   "for its threshold)")
+        if threshold is None and model_path:  # a static run's records carry no threshold
+            threshold = load_model(model_path, scheduler, workers,
+                                   verbosity(verbose, quiet))
+            threshold = getattr(threshold, "anomaly_threshold_", None)
+        plotting.plot_stream(read_scored(stream_path), output, threshold=threshold)
         say(f"wrote {output}", quiet)
         return
     if not (model_path and data):
         raise click.UsageError("give MODEL and DATA (or --stream SCORED.jsonl)")
     model = load_model(model_path, scheduler, workers, verbosity(verbose, quiet))
     plotting.plot_sample(model, data, output, features=split_names(features),
-                         sample_size=sample_size, seed=seed)
+                         sample_size=sample_size, seed=seed, show_empty=show_empty)
     say(f"wrote {output}", quiet)
