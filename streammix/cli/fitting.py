@@ -308,7 +308,10 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
     lowest --criterion wins. Each candidate gets --n-init starts (screened on
     a sample of --screen-size rows when DATA has more) and keeps its best; a
     warning says when the best lies on the grid's edge, or when candidates
-    with more free parameters than rows were left out. For k-means (--model
+    with more free parameters than rows were left out. The starts cost time
+    on small data (about --n-init times one start; --n-init 1 is faster and
+    less reliable); on large data most of the work is on the sample. The
+    table's last line gives the time taken. For k-means (--model
     kmeans): inertia (the elbow) and the silhouette on a seeded sample; the
     highest silhouette wins.
 

@@ -105,12 +105,15 @@ def _feasible(grid, n_features, n_rows, allow_overparameterized):
     return kept, skipped
 
 
-def _edge_warning(table, best):
+def _edge_warning(table, best, skipped=()):
     """Warn when the best k is the smallest or largest fitted for its covariance type."""
     kind = best["covariance_type"]
     ks = sorted(row["n_components"] for row in table if row["covariance_type"] == kind)
     k = best["n_components"]
-    if len(ks) > 1 and k == ks[-1]:
+    # Larger k left out for having more parameters than rows: the data, not the grid,
+    # is the limit, and the left-out warning already says so; "widen upwards" would mislead.
+    capped = any(other == kind and other_k > k for other_k, other in skipped)
+    if len(ks) > 1 and k == ks[-1] and not capped:
         side = "largest"
     elif len(ks) > 1 and k == ks[0] and k > 1:
         side = "smallest"
@@ -256,7 +259,7 @@ def select(X, n_components=range(1, 11), covariance_types=gm.COVARIANCE_TYPES,
             warnings.simplefilter("ignore", ConvergenceWarning)
             model._set_fitted(run, bound, source.dtype)
     best = int(np.argmin([row[criterion] for row in table]))
-    _edge_warning(table, table[best])
+    _edge_warning(table, table[best], skipped)
     return Selection(table, models, models[best], criterion,
                      seconds=time.perf_counter() - clock, n_init=n_init,
                      screen_rows=int(screen_size) if screened else None, skipped=skipped)

@@ -215,6 +215,25 @@ def test_candidates_with_more_parameters_than_rows_are_left_out_by_default():
         sm.select(X[:20], n_components=[3, 4], covariance_types=["full"], random_state=0)
 
 
+def test_no_widen_upwards_advice_when_larger_k_were_left_out_for_the_rows():
+    from sklearn.datasets import load_wine
+
+    X = load_wine().data[:80]  # 13 features: diag has 27 k - 1 parameters, > 80 from k = 4
+    X = (X - X.mean(0)) / X.std(0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = sm.select(X, n_components=range(1, 9), covariance_types=["diag"],
+                           random_state=0)
+    assert result.skipped == [(k, "diag") for k in range(4, 9)]
+    messages = [str(w.message) for w in caught if issubclass(w.category, sm.SelectionWarning)]
+    assert len(messages) == 1 and messages[0].startswith("left out 5 candidate(s)")
+    # the same data and a grid that stops at 3 by choice: the edge warning is given
+    with pytest.warns(sm.SelectionWarning, match="widen n_components"):
+        narrow = sm.select(X, n_components=range(1, 4), covariance_types=["diag"],
+                           random_state=0)
+    assert narrow.best_.n_components == result.best_.n_components == 3
+
+
 def test_select_is_deterministic_given_random_state():
     X = geron()
     a = sm.select(X, n_components=[2, 3], covariance_types=["full", "diag"], screen_size=500,
