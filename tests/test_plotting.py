@@ -155,3 +155,45 @@ def test_cli_plot_stream_takes_a_static_run_threshold_from_the_model(tmp_path, m
                                        "-o", str(tmp_path / "s.png")])
     assert result.exit_code == 0, result.output
     assert seen["threshold"] == pytest.approx(scorer.offset_)
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from streammix.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_plot_options_are_refused_where_they_do_nothing(tmp_path):
+    """No option is ignored: --show-empty off a Bayesian plot, a threshold for a stream
+    whose records carry theirs (adaptive), MODEL and --threshold together, a MODEL without
+    a threshold, --threshold without --stream: each one line, exit status 2."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    X = np.random.default_rng(0).normal(size=(200, 2))
+    sm.GaussianMixture(1, random_state=0).fit(X).save(tmp_path / "bare.npz")  # no threshold
+    pq.write_table(pa.table({"x0": X[:, 0], "x1": X[:, 1]}), tmp_path / "d.parquet")
+    static = tmp_path / "static.jsonl"
+    static.write_text("".join(json.dumps({"id": i, "score": -3.0, "anomaly": False})
+                              + "\n" for i in range(5)))
+    adaptive = tmp_path / "adaptive.jsonl"
+    adaptive.write_text("".join(json.dumps({"id": i, "score": -3.0, "anomaly": False,
+                                            "threshold": -9.0}) + "\n" for i in range(5)))
+    cases = [(("plot", tmp_path / "bare.npz", "--stream", static), "no anomaly threshold"),
+             (("plot", "--stream", adaptive, "--threshold", -9), "adaptive run"),
+             (("plot", tmp_path / "bare.npz", "--stream", static, "--threshold", -9),
+              "not both"),
+             (("plot", "--stream", static, "--show-empty"), "--show-empty"),
+             (("plot", tmp_path / "bare.npz", tmp_path / "d.parquet", "--threshold", -9),
+              "--threshold applies to --stream"),
+             (("plot", tmp_path / "bare.npz", tmp_path / "d.parquet", "--show-empty"),
+              "Bayesian")]
+    for args, message in cases:
+        result = _cli(*args, "-o", tmp_path / "x.png")
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "Traceback" not in result.output and len(result.output.strip().splitlines()) \
+            <= 3  # click's usage line, its hint, and the one-line reason

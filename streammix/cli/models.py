@@ -126,16 +126,34 @@ def plot(model_path, data, output, stream_path, threshold, show_empty, features,
         if data:
             raise click.UsageError("--stream plots a scored stream: give no DATA (MODEL only "
                                    "for its threshold)")
-        if threshold is None and model_path:  # a static run's records carry no threshold
-            threshold = load_model(model_path, scheduler, workers,
-                                   verbosity(verbose, quiet))
-            threshold = getattr(threshold, "anomaly_threshold_", None)
-        plotting.plot_stream(read_scored(stream_path), output, threshold=threshold)
+        if show_empty:
+            raise click.UsageError("--show-empty applies to a model's plot, not to --stream")
+        if model_path and threshold is not None:
+            raise click.UsageError("give MODEL or --threshold for the stream's threshold, "
+                                   "not both")
+        outputs = read_scored(stream_path)
+        if (model_path or threshold is not None) and any("threshold" in o for o in outputs):
+            # no option is ignored: an adaptive run's own thresholds are what judged it
+            raise click.UsageError(f"{stream_path} carries the thresholds its records were "
+                                   "judged by (an adaptive run): give no MODEL or --threshold")
+        if model_path:  # a static run's records carry no threshold: the model's
+            threshold = getattr(load_model(model_path, scheduler, workers,
+                                           verbosity(verbose, quiet)),
+                                "anomaly_threshold_", None)
+            if threshold is None:
+                raise click.UsageError(f"{model_path} has no anomaly threshold: calibrate it "
+                                       "(streammix calibrate) or give --threshold")
+        plotting.plot_stream(outputs, output, threshold=threshold)
         say(f"wrote {output}", quiet)
         return
+    if threshold is not None:
+        raise click.UsageError("--threshold applies to --stream (a static run's threshold)")
     if not (model_path and data):
         raise click.UsageError("give MODEL and DATA (or --stream SCORED.jsonl)")
     model = load_model(model_path, scheduler, workers, verbosity(verbose, quiet))
+    if show_empty and not hasattr(model, "effective_components"):
+        raise click.UsageError("--show-empty applies to a Bayesian mixture (bayesian-gmm), "
+                               f"not to {type(model).__name__}")
     plotting.plot_sample(model, data, output, features=split_names(features),
                          sample_size=sample_size, seed=seed, show_empty=show_empty)
     say(f"wrote {output}", quiet)
