@@ -149,6 +149,9 @@ def test_select_gmm_picks_textbook_answer_and_plots(tmp_path, data):
     best = sm.load(tmp_path / "best.npz")
     assert (best.n_components, best.covariance_type) == (3, "full")
     assert (tmp_path / "bic.png").read_bytes()[:8] == PNG
+    # the saved model named in a few words, not its start's arrays
+    assert "best: GaussianMixture(n_components=3, covariance_type='full'); wrote" in \
+        result.output and "array(" not in result.output
 
 
 def test_select_reversed_range_is_the_same_grid_and_edges_warn(tmp_path, data):

@@ -348,8 +348,16 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
     result.best_.save(output)
     if plot_path:
         draw(result, plot_path)
-    say(f"best: {result.best_!r}; wrote {output}" + (f" and {plot_path}" if plot_path else ""),
-         quiet)
+    say(f"best: {_named(result.best_)}; wrote {output}"
+        + (f" and {plot_path}" if plot_path else ""), quiet)
+
+
+def _named(model) -> str:
+    """The chosen model in a few words: its start's arrays belong in the file, not here."""
+    best = model.get_params()
+    shown = {name: best[name] for name in ("n_components", "n_clusters", "covariance_type")
+             if name in best}
+    return f"{type(model).__name__}({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
 
 
 
