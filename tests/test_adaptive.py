@@ -359,3 +359,22 @@ def test_a_window_shorter_than_a_block_is_refused_in_one_line(tmp_path):
     done = CliRunner().invoke(main, ["score", str(tmp_path / "m.npz"), "-", "--adapt",
                                      "--window", str(BLOCK - 1)], input="")
     assert done.exit_code == 2 and "--window" in done.output and str(BLOCK) in done.output
+
+
+def test_a_snapshot_whose_block_disagrees_with_its_record_count_is_refused(tmp_path, scorer):
+    """Blocks end at multiples of the record count: a snapshot whose unfinished block does
+    not match its count would never end a block again (the learning would stop silently)."""
+    import json
+
+    X, _, _ = stream_with_shift(n=1000)
+    path = tmp_path / "s.npz"
+    list(scorer.adapt(snapshot=path, window=500).score_records(records(X)))
+    with np.load(path) as npz:
+        arrays = {name: npz[name] for name in npz.files}
+    state = json.loads(arrays["state"].tobytes())
+    assert len(arrays["block_rows"]) == state["records"] % 256  # as written (blocks of 256)
+    state["records"] += 44
+    arrays["state"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
+    with pytest.raises(sm.exceptions.SnapshotError, match="unfinished block holds"):
+        scorer.adapt(snapshot=path, window=500)

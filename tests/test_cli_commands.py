@@ -423,3 +423,21 @@ def test_fit_verbose_names_the_passes_before_the_first_iteration(tmp_path, data,
         assert [i for i, _ in numbers] == list(range(1, len(numbers) + 1))
         if numbers[0][1]:  # a declared count is the count made
             assert {int(total) for _, total in numbers} == {len(numbers)}
+
+
+def test_options_for_another_model_or_a_resumed_split_are_refused(tmp_path, data):
+    """select's GMM options with --model kmeans (and the silhouette's with gmm), and a
+    held-out split that a resumed fit could not draw again (no --seed): one line each."""
+    path, _ = data
+    cases = [(("select", path, "--model", "kmeans", "-k", "2..3", "--screen-size", 100),
+              "--screen-size applies to --model gmm"),
+             (("select", path, "--model", "kmeans", "-k", "2..3", "--criterion", "aic"),
+              "--criterion applies to --model gmm"),
+             (("select", path, "-k", "2..3", "--sample-size", 100),
+              "--sample-size applies to --model kmeans"),
+             (("fit", path, "-k", 2, "--calibration-fraction", 0.2, "--checkpoint",
+               tmp_path / "ck"), "needs --seed")]
+    for args, message in cases:
+        result = run(*args, "-o", tmp_path / "m.npz")
+        assert result.exit_code == 2 and message in result.output, result.output
+        assert "Traceback" not in result.output

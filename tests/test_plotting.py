@@ -191,7 +191,9 @@ def test_plot_options_are_refused_where_they_do_nothing(tmp_path):
              (("plot", tmp_path / "bare.npz", tmp_path / "d.parquet", "--threshold", -9),
               "--threshold applies to --stream"),
              (("plot", tmp_path / "bare.npz", tmp_path / "d.parquet", "--show-empty"),
-              "Bayesian")]
+              "Bayesian"),
+             (("plot", "--stream", adaptive, "--features", "x0,x1"), "--features applies"),
+             (("plot", "--stream", adaptive, "--seed", 3), "--seed applies")]
     for args, message in cases:
         result = _cli(*args, "-o", tmp_path / "x.png")
         assert result.exit_code == 2 and message in result.output, result.output

@@ -35,6 +35,7 @@ from .options import (
     given_storage_options,
     load_model,
     open_source,
+    refuse_unused,
     say,
     verbosity,
     verbosity_options,
@@ -141,6 +142,10 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
     else:
         optional.update(init=init, batch_size=batch_size if kind == "minibatch-kmeans" else None)
         model = MODELS[kind](k, **params, **{n: v for n, v in optional.items() if v is not None})
+    if calibration_fraction is not None and checkpoint and seed is None:
+        raise click.UsageError("--calibration-fraction with --checkpoint needs --seed: the "
+                               "held-out rows are drawn from it, and a resumed fit must hold "
+                               "out the same ones")
     _warn_label_like(source)  # before the fit: a long one can be stopped at once
     began = time.perf_counter()
     held_out = None
@@ -170,7 +175,8 @@ def fit(data, output, kind, k, covariance_type, init, n_init, max_iter, tol, reg
         summary += f", anomaly threshold {scorer.offset_:.6g}"
     else:
         model.save(output)
-    say(f"fitted {type(model).__name__}(k={k}) on {source.n_rows:,} rows x "
+    held = "" if held_out is None else f" less the {calibration_fraction:.0%} held out"
+    say(f"fitted {type(model).__name__}(k={k}) on {source.n_rows:,} rows{held} x "
          f"{_features(source)} in {time.perf_counter() - began:.1f} s: "
          f"{model.n_iter_} iterations, {summary}; wrote {output}", quiet)
 
@@ -322,6 +328,11 @@ def select_command(data, ks, kinds, criterion, kind, output, plot_path, max_iter
     """
     from .. import plotting  # matplotlib: only when needed
 
+    gmm = kind == "gmm"
+    refuse_unused(click.get_current_context(), [
+        *((name, gmm, "to --model gmm") for name in (
+            "kinds", "criterion", "screen_size", "allow_overparameterized")),
+        ("sample_size", not gmm, "to --model kmeans (the silhouette's sample)")])
     quiet_cluster_logs(scheduler)
     source = open_source(data, columns, chunk_size, dtype, weight_column, exclude_columns, id_field)
     params = {"random_state": seed, "checkpoint": checkpoint, "restart": restart,

@@ -15,6 +15,7 @@ from .options import (
     cluster_options,
     given_storage_options,
     load_model,
+    refuse_unused,
     say,
     split_names,
     storage_option,
@@ -123,6 +124,9 @@ def plot(model_path, data, output, stream_path, threshold, show_empty, features,
     from ..scoring.stdin import read_scored
 
     if stream_path:
+        refuse_unused(click.get_current_context(), [
+            (name, False, "to a model's plot (MODEL DATA), not to --stream") for name in (
+                "features", "sample_size", "seed", "scheduler", "workers")])
         if data:
             raise click.UsageError("--stream plots a scored stream: give no DATA (MODEL only "
                                    "for its threshold)")

@@ -128,6 +128,8 @@ def score(model_path, data, output, contamination, threshold, id_field, fmt, mic
     if (data != "-" and not records) or watch:
         scorer = AnomalyScorer(model, contamination=contamination or DEFAULT_CONTAMINATION,
                                threshold=threshold, top_features=top_features)
+        if threshold is not None:  # as on a stream: a threshold that flags all or nothing
+            scorer._warn_if_outside(threshold)
         if watch:
             if not output:
                 raise click.UsageError("--watch needs -o OUTDIR")

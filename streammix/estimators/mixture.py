@@ -221,7 +221,7 @@ class BaseMixture(DensityMixin, StreammixEstimator, metaclass=ABCMeta):
             w = self._param_array("weights_init", "'weights'", (k,))
             if w.min() < 0 or w.max() > 1:
                 raise ValueError(f"The parameter 'weights' should be in the range [0, 1], but "
-                                 f"got max value {w.min():.5f}, min value {w.max():.5f}")
+                                 f"got max value {w.max():.5f}, min value {w.min():.5f}")
             if not np.allclose(w.sum(), 1.0, rtol=0, atol=1e-6):
                 raise ValueError("The parameter 'weights' should be normalized, but got "
                                  f"sum(weights) = {w.sum():.5f}")

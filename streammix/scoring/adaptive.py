@@ -549,6 +549,11 @@ class AdaptiveScoring:
             threshold = _finite(state["threshold"], "threshold")
             n_features = self.model.n_features_in_
             _check_block(rows, flags, n_features, self.block - 1, "unfinished block")
+            if self.adapt and len(rows) != state["records"] % self.block:
+                # blocks are cut at multiples of the record count: a block that cannot end
+                # would stop the learning for good
+                raise ValueError(f"its unfinished block holds {len(rows)} records, not the "
+                                 f"{state['records'] % self.block} its record count implies")
             if gathered is not None:
                 _check_block(*gathered, n_features, None, "gathered records")
             gather_from = state["gather_from"]

@@ -156,12 +156,13 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
     @property
     def model_(self):
         """The fitted model that scores: the one ``fit`` fitted, else ``model`` itself."""
-        fitted = self.__dict__.get("_fitted_model")
-        return fitted if fitted is not None else _unfrozen(self.model)
+        fitted, source = self.__dict__.get("_fitted_model"), self.__dict__.get("_fitted_from")
+        # a model given since (set_params, assignment) is the one that scores
+        return fitted if fitted is not None and source is self.model else _unfrozen(self.model)
 
     @model_.setter
     def model_(self, model):
-        self._fitted_model = model
+        self._fitted_model, self._fitted_from = model, self.model
 
     @property
     def score_range_(self) -> tuple[float, float]:
@@ -235,6 +236,9 @@ class AnomalyScorer(OutlierMixin, StreammixEstimator):
         prefit = _is_fitted(self.model)
         fit_rows = calibration_rows = X
         if self.calibration == "holdout":
+            if self.threshold is not None:
+                raise ValueError("calibration='holdout' holds rows out to calibrate a threshold; "
+                                 "with a given threshold nothing would use them")
             if prefit:
                 raise ValueError("calibration='holdout' fits the model on the rows it does not "
                                  "hold out: give an unfitted model (calibration='train' "

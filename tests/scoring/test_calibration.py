@@ -232,3 +232,16 @@ def test_an_adaptive_snapshot_keeps_a_lagging_threshold_loadable():
     loaded = sm.load(io.BytesIO(raw.tobytes()))
     assert loaded.anomaly_threshold_ == high + 1.0
     assert loaded.anomaly_score_range_[1] >= high + 1.0
+
+
+def test_holdout_with_a_given_threshold_is_refused_and_a_new_model_scores():
+    """Held-out rows with a given threshold would be read for nothing; and a model given
+    after a fit (set_params) is the one that scores, not the one fitted before."""
+    X = np.random.default_rng(0).normal(size=(400, 2))
+    with pytest.raises(ValueError, match="given threshold"):
+        sm.AnomalyScorer(sm.GaussianMixture(2), threshold=-5.0,
+                         calibration="holdout").fit(X)
+    scorer = sm.AnomalyScorer(sm.GaussianMixture(1, random_state=0), threshold=-5.0).fit(X)
+    assert scorer.model_.n_components == 1
+    scorer.set_params(model=sm.GaussianMixture(3, random_state=0).fit(X))
+    assert scorer.model_.n_components == 3
