@@ -71,21 +71,16 @@ class _RecentRate:
     def __init__(self, window: int):
         if window < 1:
             raise ValueError(f"anomaly_rate_window must be at least 1, not {window}")
-        self._flags = collections.deque(maxlen=window)
-        self._flagged = 0  # kept with the deque, so an update is O(records), not O(window)
+        self._flags = collections.deque(maxlen=window)  # the oldest fall out by themselves
 
     def add(self, flags) -> None:
         """Push the verdicts (True for an anomaly) of newly scored records, oldest first."""
-        for flag in flags:
-            if len(self._flags) == self._flags.maxlen:
-                self._flagged -= self._flags[0]
-            self._flags.append(bool(flag))
-            self._flagged += bool(flag)
+        self._flags.extend(flags)  # one C-level call per request, not a loop per record
 
     @property
     def rate(self) -> float:
         """Anomalies over records in the window (0.0 before any record is scored)."""
-        return self._flagged / len(self._flags) if self._flags else 0.0
+        return sum(self._flags) / len(self._flags) if self._flags else 0.0
 
 
 class ServedModel:
